@@ -1,0 +1,426 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs. Topic configs are dynamic; broker
+//! configs are read-only here (they come from flags, environment and the config file).
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use tracing::info;
+
+use super::admin::Failure;
+use super::{code, message, KafkaApis};
+use crate::topic_config::{config_def, ConfigDef, ConfigType, TopicConfigs, TOPIC_CONFIGS};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+pub(super) fn source_of(configs: &TopicConfigs, def: &ConfigDef) -> i8 {
+    if configs.get_override(def.name).is_some() {
+        SOURCE_DYNAMIC_TOPIC
+    } else {
+        SOURCE_DEFAULT
+    }
+}
+
+fn failure(error: ResponseError, text: impl Into<String>) -> Failure {
+    Failure {
+        error_code: code(error),
+        message: text.into(),
+    }
+}
+
+/// One described config entry.
+struct Entry {
+    name: String,
+    value: String,
+    source: i8,
+    read_only: bool,
+    config_type: ConfigType,
+    doc: &'static str,
+    synonyms: Vec<(String, String, i8)>,
+}
+
+impl KafkaApis {
+    fn broker_entries(&self) -> Vec<Entry> {
+        let c = &self.config;
+        let (host, port) = &c.advertised_kafka_addr;
+        let mut entries: Vec<Entry> = [
+            (
+                "broker.id",
+                c.node_id.to_string(),
+                ConfigType::Int,
+                "This broker's id",
+            ),
+            (
+                "node.id",
+                c.node_id.to_string(),
+                ConfigType::Int,
+                "This broker's id",
+            ),
+            (
+                "log.dirs",
+                c.data_dir.display().to_string(),
+                ConfigType::String,
+                "Data directory",
+            ),
+            (
+                "listeners",
+                format!("PLAINTEXT://{}", c.kafka_addr),
+                ConfigType::List,
+                "Kafka listener",
+            ),
+            (
+                "advertised.listeners",
+                format!("PLAINTEXT://{host}:{port}"),
+                ConfigType::List,
+                "Address given to clients",
+            ),
+            (
+                "auto.create.topics.enable",
+                c.auto_create_topics.to_string(),
+                ConfigType::String,
+                "Create unknown topics named in Metadata requests",
+            ),
+            (
+                "num.partitions",
+                c.default_partitions.to_string(),
+                ConfigType::Int,
+                "Partitions of topics created without a count",
+            ),
+            (
+                "default.replication.factor",
+                "1".into(),
+                ConfigType::Int,
+                "Replication factor of topics created without one",
+            ),
+            (
+                "socket.request.max.bytes",
+                c.max_frame_bytes.to_string(),
+                ConfigType::Int,
+                "Largest request accepted",
+            ),
+            (
+                "max.connections",
+                c.max_connections.to_string(),
+                ConfigType::Int,
+                "Most client connections at once",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, value, config_type, doc)| Entry {
+            name: name.to_string(),
+            value,
+            source: SOURCE_STATIC_BROKER,
+            read_only: true,
+            config_type,
+            doc,
+            synonyms: Vec::new(),
+        })
+        .collect();
+        entries.extend(TOPIC_CONFIGS.iter().map(|def| Entry {
+            name: def.broker_synonym.to_string(),
+            value: def.default.to_string(),
+            source: SOURCE_DEFAULT,
+            read_only: true,
+            config_type: def.config_type,
+            doc: def.doc,
+            synonyms: Vec::new(),
+        }));
+        entries
+    }
+
+    fn topic_entries(configs: &TopicConfigs) -> Vec<Entry> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|def| {
+                let mut synonyms = Vec::new();
+                if let Some(value) = configs.get_override(def.name) {
+                    synonyms.push((
+                        def.name.to_string(),
+                        value.to_string(),
+                        SOURCE_DYNAMIC_TOPIC,
+                    ));
+                }
+                synonyms.push((
+                    def.broker_synonym.to_string(),
+                    def.default.to_string(),
+                    SOURCE_DEFAULT,
+                ));
+                Entry {
+                    name: def.name.to_string(),
+                    value: configs.value(def),
+                    source: source_of(configs, def),
+                    read_only: false,
+                    config_type: def.config_type,
+                    doc: def.doc,
+                    synonyms,
+                }
+            })
+            .collect()
+    }
+
+    fn is_this_broker(&self, resource_name: &str) -> bool {
+        resource_name.is_empty() || resource_name == self.config.node_id.to_string()
+    }
+
+    pub(super) fn describe_configs(
+        &self,
+        request: DescribeConfigsRequest,
+        version: i16,
+    ) -> DescribeConfigsResponse {
+        let results = request
+            .resources
+            .into_iter()
+            .map(|resource| {
+                let result = DescribeConfigsResult::default()
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name.clone());
+                let name = resource.resource_name.as_str();
+                let entries = match resource.resource_type {
+                    RESOURCE_TOPIC => match self.topics().get(name) {
+                        Some(topic) => Ok(Self::topic_entries(&topic.configs)),
+                        None => Err(failure(
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("topic '{name}' does not exist"),
+                        )),
+                    },
+                    RESOURCE_BROKER if self.is_this_broker(name) => Ok(self.broker_entries()),
+                    RESOURCE_BROKER => Err(failure(
+                        ResponseError::InvalidRequest,
+                        format!("this is broker {}, not '{name}'", self.config.node_id),
+                    )),
+                    other => Err(failure(
+                        ResponseError::InvalidRequest,
+                        format!("resource type {other} is not supported"),
+                    )),
+                };
+                match entries {
+                    Ok(entries) => result.with_configs(
+                        entries
+                            .into_iter()
+                            .filter(|e| {
+                                resource
+                                    .configuration_keys
+                                    .as_ref()
+                                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
+                            })
+                            .map(|e| {
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(StrBytes::from_string(e.name))
+                                    .with_value(Some(StrBytes::from_string(e.value)))
+                                    .with_read_only(e.read_only)
+                                    .with_config_source(e.source)
+                                    .with_config_type(if version >= 3 {
+                                        e.config_type as i8
+                                    } else {
+                                        0
+                                    })
+                                    .with_documentation(
+                                        (version >= 3 && request.include_documentation)
+                                            .then(|| StrBytes::from_static_str(e.doc)),
+                                    )
+                                    .with_synonyms(if request.include_synonyms {
+                                        e.synonyms
+                                            .into_iter()
+                                            .map(|(name, value, source)| {
+                                                DescribeConfigsSynonym::default()
+                                                    .with_name(StrBytes::from_string(name))
+                                                    .with_value(Some(StrBytes::from_string(value)))
+                                                    .with_source(source)
+                                            })
+                                            .collect()
+                                    } else {
+                                        Vec::new()
+                                    })
+                            })
+                            .collect(),
+                    ),
+                    Err(f) => result
+                        .with_error_code(f.error_code)
+                        .with_error_message(message(f.message)),
+                }
+            })
+            .collect();
+        DescribeConfigsResponse::default().with_results(results)
+    }
+
+    /// Applies `change` to a topic's overrides and stores the result (unless validate_only).
+    fn alter_topic_configs(
+        &self,
+        resource_type: i8,
+        name: &str,
+        validate_only: bool,
+        change: impl FnOnce(&mut TopicConfigs) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        match resource_type {
+            RESOURCE_TOPIC => {}
+            RESOURCE_BROKER => {
+                return Err(failure(
+                    ResponseError::InvalidRequest,
+                    "broker configs are static: set them with flags, SKIFF_* variables or the config file",
+                ))
+            }
+            other => {
+                return Err(failure(
+                    ResponseError::InvalidRequest,
+                    format!("resource type {other} is not supported"),
+                ))
+            }
+        }
+        let mut topics = self.topics_mut();
+        let mut topic = topics.get(name).cloned().ok_or_else(|| {
+            failure(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
+        change(&mut topic.configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = topic.configs.log_config();
+        topics
+            .put(topic.clone())
+            .map_err(|e| failure(ResponseError::KafkaStorageError, e.to_string()))?;
+        self.replicas
+            .set_log_config(&topic.name, topic.partitions, &log_config);
+        info!(topic = name, configs = ?topic.configs, "altered topic configs");
+        Ok(())
+    }
+
+    pub(super) fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
+        let responses = request
+            .resources
+            .into_iter()
+            .map(|resource| {
+                let outcome = self.alter_topic_configs(
+                    resource.resource_type,
+                    resource.resource_name.as_str(),
+                    request.validate_only,
+                    |configs| {
+                        // AlterConfigs replaces the whole set of overrides.
+                        *configs = TopicConfigs::from_pairs(
+                            resource
+                                .configs
+                                .iter()
+                                .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
+                        )
+                        .map_err(|e| failure(ResponseError::InvalidConfig, e.to_string()))?;
+                        Ok(())
+                    },
+                );
+                let response = alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name);
+                match outcome {
+                    Ok(()) => response,
+                    Err(f) => response
+                        .with_error_code(f.error_code)
+                        .with_error_message(message(f.message)),
+                }
+            })
+            .collect();
+        AlterConfigsResponse::default().with_responses(responses)
+    }
+
+    pub(super) fn incremental_alter_configs(
+        &self,
+        request: IncrementalAlterConfigsRequest,
+    ) -> IncrementalAlterConfigsResponse {
+        let responses = request
+            .resources
+            .into_iter()
+            .map(|resource| {
+                let outcome = self.alter_topic_configs(
+                    resource.resource_type,
+                    resource.resource_name.as_str(),
+                    request.validate_only,
+                    |configs| {
+                        for op in &resource.configs {
+                            apply_incremental(
+                                configs,
+                                op.name.as_str(),
+                                op.config_operation,
+                                op.value.as_ref().map(|v| v.as_str()),
+                            )?;
+                        }
+                        Ok(())
+                    },
+                );
+                let response =
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(resource.resource_type)
+                        .with_resource_name(resource.resource_name);
+                match outcome {
+                    Ok(()) => response,
+                    Err(f) => response
+                        .with_error_code(f.error_code)
+                        .with_error_message(message(f.message)),
+                }
+            })
+            .collect();
+        IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+}
+
+fn apply_incremental(
+    configs: &mut TopicConfigs,
+    name: &str,
+    operation: i8,
+    value: Option<&str>,
+) -> Result<(), Failure> {
+    let invalid = |text: String| failure(ResponseError::InvalidConfig, text);
+    let def = config_def(name).ok_or_else(|| invalid(format!("unknown topic config '{name}'")))?;
+    let result = match (operation, value) {
+        (OP_DELETE, _) => configs.delete(name),
+        (OP_SET, Some(value)) => configs.set(name, value),
+        (OP_APPEND | OP_SUBTRACT, Some(value)) if def.config_type == ConfigType::List => {
+            let mut items: Vec<String> = configs
+                .value(def)
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if operation == OP_APPEND {
+                    if !items.iter().any(|i| i == item) {
+                        items.push(item.to_string());
+                    }
+                } else {
+                    items.retain(|i| i != item);
+                }
+            }
+            if items.is_empty() {
+                return Err(invalid(format!("{name} cannot be empty")));
+            }
+            configs.set(name, &items.join(","))
+        }
+        (OP_APPEND | OP_SUBTRACT, Some(_)) => {
+            return Err(invalid(format!(
+                "{name} is not a list; APPEND and SUBTRACT need a list config"
+            )))
+        }
+        (OP_SET | OP_APPEND | OP_SUBTRACT, None) => {
+            return Err(invalid(format!(
+                "operation {operation} on {name} needs a value"
+            )))
+        }
+        (other, _) => return Err(invalid(format!("unknown config operation {other}"))),
+    };
+    result.map_err(|e| invalid(e.to_string()))
+}

@@ -1,0 +1,138 @@
+//! Fetch: whole batches from the log, long-polling until `min_bytes` are there or `max_wait_ms`
+//! passes, woken by every append.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::time::Instant;
+
+use super::{code, log_error_code, KafkaApis, LEADER_EPOCH};
+
+/// The error for a request naming leader epoch `requested` of a partition at `LEADER_EPOCH`
+/// (-1 means the client does not know the epoch).
+pub(super) fn leader_epoch_error(requested: i32) -> Option<i16> {
+    match requested {
+        e if e < 0 || e == LEADER_EPOCH => None,
+        e if e > LEADER_EPOCH => Some(code(ResponseError::UnknownLeaderEpoch)),
+        _ => Some(code(ResponseError::FencedLeaderEpoch)),
+    }
+}
+
+impl KafkaApis {
+    pub(super) async fn fetch(&self, request: FetchRequest, version: i16) -> FetchResponse {
+        let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64)
+            .min(self.config.request_timeout / 2);
+        let deadline = Instant::now() + max_wait;
+        let min_bytes = request.min_bytes.max(0) as usize;
+        loop {
+            // Registered before reading, so an append between the read and the wait still wakes us.
+            let mut appended = pin!(self.replicas.appended().notified());
+            appended.as_mut().enable();
+            let (response, bytes, has_error) = self.read_for_fetch(&request, version);
+            if bytes >= min_bytes || has_error || Instant::now() >= deadline {
+                return response;
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return self.read_for_fetch(&request, version).0;
+            }
+        }
+    }
+
+    /// One pass over the requested partitions: the response, its record bytes and whether any
+    /// partition failed (which ends a long poll at once, as Kafka does).
+    fn read_for_fetch(&self, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+        let mut remaining = request.max_bytes.max(0) as usize;
+        let mut total = 0usize;
+        let mut has_error = false;
+        let topics = request
+            .topics
+            .iter()
+            .map(|topic| {
+                // v13+ names topics by id only.
+                let name = if version >= 13 {
+                    self.topics().by_id(topic.topic_id).map(|t| t.name.clone())
+                } else {
+                    Some(topic.topic.as_str().to_string())
+                };
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let data = PartitionData::default().with_partition_index(p.partition);
+                        let Some(name) = &name else {
+                            has_error = true;
+                            return data.with_error_code(code(if version >= 13 {
+                                ResponseError::UnknownTopicId
+                            } else {
+                                ResponseError::UnknownTopicOrPartition
+                            }));
+                        };
+                        let Some(partition) = self.replicas.get(name, p.partition) else {
+                            has_error = true;
+                            return data
+                                .with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                        };
+                        if let Some(error) = leader_epoch_error(p.current_leader_epoch) {
+                            has_error = true;
+                            return data.with_error_code(error);
+                        }
+                        let (read, high_watermark, log_start_offset) = {
+                            let log = partition.log();
+                            let high_watermark = log.log_end_offset();
+                            let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
+                            (
+                                log.read(p.fetch_offset, limit, high_watermark, total == 0),
+                                high_watermark,
+                                log.log_start_offset(),
+                            )
+                        };
+                        let data = data
+                            .with_high_watermark(high_watermark)
+                            .with_last_stable_offset(high_watermark)
+                            .with_log_start_offset(log_start_offset)
+                            .with_aborted_transactions(Some(Vec::new()));
+                        let records = read.map_err(|e| log_error_code(&e)).and_then(|info| {
+                            let mut buf = Vec::with_capacity(info.total_len);
+                            for slice in &info.slices {
+                                slice
+                                    .read_into(&mut buf)
+                                    .map_err(|_| code(ResponseError::KafkaStorageError))?;
+                            }
+                            Ok(Bytes::from(buf))
+                        });
+                        match records {
+                            Ok(records) => {
+                                total += records.len();
+                                remaining = remaining.saturating_sub(records.len());
+                                metrics::counter!("skiff_bytes_out_total", "topic" => name.clone())
+                                    .increment(records.len() as u64);
+                                data.with_records(Some(records))
+                            }
+                            Err(error) => {
+                                has_error = true;
+                                data.with_error_code(error).with_records(Some(Bytes::new()))
+                            }
+                        }
+                    })
+                    .collect();
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(
+                        name.clone()
+                            .unwrap_or_else(|| topic.topic.as_str().to_string()),
+                    )))
+                    .with_topic_id(topic.topic_id)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        (
+            FetchResponse::default().with_responses(topics),
+            total,
+            has_error,
+        )
+    }
+}

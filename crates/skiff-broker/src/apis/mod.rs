@@ -1,0 +1,170 @@
+//! `KafkaApis`: one handler per Kafka API, each turning a decoded request into a response body.
+//! Handlers never panic on client input; every refusal is a Kafka error code in the response.
+
+mod admin;
+mod configs;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+use kafka_protocol::protocol::StrBytes;
+use skiff_log::LogError;
+use skiff_protocol::{api_versions_response, Request, RequestBody, ResponseBody};
+use tracing::warn;
+
+use crate::config::BrokerConfig;
+use crate::producer_ids::ProducerIdAllocator;
+use crate::replica_manager::ReplicaManager;
+use crate::topics::TopicStore;
+
+/// The leader epoch of every partition of a single broker: leadership never moves.
+pub const LEADER_EPOCH: i32 = 0;
+
+pub struct KafkaApis {
+    config: BrokerConfig,
+    topics: RwLock<TopicStore>,
+    replicas: ReplicaManager,
+    producer_ids: Mutex<ProducerIdAllocator>,
+}
+
+fn code(error: ResponseError) -> i16 {
+    error.code()
+}
+
+fn message(text: impl Into<String>) -> Option<StrBytes> {
+    Some(StrBytes::from_string(text.into()))
+}
+
+/// The Kafka error a log failure is reported as.
+fn log_error_code(error: &LogError) -> i16 {
+    use skiff_log::batch::BatchError;
+    match error {
+        LogError::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
+        LogError::OutOfOrderSequence { .. } => code(ResponseError::OutOfOrderSequenceNumber),
+        LogError::InvalidProducerEpoch { .. } => code(ResponseError::InvalidProducerEpoch),
+        LogError::Corrupt(BatchError::TooLarge { .. }) => code(ResponseError::MessageTooLarge),
+        LogError::Corrupt(_) => code(ResponseError::CorruptMessage),
+        _ => code(ResponseError::KafkaStorageError),
+    }
+}
+
+impl KafkaApis {
+    /// Opens the broker's state in `config.data_dir`, recovering every partition log.
+    pub fn open(config: BrokerConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let topics = TopicStore::open(&config.data_dir)?;
+        let replicas = ReplicaManager::open(&config.data_dir, topics.all())?;
+        let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
+        Ok(Self {
+            config,
+            topics: RwLock::new(topics),
+            replicas,
+            producer_ids: Mutex::new(producer_ids),
+        })
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn replicas(&self) -> &ReplicaManager {
+        &self.replicas
+    }
+
+    fn topics(&self) -> RwLockReadGuard<'_, TopicStore> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn topics_mut(&self) -> RwLockWriteGuard<'_, TopicStore> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers one request; `None` means no response is sent (Produce with acks=0).
+    pub async fn handle(&self, request: Request) -> Option<ResponseBody> {
+        let version = request.version();
+        Some(match request.body {
+            RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(api_versions_response(0)),
+            RequestBody::Metadata(r) => ResponseBody::Metadata(self.metadata(r, version)),
+            RequestBody::Produce(r) => return self.produce(r, version).map(ResponseBody::Produce),
+            RequestBody::Fetch(r) => ResponseBody::Fetch(self.fetch(r, version).await),
+            RequestBody::ListOffsets(r) => ResponseBody::ListOffsets(self.list_offsets(r, version)),
+            RequestBody::OffsetForLeaderEpoch(r) => {
+                ResponseBody::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
+            }
+            RequestBody::DeleteRecords(r) => ResponseBody::DeleteRecords(self.delete_records(r)),
+            RequestBody::CreateTopics(r) => {
+                ResponseBody::CreateTopics(self.create_topics(r, version))
+            }
+            RequestBody::DeleteTopics(r) => {
+                ResponseBody::DeleteTopics(self.delete_topics(r, version))
+            }
+            RequestBody::CreatePartitions(r) => {
+                ResponseBody::CreatePartitions(self.create_partitions(r))
+            }
+            RequestBody::DescribeConfigs(r) => {
+                ResponseBody::DescribeConfigs(self.describe_configs(r, version))
+            }
+            RequestBody::AlterConfigs(r) => ResponseBody::AlterConfigs(self.alter_configs(r)),
+            RequestBody::IncrementalAlterConfigs(r) => {
+                ResponseBody::IncrementalAlterConfigs(self.incremental_alter_configs(r))
+            }
+            RequestBody::DescribeCluster(r) => {
+                ResponseBody::DescribeCluster(self.describe_cluster(r))
+            }
+            RequestBody::InitProducerId(r) => {
+                ResponseBody::InitProducerId(self.init_producer_id(r))
+            }
+        })
+    }
+
+    /// Idempotent producers only: transactions need a transaction coordinator Skiff does not
+    /// have yet, so a transactional id is refused as an unsupported feature. A producer that
+    /// already has an id (KIP-360 epoch bump) keeps it with the next epoch.
+    fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        let response = InitProducerIdResponse::default();
+        if request.transactional_id.is_some() {
+            return response
+                .with_error_code(code(ResponseError::UnsupportedVersion))
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1);
+        }
+        if request.producer_id.0 >= 0
+            && request.producer_epoch >= 0
+            && request.producer_epoch < i16::MAX - 1
+        {
+            return response
+                .with_producer_id(request.producer_id)
+                .with_producer_epoch(request.producer_epoch + 1);
+        }
+        let allocated = self
+            .producer_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_id();
+        match allocated {
+            Ok(id) => response.with_producer_id(id.into()).with_producer_epoch(0),
+            Err(e) => {
+                warn!(error = %e, "could not persist the producer id block");
+                response
+                    .with_error_code(code(ResponseError::CoordinatorNotAvailable))
+                    .with_producer_id((-1).into())
+                    .with_producer_epoch(-1)
+            }
+        }
+    }
+
+    /// Runs retention, segment rolling by age and timed flushes.
+    pub fn run_log_maintenance(&self) {
+        self.replicas.run_log_maintenance();
+    }
+
+    /// Flushes and closes every partition log.
+    pub fn shutdown(&self) {
+        self.replicas.close_all();
+    }
+}

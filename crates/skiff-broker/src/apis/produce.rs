@@ -1,0 +1,152 @@
+//! Produce: validate each record batch's header and CRC, stamp LogAppendTime where the topic asks
+//! for it, append the bytes verbatim.
+
+use bytes::BytesMut;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use skiff_log::batch::{set_log_append_time, validate_batch, BatchError, BatchIter};
+use skiff_log::AppendOutcome;
+use tracing::debug;
+
+use super::{code, log_error_code, message, KafkaApis, LEADER_EPOCH};
+use crate::replica_manager::now_ms;
+
+fn batch_error_code(error: &BatchError) -> i16 {
+    match error {
+        BatchError::TooLarge { .. } => code(ResponseError::MessageTooLarge),
+        BatchError::UnsupportedMagic(_) => code(ResponseError::UnsupportedForMessageFormat),
+        _ => code(ResponseError::CorruptMessage),
+    }
+}
+
+impl KafkaApis {
+    /// Returns `None` for acks=0: Kafka sends no response at all then.
+    pub(super) fn produce(
+        &self,
+        request: ProduceRequest,
+        _version: i16,
+    ) -> Option<ProduceResponse> {
+        let refusal = if request.transactional_id.is_some() {
+            Some((
+                code(ResponseError::UnsupportedVersion),
+                "transactions are not supported yet",
+            ))
+        } else if !matches!(request.acks, -1..=1) {
+            Some((
+                code(ResponseError::InvalidRequiredAcks),
+                "acks must be -1, 0 or 1",
+            ))
+        } else {
+            None
+        };
+        let responses = request
+            .topic_data
+            .into_iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partition_data
+                    .into_iter()
+                    .map(|data| match refusal {
+                        Some((error_code, text)) => PartitionProduceResponse::default()
+                            .with_index(data.index)
+                            .with_error_code(error_code)
+                            .with_error_message(message(text)),
+                        None => {
+                            self.append_to_partition(topic.name.as_str(), data.index, data.records)
+                        }
+                    })
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(topic.name)
+                    .with_partition_responses(partitions)
+            })
+            .collect();
+        (request.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    }
+
+    fn append_to_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        records: Option<bytes::Bytes>,
+    ) -> PartitionProduceResponse {
+        let response = PartitionProduceResponse::default().with_index(index);
+        let failed = |error_code: i16, text: String| {
+            debug!(topic, partition = index, error_code, %text, "produce refused");
+            response
+                .clone()
+                .with_error_code(error_code)
+                .with_error_message(message(text))
+                .with_base_offset(-1)
+        };
+        let Some((max_message_bytes, log_append_time)) = self.topics().get(topic).map(|t| {
+            (
+                t.configs.max_message_bytes(),
+                t.configs.uses_log_append_time(),
+            )
+        }) else {
+            return failed(
+                code(ResponseError::UnknownTopicOrPartition),
+                format!("topic '{topic}' does not exist"),
+            );
+        };
+        let Some(partition) = self.replicas.get(topic, index) else {
+            return failed(
+                code(ResponseError::UnknownTopicOrPartition),
+                format!("topic '{topic}' has no partition {index}"),
+            );
+        };
+        let Some(records) = records.filter(|r| !r.is_empty()) else {
+            return failed(
+                code(ResponseError::CorruptMessage),
+                "no record batch in the request".into(),
+            );
+        };
+        // Patching offsets and timestamps needs the batch bytes writable: one copy out of the
+        // request frame, which other decoded fields still share.
+        let mut batches = BytesMut::from(&records[..]);
+        let now = now_ms();
+        let mut ranges = Vec::new();
+        for item in BatchIter::new(&batches) {
+            let (_, range) = match item {
+                Ok(item) => item,
+                Err(e) => return failed(batch_error_code(&e), e.to_string()),
+            };
+            if let Err(e) = validate_batch(&batches[range.clone()], max_message_bytes) {
+                return failed(batch_error_code(&e), e.to_string());
+            }
+            ranges.push(range);
+        }
+        if log_append_time {
+            for range in &ranges {
+                set_log_append_time(&mut batches[range.clone()], now);
+            }
+        }
+        let outcome = partition.log().append(&mut batches, LEADER_EPOCH, now);
+        match outcome {
+            Ok(AppendOutcome::Appended {
+                base_offset,
+                log_start_offset,
+                ..
+            }) => {
+                metrics::counter!("skiff_bytes_in_total", "topic" => topic.to_string())
+                    .increment(batches.len() as u64);
+                self.replicas.notify_appended();
+                response
+                    .with_base_offset(base_offset)
+                    .with_log_append_time_ms(if log_append_time { now } else { -1 })
+                    .with_log_start_offset(log_start_offset)
+            }
+            Ok(AppendOutcome::Duplicate {
+                base_offset,
+                log_start_offset,
+                ..
+            }) => response
+                .with_base_offset(base_offset)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(log_start_offset),
+            Err(e) => failed(log_error_code(&e), e.to_string()),
+        }
+    }
+}

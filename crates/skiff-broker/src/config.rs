@@ -1,0 +1,48 @@
+//! Broker settings. Every limit the broker enforces lives here, with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    pub kafka_addr: SocketAddr,
+    /// Host and port given to clients in Metadata; defaults to `kafka_addr`.
+    pub advertised_kafka_addr: (String, u16),
+    pub rack: Option<String>,
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created without a partition count (auto-create, `-1`).
+    pub default_partitions: i32,
+    /// Largest request frame accepted; a larger one closes the connection before any allocation.
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    /// Requests read from one connection ahead of the one being answered.
+    pub max_in_flight_per_connection: usize,
+    /// Longest a request may take, including a long-poll Fetch's wait.
+    pub request_timeout: Duration,
+    /// How often retention, segment age and `flush.ms` are checked.
+    pub log_check_interval: Duration,
+}
+
+impl BrokerConfig {
+    pub const DEFAULT_KAFKA_ADDR: &'static str = "127.0.0.1:9092";
+
+    pub fn new(data_dir: PathBuf, kafka_addr: SocketAddr) -> Self {
+        Self {
+            node_id: 1,
+            data_dir,
+            kafka_addr,
+            advertised_kafka_addr: (kafka_addr.ip().to_string(), kafka_addr.port()),
+            rack: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            max_in_flight_per_connection: 64,
+            request_timeout: Duration::from_secs(30),
+            log_check_interval: Duration::from_secs(5),
+        }
+    }
+}

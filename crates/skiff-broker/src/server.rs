@@ -1,0 +1,187 @@
+//! The Kafka TCP listener. Each connection has a reader that frames and decodes requests into a
+//! bounded queue (the in-flight limit) and a loop that answers them strictly in order, as Kafka
+//! clients require. Bad input closes only its own connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::ApiKey;
+use skiff_protocol::{
+    api_versions_response, decode_request, encode_response, FrameDecoder, Request, RequestError,
+    ResponseBody,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::KafkaApis;
+
+/// A bound Kafka listener, so the caller knows the address before serving starts.
+pub struct Listener(pub TcpListener);
+
+impl Listener {
+    pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Self> {
+        TcpListener::bind(addr).await.map(Self)
+    }
+}
+
+/// Serves Kafka clients until `shutdown` turns true, then stops accepting, lets every
+/// connection answer the requests it already read, and returns.
+pub async fn serve(apis: Arc<KafkaApis>, listener: Listener, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(apis.config().max_connections));
+    let mut connections = JoinSet::new();
+    let connection_shutdown = shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.0.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    warn!(%peer, limit = apis.config().max_connections, "connection refused: too many connections");
+                    metrics::counter!("skiff_connections_refused_total").increment(1);
+                    continue;
+                };
+                let apis = apis.clone();
+                let shutdown = connection_shutdown.clone();
+                connections.spawn(async move {
+                    metrics::gauge!("skiff_connections").increment(1.0);
+                    debug!(%peer, "connection opened");
+                    if let Err(reason) = connection(apis, stream, shutdown).await {
+                        debug!(%peer, %reason, "connection closed");
+                    }
+                    metrics::gauge!("skiff_connections").decrement(1.0);
+                    drop(slot);
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    info!(
+        open = connections.len(),
+        "listener closed; finishing in-flight requests"
+    );
+    while connections.join_next().await.is_some() {}
+}
+
+async fn connection(
+    apis: Arc<KafkaApis>,
+    stream: TcpStream,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (reader, writer) = stream.into_split();
+    let (queue, mut requests) = mpsc::channel(apis.config().max_in_flight_per_connection);
+    let framing = FrameDecoder::new(apis.config().max_frame_bytes);
+    let read_task = tokio::spawn(read_requests(reader, framing, queue, shutdown));
+    let result = answer_requests(&apis, &mut requests, writer).await;
+    read_task.abort();
+    result
+}
+
+/// What the reader hands to the answering loop.
+type Incoming = Result<Request, RequestError>;
+
+async fn read_requests(
+    mut reader: OwnedReadHalf,
+    framing: FrameDecoder,
+    queue: mpsc::Sender<Incoming>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some(frame) = framing.decode(&mut buf).map_err(|e| {
+            metrics::counter!("skiff_request_errors_total", "reason" => "frame").increment(1);
+            warn!(error = %e, "closing connection");
+            e.to_string()
+        })? {
+            let decoded = decode_request(frame);
+            let fatal = decoded.is_err();
+            queue
+                .send(decoded)
+                .await
+                .map_err(|_| "connection closed".to_string())?;
+            if fatal {
+                return Ok(());
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            },
+        }
+    }
+}
+
+async fn answer_requests(
+    apis: &KafkaApis,
+    requests: &mut mpsc::Receiver<Incoming>,
+    writer: OwnedWriteHalf,
+) -> Result<(), String> {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(incoming) = requests.recv().await {
+        let frame = match incoming {
+            Ok(request) => {
+                let (api_key, version, correlation_id) =
+                    (request.api_key, request.version(), request.correlation_id());
+                let api = format!("{api_key:?}");
+                let started = Instant::now();
+                let body =
+                    tokio::time::timeout(apis.config().request_timeout, apis.handle(request))
+                        .await
+                        .map_err(|_| {
+                            format!("{api} request took longer than the request timeout")
+                        })?;
+                metrics::counter!("skiff_requests_total", "api" => api.clone(), "version" => version.to_string())
+                    .increment(1);
+                metrics::histogram!("skiff_request_duration_seconds", "api" => api)
+                    .record(started.elapsed().as_secs_f64());
+                match body {
+                    Some(body) => encode_response(correlation_id, api_key, version, &body)
+                        .map_err(|e| format!("encoding {api_key:?} v{version} response: {e}"))?,
+                    None => continue,
+                }
+            }
+            Err(RequestError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                version,
+                correlation_id,
+            }) => {
+                // KIP-511: answer in v0 with the supported range so the client retries lower.
+                debug!(version, "ApiVersions version not supported; answering v0");
+                let body = api_versions_response(ResponseError::UnsupportedVersion.code());
+                encode_response(
+                    correlation_id,
+                    ApiKey::ApiVersions,
+                    0,
+                    &ResponseBody::ApiVersions(body),
+                )
+                .map_err(|e| e.to_string())?
+            }
+            Err(e) => {
+                metrics::counter!("skiff_request_errors_total", "reason" => "decode").increment(1);
+                warn!(error = %e, "closing connection after a request that cannot be answered");
+                writer.flush().await.map_err(|e| e.to_string())?;
+                return Err(e.to_string());
+            }
+        };
+        writer.write_all(&frame).await.map_err(|e| e.to_string())?;
+        if requests.is_empty() {
+            writer.flush().await.map_err(|e| e.to_string())?;
+        }
+    }
+    writer.flush().await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,594 @@
+//! Decoding (and, for the cleaner, encoding) of the records inside a v2 record batch.
+//!
+//! Only offset-for-timestamp lookups and compaction look inside batches; produce and fetch never do.
+//! Record layout (Kafka `DefaultRecord`): length varint, attributes i8, timestampDelta varlong,
+//! offsetDelta varint, key (varint length, -1 = null), value (same), header count varint, then per
+//! header a key (varint length + bytes) and a value (varint length, -1 = null). Varints are zigzag.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use crate::batch::{codec, compute_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, MAGIC_V2};
+
+/// Upper bound on a decompressed batch body, so a tiny compressed batch cannot make us allocate
+/// without limit.
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
+
+/// xerial snappy-java framing, which Kafka's Java client writes: magic, version, compatible version,
+/// then blocks of (i32 length, raw snappy block).
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\0";
+const XERIAL_HEADER_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("unsupported compression codec {0}")]
+    UnsupportedCompression(u8),
+    #[error("cannot decompress batch: {0}")]
+    Decompress(String),
+    #[error("decompressed batch exceeds {MAX_DECOMPRESSED_BYTES} bytes")]
+    DecompressedTooLarge,
+    #[error("malformed record: {0}")]
+    Malformed(&'static str),
+}
+
+/// One header of a record. Kafka allows duplicate keys; they are kept in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader<'a> {
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+/// One decoded record with absolute offset and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub attributes: i8,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<RecordHeader<'a>>,
+}
+
+/// The records of one batch, decompressed if needed.
+pub struct BatchRecords<'a> {
+    header: BatchHeader,
+    body: Cow<'a, [u8]>,
+}
+
+impl<'a> BatchRecords<'a> {
+    /// `batch` is one complete batch (as stored in a segment); its CRC is not re-checked.
+    pub fn new(batch: &'a [u8]) -> Result<BatchRecords<'a>, RecordsError> {
+        let header = BatchHeader::parse(batch)?;
+        if header.magic != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic(header.magic).into());
+        }
+        let end = header.total_len();
+        if batch.len() < end {
+            return Err(BatchError::Truncated {
+                needed: end,
+                available: batch.len(),
+            }
+            .into());
+        }
+        let body = decompress(header.compression(), &batch[BATCH_HEADER_LEN..end])?;
+        Ok(BatchRecords { header, body })
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    pub fn iter(&self) -> RecordIter<'_> {
+        RecordIter {
+            header: self.header,
+            buf: &self.body,
+            remaining: self.header.records_count.max(0),
+        }
+    }
+}
+
+/// Decompresses a batch body (the bytes after the 61-byte header) for the given codec.
+pub fn decompress(compression: u8, body: &[u8]) -> Result<Cow<'_, [u8]>, RecordsError> {
+    match compression {
+        codec::NONE => Ok(Cow::Borrowed(body)),
+        codec::GZIP => read_bounded(flate2::read::MultiGzDecoder::new(body)).map(Cow::Owned),
+        codec::SNAPPY => decompress_snappy(body).map(Cow::Owned),
+        codec::LZ4 => read_bounded(lz4_flex::frame::FrameDecoder::new(body)).map(Cow::Owned),
+        codec::ZSTD => decompress_zstd(body).map(Cow::Owned),
+        other => Err(RecordsError::UnsupportedCompression(other)),
+    }
+}
+
+fn read_bounded<R: Read>(reader: R) -> Result<Vec<u8>, RecordsError> {
+    let mut out = Vec::new();
+    reader
+        .take(MAX_DECOMPRESSED_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| RecordsError::Decompress(e.to_string()))?;
+    if out.len() > MAX_DECOMPRESSED_BYTES {
+        return Err(RecordsError::DecompressedTooLarge);
+    }
+    Ok(out)
+}
+
+fn snappy_block(block: &[u8], out: &mut Vec<u8>) -> Result<(), RecordsError> {
+    let len =
+        snap::raw::decompress_len(block).map_err(|e| RecordsError::Decompress(e.to_string()))?;
+    if out.len() + len > MAX_DECOMPRESSED_BYTES {
+        return Err(RecordsError::DecompressedTooLarge);
+    }
+    let start = out.len();
+    out.resize(start + len, 0);
+    snap::raw::Decoder::new()
+        .decompress(block, &mut out[start..])
+        .map_err(|e| RecordsError::Decompress(e.to_string()))?;
+    Ok(())
+}
+
+fn decompress_snappy(body: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    let mut out = Vec::new();
+    if body.len() < XERIAL_HEADER_LEN || &body[..8] != XERIAL_MAGIC {
+        snappy_block(body, &mut out)?;
+        return Ok(out);
+    }
+    let mut rest = &body[XERIAL_HEADER_LEN..];
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(RecordsError::Decompress(
+                "truncated xerial block length".into(),
+            ));
+        }
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        rest = &rest[4..];
+        if rest.len() < len {
+            return Err(RecordsError::Decompress("truncated xerial block".into()));
+        }
+        snappy_block(&rest[..len], &mut out)?;
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
+fn decompress_zstd(body: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    // A zstd stream may hold several concatenated frames; decode them all.
+    while !rest.is_empty() {
+        let mut decoder = ruzstd::decoding::StreamingDecoder::new(&mut rest)
+            .map_err(|e| RecordsError::Decompress(e.to_string()))?;
+        let limit = (MAX_DECOMPRESSED_BYTES + 1 - out.len()) as u64;
+        (&mut decoder)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(|e| RecordsError::Decompress(e.to_string()))?;
+        if out.len() > MAX_DECOMPRESSED_BYTES {
+            return Err(RecordsError::DecompressedTooLarge);
+        }
+    }
+    Ok(out)
+}
+
+/// Iterates the records of a batch body. Stops after `recordsCount` records; a body that ends
+/// early yields an error and then nothing.
+pub struct RecordIter<'a> {
+    header: BatchHeader,
+    buf: &'a [u8],
+    remaining: i32,
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<Record<'a>, RecordsError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining <= 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let item = self.decode_one();
+        if item.is_err() {
+            self.remaining = 0;
+        }
+        Some(item)
+    }
+}
+
+impl<'a> RecordIter<'a> {
+    fn decode_one(&mut self) -> Result<Record<'a>, RecordsError> {
+        let mut cur = Cursor { buf: self.buf };
+        let len = cur.varint()?;
+        let len = usize::try_from(len).map_err(|_| RecordsError::Malformed("negative length"))?;
+        let body = cur.take(len)?;
+        self.buf = cur.buf;
+
+        let mut rec = Cursor { buf: body };
+        let attributes = rec.take(1)?[0] as i8;
+        let timestamp_delta = rec.varlong()?;
+        let offset_delta = rec.varint()?;
+        let key = rec.nullable_bytes()?;
+        let value = rec.nullable_bytes()?;
+        let header_count = rec.varint()?;
+        let header_count = usize::try_from(header_count)
+            .map_err(|_| RecordsError::Malformed("negative header count"))?;
+        // Each header needs at least two bytes, which bounds the allocation by the record size.
+        if header_count > rec.buf.len() / 2 {
+            return Err(RecordsError::Malformed("header count exceeds record size"));
+        }
+        let mut headers = Vec::with_capacity(header_count);
+        for _ in 0..header_count {
+            let key = rec
+                .nullable_bytes()?
+                .ok_or(RecordsError::Malformed("null header key"))?;
+            let value = rec.nullable_bytes()?;
+            headers.push(RecordHeader { key, value });
+        }
+        let timestamp = if self.header.is_log_append_time() {
+            self.header.max_timestamp
+        } else {
+            self.header.base_timestamp.wrapping_add(timestamp_delta)
+        };
+        Ok(Record {
+            offset: self
+                .header
+                .base_offset
+                .saturating_add(i64::from(offset_delta)),
+            timestamp,
+            attributes,
+            key,
+            value,
+            headers,
+        })
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordsError> {
+        if self.buf.len() < n {
+            return Err(RecordsError::Malformed("record extends past the batch"));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn varlong(&mut self) -> Result<i64, RecordsError> {
+        let mut raw: u64 = 0;
+        for i in 0..10 {
+            let b = self.take(1)?[0];
+            raw |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+            }
+        }
+        Err(RecordsError::Malformed("varint too long"))
+    }
+
+    fn varint(&mut self) -> Result<i32, RecordsError> {
+        i32::try_from(self.varlong()?).map_err(|_| RecordsError::Malformed("varint out of range"))
+    }
+
+    fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, RecordsError> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        self.take(len as usize).map(Some)
+    }
+}
+
+pub fn write_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub fn write_varint(out: &mut Vec<u8>, value: i32) {
+    write_varlong(out, i64::from(value));
+}
+
+fn write_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => {
+            write_varint(out, b.len() as i32);
+            out.extend_from_slice(b);
+        }
+        None => write_varint(out, -1),
+    }
+}
+
+/// Builds an uncompressed v2 batch from records with explicit offsets and timestamps, keeping
+/// every field the caller gives verbatim (the cleaner uses it to rewrite batches without changing
+/// offsets, timestamps or headers).
+#[derive(Debug, Clone)]
+pub struct RecordBatchBuilder {
+    base_offset: i64,
+    base_timestamp: Option<i64>,
+    /// Attributes other than the compression codec.
+    attributes: i16,
+    partition_leader_epoch: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    records: Vec<u8>,
+    scratch: Vec<u8>,
+    count: i32,
+    last_offset_delta: i32,
+    max_timestamp: i64,
+}
+
+impl RecordBatchBuilder {
+    /// A builder for a batch whose first offset is `base_offset`, with no producer id.
+    pub fn new(base_offset: i64) -> RecordBatchBuilder {
+        RecordBatchBuilder {
+            base_offset,
+            base_timestamp: None,
+            attributes: 0,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records: Vec::new(),
+            scratch: Vec::new(),
+            count: 0,
+            last_offset_delta: 0,
+            max_timestamp: -1,
+        }
+    }
+
+    /// Copies the producer fields, leader epoch and the non-compression attributes of `header`.
+    pub fn like(header: &BatchHeader, base_offset: i64) -> RecordBatchBuilder {
+        let mut b = RecordBatchBuilder::new(base_offset);
+        b.attributes = header.attributes & !0x07;
+        b.partition_leader_epoch = header.partition_leader_epoch;
+        b.producer_id = header.producer_id;
+        b.producer_epoch = header.producer_epoch;
+        b.base_sequence = header.base_sequence;
+        b
+    }
+
+    pub fn producer(mut self, producer_id: i64, epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Sets the attribute bits (compression bits are ignored: the builder writes uncompressed).
+    pub fn attributes(mut self, attributes: i16) -> Self {
+        self.attributes = attributes & !0x07;
+        self
+    }
+
+    /// Forces `baseTimestamp`; by default it is the first record's timestamp.
+    pub fn base_timestamp(mut self, ts: i64) -> Self {
+        self.base_timestamp = Some(ts);
+        self
+    }
+
+    /// Appends a record; offsets must increase and be >= the base offset.
+    pub fn push(
+        &mut self,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[RecordHeader<'_>],
+    ) {
+        let base_ts = *self.base_timestamp.get_or_insert(timestamp);
+        let offset_delta = i32::try_from(offset - self.base_offset).expect("offset delta fits i32");
+        let s = &mut self.scratch;
+        s.clear();
+        s.push(0);
+        write_varlong(s, timestamp.wrapping_sub(base_ts));
+        write_varint(s, offset_delta);
+        write_nullable(s, key);
+        write_nullable(s, value);
+        write_varint(s, headers.len() as i32);
+        for h in headers {
+            write_nullable(s, Some(h.key));
+            write_nullable(s, h.value);
+        }
+        write_varint(&mut self.records, s.len() as i32);
+        self.records.extend_from_slice(s);
+        self.count += 1;
+        self.last_offset_delta = offset_delta;
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+    }
+
+    /// Keeps `lastOffsetDelta` covering `last_offset` even if the records there were removed, so
+    /// the batch still accounts for its whole offset range (as Kafka's cleaner does).
+    pub fn set_last_offset(&mut self, last_offset: i64) {
+        self.last_offset_delta =
+            i32::try_from(last_offset - self.base_offset).expect("offset delta fits i32");
+    }
+
+    /// Encodes the batch with a valid CRC.
+    pub fn build(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BATCH_HEADER_LEN + self.records.len());
+        let batch_length =
+            (BATCH_HEADER_LEN - crate::batch::LOG_OVERHEAD + self.records.len()) as i32;
+        out.extend_from_slice(&self.base_offset.to_be_bytes());
+        out.extend_from_slice(&batch_length.to_be_bytes());
+        out.extend_from_slice(&self.partition_leader_epoch.to_be_bytes());
+        out.push(MAGIC_V2 as u8);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.attributes.to_be_bytes());
+        out.extend_from_slice(&self.last_offset_delta.to_be_bytes());
+        let base_ts = self.base_timestamp.unwrap_or(-1);
+        out.extend_from_slice(&base_ts.to_be_bytes());
+        out.extend_from_slice(&self.max_timestamp.max(base_ts).to_be_bytes());
+        out.extend_from_slice(&self.producer_id.to_be_bytes());
+        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
+        out.extend_from_slice(&self.base_sequence.to_be_bytes());
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(&self.records);
+        let crc = compute_crc(&out);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::validate_batch;
+    use crate::testing::{compress_batch, BatchBuilder};
+
+    #[test]
+    fn varint_round_trip() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i64::MAX,
+            i64::MIN,
+            1 << 40,
+        ] {
+            let mut out = Vec::new();
+            write_varlong(&mut out, v);
+            let mut c = Cursor { buf: &out };
+            assert_eq!(c.varlong().unwrap(), v);
+            assert!(c.buf.is_empty());
+        }
+        let mut out = Vec::new();
+        write_varint(&mut out, -1);
+        assert_eq!(out, vec![1]);
+    }
+
+    fn rich_batch() -> Vec<u8> {
+        let mut b = RecordBatchBuilder::new(100).producer(5, 1, 0);
+        b.push(100, 1_000, Some(b"a"), Some(b"1"), &[]);
+        b.push(
+            101,
+            990,
+            None,
+            None,
+            &[
+                RecordHeader {
+                    key: b"h",
+                    value: Some(b"x"),
+                },
+                RecordHeader {
+                    key: b"h",
+                    value: None,
+                },
+                RecordHeader {
+                    key: b"h",
+                    value: Some(b"y"),
+                },
+            ],
+        );
+        b.push(105, 2_000, Some(b""), Some(b"big"), &[]);
+        b.build()
+    }
+
+    #[test]
+    fn decodes_records_exactly() {
+        let buf = rich_batch();
+        let h = validate_batch(&buf, 1 << 20).unwrap();
+        assert_eq!(h.base_offset, 100);
+        assert_eq!(h.last_offset(), 105);
+        assert_eq!(h.records_count, 3);
+        assert_eq!(h.max_timestamp, 2_000);
+        assert_eq!(h.base_timestamp, 1_000);
+        let recs = BatchRecords::new(&buf).unwrap();
+        let all: Vec<_> = recs.iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].offset, 100);
+        assert_eq!(all[0].key, Some(&b"a"[..]));
+        assert_eq!(all[1].offset, 101);
+        assert_eq!(all[1].timestamp, 990);
+        assert_eq!(all[1].key, None);
+        assert_eq!(all[1].value, None);
+        assert_eq!(all[1].headers.len(), 3);
+        assert_eq!(
+            all[1].headers[1],
+            RecordHeader {
+                key: b"h",
+                value: None
+            }
+        );
+        assert_eq!(all[1].headers[2].value, Some(&b"y"[..]));
+        assert_eq!(all[2].offset, 105);
+        assert_eq!(all[2].key, Some(&b""[..]));
+        assert_eq!(all[2].timestamp, 2_000);
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        let plain = BatchBuilder::new(5_000)
+            .record(Some(b"k"), Some(b"hello hello hello hello"))
+            .record(None, Some(b"world"))
+            .build();
+        let expected: Vec<(i64, i64, Option<Vec<u8>>)> = BatchRecords::new(&plain)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let r = r.unwrap();
+                (r.offset, r.timestamp, r.value.map(<[u8]>::to_vec))
+            })
+            .collect();
+        for c in [codec::GZIP, codec::SNAPPY, codec::LZ4, codec::ZSTD] {
+            let compressed = compress_batch(&plain, c);
+            let h = validate_batch(&compressed, 1 << 20).unwrap();
+            assert_eq!(h.compression(), c);
+            let got: Vec<_> = BatchRecords::new(&compressed)
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let r = r.unwrap();
+                    (r.offset, r.timestamp, r.value.map(<[u8]>::to_vec))
+                })
+                .collect();
+            assert_eq!(got, expected, "codec {c}");
+        }
+    }
+
+    #[test]
+    fn raw_snappy_block_is_accepted() {
+        let data = b"raw snappy block without xerial framing".repeat(3);
+        let block = snap::raw::Encoder::new().compress_vec(&data).unwrap();
+        assert_eq!(
+            decompress(codec::SNAPPY, &block).unwrap().as_ref(),
+            &data[..]
+        );
+    }
+
+    #[test]
+    fn log_append_time_overrides_record_timestamps() {
+        let mut buf = rich_batch();
+        crate::batch::set_log_append_time(&mut buf, 9_999);
+        let recs = BatchRecords::new(&buf).unwrap();
+        assert!(recs.iter().all(|r| r.unwrap().timestamp == 9_999));
+    }
+
+    #[test]
+    fn truncated_body_is_an_error() {
+        let buf = rich_batch();
+        let mut cut = buf[..buf.len() - 2].to_vec();
+        let len = (cut.len() - 12) as i32;
+        cut[8..12].copy_from_slice(&len.to_be_bytes());
+        let recs = BatchRecords::new(&cut).unwrap();
+        let items: Vec<_> = recs.iter().collect();
+        assert_eq!(items.len(), 3);
+        assert!(items[2].is_err());
+        assert!(matches!(
+            decompress(7, b"x"),
+            Err(RecordsError::UnsupportedCompression(7))
+        ));
+        assert!(decompress(codec::GZIP, b"not gzip").is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The API versions Skiff advertises. Every version inside a range is decoded and answered
+//! correctly; the ranges are chosen for the clients in the field (design.md section 3), not taken
+//! from what the codec happens to support.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// (api, lowest advertised version, highest advertised version).
+///
+/// Produce is advertised from v0 although v0-v2 (message format v0/v1) are refused: librdkafka
+/// before 2.10 turns compression off when Produce's minimum is above 0 (KAFKA-18659).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// Lowest Produce version whose body Skiff decodes (record batches, magic v2).
+pub const MIN_DECODED_PRODUCE_VERSION: i16 = 3;
+
+/// The advertised (min, max) versions of `api`, or `None` if Skiff does not serve it.
+pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// An ApiVersions response body listing every supported API, with `error_code` set.
+pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(
+            SUPPORTED_APIS
+                .iter()
+                .map(|&(key, min, max)| {
+                    ApiVersion::default()
+                        .with_api_key(key as i16)
+                        .with_min_version(min)
+                        .with_max_version(max)
+                })
+                .collect(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_ranges_are_within_what_the_codec_handles() {
+        for &(key, min, max) in SUPPORTED_APIS {
+            let codec = key.valid_versions();
+            let decoded_min = if key == ApiKey::Produce {
+                MIN_DECODED_PRODUCE_VERSION
+            } else {
+                min
+            };
+            assert!(
+                codec.min <= decoded_min && max <= codec.max && min <= max,
+                "{key:?} advertised {min}..={max}, codec {codec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn librdkafka_feature_detection_versions_are_advertised() {
+        // librdkafka enables features only when these exact versions fall inside the ranges.
+        for (key, version) in [
+            (ApiKey::Produce, 3),
+            (ApiKey::Fetch, 4),
+            (ApiKey::Produce, 7),
+            (ApiKey::Fetch, 10),
+            (ApiKey::InitProducerId, 0),
+            (ApiKey::ListOffsets, 1),
+            (ApiKey::Produce, 0),
+        ] {
+            let (min, max) = supported_versions(key).unwrap();
+            assert!((min..=max).contains(&version), "{key:?} v{version}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! `skiff`: the command-line entry point.
+
+mod http;
+mod settings;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use skiff_broker::{serve, KafkaApis, Listener};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::settings::ServeArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "A Kafka-compatible event-streaming broker in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker. With no flags: Kafka on 127.0.0.1:9092, HTTP admin on 127.0.0.1:9644,
+    /// data in ./skiff-data.
+    Serve(Box<ServeArgs>),
+}
+
+fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            let settings = args.resolve()?;
+            init_logging(&settings.log_level, settings.log_format_json)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(run(settings, started))
+        }
+    }
+}
+
+fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(from_env) if !from_env.is_empty() => tracing_subscriber::EnvFilter::new(from_env),
+        _ => tracing_subscriber::EnvFilter::try_new(level)
+            .with_context(|| format!("invalid log level '{level}'"))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<()> {
+    let metrics = http::install_metrics()?;
+    let broker = settings.broker;
+    let kafka_addr = broker.kafka_addr;
+    let data_dir = broker.data_dir.clone();
+    let listener = Listener::bind(kafka_addr)
+        .await
+        .with_context(|| format!("cannot listen for Kafka clients on {kafka_addr}"))?;
+    let http_listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+    let apis = Arc::new(
+        tokio::task::spawn_blocking(move || KafkaApis::open(broker))
+            .await?
+            .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
+    );
+    let (stop, shutdown) = watch::channel(false);
+    let maintenance = tokio::spawn(log_maintenance(
+        apis.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let http = tokio::spawn(http::serve(http_listener, metrics, shutdown.clone()));
+    let kafka = tokio::spawn(serve(apis.clone(), listener, shutdown));
+    info!(
+        kafka = %kafka_addr,
+        http = %settings.http_addr,
+        data_dir = %apis.config().data_dir.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "skiff is serving"
+    );
+    wait_for_signal().await?;
+    info!("shutting down: finishing in-flight requests");
+    stop.send_replace(true);
+    kafka.await?;
+    http.await??;
+    maintenance.await?;
+    tokio::task::spawn_blocking(move || apis.shutdown()).await?;
+    info!("logs flushed and closed; bye");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = interrupt.recv() => info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+/// Retention, segment rolling by age and timed flushes, off the request path.
+async fn log_maintenance(
+    apis: Arc<KafkaApis>,
+    metrics: http::Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(apis.config().log_check_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        let apis = apis.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || apis.run_log_maintenance()).await {
+            warn!(error = %e, "log maintenance failed");
+        }
+        metrics.run_upkeep();
+    }
+}

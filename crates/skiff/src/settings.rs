@@ -1,0 +1,231 @@
+//! `skiff serve` settings: flags, then `SKIFF_*` environment variables, then an optional TOML
+//! file, then defaults — the first that sets a value wins.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+use skiff_broker::BrokerConfig;
+
+/// Every setting of `skiff serve`. In the TOML file the keys are the flag names
+/// (e.g. `data-dir = "/var/lib/skiff"`).
+#[derive(Args, Deserialize, Default, Debug)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (keys are the flag names).
+    #[arg(long, env = "SKIFF_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Where partition logs and broker state live [default: ./skiff-data]
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address the Kafka listener binds [default: 127.0.0.1:9092]
+    #[arg(long, env = "SKIFF_KAFKA_ADDR")]
+    kafka_addr: Option<SocketAddr>,
+    /// HOST:PORT given to clients in Metadata responses [default: the Kafka address]
+    #[arg(long, env = "SKIFF_ADVERTISED_KAFKA_ADDR")]
+    advertised_kafka_addr: Option<String>,
+    /// Address of the HTTP admin listener (/metrics, /health) [default: 127.0.0.1:9644]
+    #[arg(long, env = "SKIFF_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// This broker's id [default: 1]
+    #[arg(long, env = "SKIFF_NODE_ID")]
+    node_id: Option<i32>,
+    /// Rack reported to clients
+    #[arg(long, env = "SKIFF_RACK")]
+    rack: Option<String>,
+    /// Create unknown topics named in Metadata requests [default: true]
+    #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// Partitions of topics created without a count [default: 1]
+    #[arg(long, env = "SKIFF_DEFAULT_PARTITIONS")]
+    default_partitions: Option<i32>,
+    /// Largest request accepted, in bytes [default: 104857600]
+    #[arg(long, env = "SKIFF_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Most client connections at once [default: 10000]
+    #[arg(long, env = "SKIFF_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Requests read ahead per connection [default: 64]
+    #[arg(long, env = "SKIFF_MAX_IN_FLIGHT_PER_CONNECTION")]
+    max_in_flight_per_connection: Option<usize>,
+    /// Longest a request may take, long-poll fetches included, in ms [default: 30000]
+    #[arg(long, env = "SKIFF_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    /// How often retention, segment age and flush.ms are checked, in ms [default: 5000]
+    #[arg(long, env = "SKIFF_LOG_CHECK_INTERVAL_MS")]
+    log_check_interval_ms: Option<u64>,
+    /// Log filter, e.g. info or skiff_broker=debug (RUST_LOG wins when set) [default: info]
+    #[arg(long, env = "SKIFF_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Log as JSON lines instead of text
+    #[arg(long, env = "SKIFF_LOG_JSON")]
+    log_json: Option<bool>,
+}
+
+pub struct Settings {
+    pub broker: BrokerConfig,
+    pub http_addr: SocketAddr,
+    pub log_level: String,
+    pub log_format_json: bool,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<ServeArgs> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn parse_host_port(value: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .with_context(|| format!("advertised address '{value}' is not HOST:PORT"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("advertised address '{value}' has an invalid port"))?;
+    if host.is_empty() {
+        bail!("advertised address '{value}' has no host");
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => ServeArgs::default(),
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                self.$field.or(file.$field)
+            };
+        }
+        let kafka_addr = pick!(kafka_addr).unwrap_or_else(|| {
+            BrokerConfig::DEFAULT_KAFKA_ADDR
+                .to_socket_addrs()
+                .expect("valid default")
+                .next()
+                .expect("one address")
+        });
+        let mut broker = BrokerConfig::new(
+            pick!(data_dir).unwrap_or_else(|| PathBuf::from("skiff-data")),
+            kafka_addr,
+        );
+        if let Some(advertised) = pick!(advertised_kafka_addr) {
+            broker.advertised_kafka_addr = parse_host_port(&advertised)?;
+        }
+        if let Some(node_id) = pick!(node_id) {
+            if node_id < 0 {
+                bail!("node id must be 0 or more, not {node_id}");
+            }
+            broker.node_id = node_id;
+        }
+        broker.rack = pick!(rack);
+        if let Some(v) = pick!(auto_create_topics) {
+            broker.auto_create_topics = v;
+        }
+        if let Some(v) = pick!(default_partitions) {
+            if v < 1 {
+                bail!("default partitions must be at least 1, not {v}");
+            }
+            broker.default_partitions = v;
+        }
+        if let Some(v) = pick!(max_frame_bytes) {
+            if v < 1024 {
+                bail!("max frame bytes must be at least 1024, not {v}");
+            }
+            broker.max_frame_bytes = v;
+        }
+        if let Some(v) = pick!(max_connections) {
+            broker.max_connections = v.max(1);
+        }
+        if let Some(v) = pick!(max_in_flight_per_connection) {
+            broker.max_in_flight_per_connection = v.max(1);
+        }
+        if let Some(v) = pick!(request_timeout_ms) {
+            if v < 1000 {
+                bail!("request timeout must be at least 1000 ms, not {v}");
+            }
+            broker.request_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = pick!(log_check_interval_ms) {
+            broker.log_check_interval = Duration::from_millis(v.max(10));
+        }
+        Ok(Settings {
+            broker,
+            http_addr: pick!(http_addr).unwrap_or_else(|| "127.0.0.1:9644".parse().expect("valid")),
+            log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
+            log_format_json: pick!(log_json).unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn defaults_need_no_config() {
+        let settings = Wrapper::parse_from(["skiff"]).args.resolve().unwrap();
+        assert_eq!(settings.broker.kafka_addr.to_string(), "127.0.0.1:9092");
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:9644");
+        assert_eq!(settings.broker.data_dir, PathBuf::from("skiff-data"));
+        assert_eq!(
+            settings.broker.advertised_kafka_addr,
+            ("127.0.0.1".into(), 9092)
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("skiff.toml");
+        std::fs::write(
+            &file,
+            "data-dir = \"/from/file\"\nnode-id = 7\nkafka-addr = \"127.0.0.1:9999\"\n",
+        )
+        .unwrap();
+        let settings = Wrapper::parse_from([
+            "skiff",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            "/from/flag",
+        ])
+        .args
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.broker.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(settings.broker.node_id, 7);
+        assert_eq!(settings.broker.kafka_addr.to_string(), "127.0.0.1:9999");
+    }
+
+    #[test]
+    fn bad_file_and_values_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("skiff.toml");
+        std::fs::write(&file, "no-such-key = 1\n").unwrap();
+        let err = Wrapper::parse_from(["skiff", "--config", file.to_str().unwrap()])
+            .args
+            .resolve()
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains("no-such-key"), "{err:#}");
+        let err = Wrapper::parse_from(["skiff", "--advertised-kafka-addr", "nohost"])
+            .args
+            .resolve()
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("HOST:PORT"));
+    }
+}

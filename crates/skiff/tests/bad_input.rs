@@ -1,0 +1,302 @@
+//! Bad input over a raw socket: each gets the precise Kafka error or a closed connection, and the
+//! broker keeps serving everyone else without losing data.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use common::Broker;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use skiff_log::testing::BatchBuilder;
+
+struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    fn connect(broker: &Broker) -> Self {
+        let stream = TcpStream::connect(broker.bootstrap()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    fn send_raw(&mut self, frame: &[u8]) {
+        self.stream.write_all(frame).unwrap();
+    }
+
+    fn send<R: Encodable + HeaderVersion>(&mut self, api: ApiKey, version: i16, body: &R) {
+        self.correlation += 1;
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("bad-input-test")))
+            .encode(&mut buf, R::header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&buf);
+        self.send_raw(&frame);
+    }
+
+    /// The next response frame without its size, or None if the broker closed the connection.
+    fn receive(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut frame).ok()?;
+        Some(Bytes::from(frame))
+    }
+
+    fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        body: &Req,
+    ) -> Resp {
+        self.send(api, version, body);
+        let mut frame = self.receive().expect("a response");
+        let header = ResponseHeader::decode(&mut frame, Resp::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation);
+        Resp::decode(&mut frame, version).unwrap()
+    }
+
+    fn is_closed(&mut self) -> bool {
+        self.receive().is_none()
+    }
+}
+
+fn create_topic(
+    client: &mut Client,
+    name: &'static str,
+    configs: &[(&'static str, &'static str)],
+) -> i16 {
+    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str(name)))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str(k))
+                        .with_value(Some(StrBytes::from_static_str(v)))
+                })
+                .collect(),
+        )]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 5, &request);
+    response.topics[0].error_code
+}
+
+fn produce(client: &mut Client, topic: &'static str, acks: i16, batch: Vec<u8>) -> (i16, i64) {
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(batch)))])]);
+    let response: ProduceResponse = client.call(ApiKey::Produce, 8, &request);
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn still_serves(broker: &Broker) {
+    let mut client = Client::connect(broker);
+    let response: ApiVersionsResponse =
+        client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(response.error_code, 0);
+}
+
+#[test]
+fn oversized_frame_closes_only_that_connection() {
+    let broker = Broker::start_with(&["--max-frame-bytes", "65536"]);
+    let mut client = Client::connect(&broker);
+    // Claims 1 GiB and sends nothing more: the broker must refuse from the size alone.
+    client.send_raw(&(1i32 << 30).to_be_bytes());
+    assert!(client.is_closed());
+    let mut negative = Client::connect(&broker);
+    negative.send_raw(&(-5i32).to_be_bytes());
+    assert!(negative.is_closed());
+    still_serves(&broker);
+}
+
+#[test]
+fn unknown_api_key_and_garbage_close_the_connection() {
+    let broker = Broker::start();
+    let mut client = Client::connect(&broker);
+    client.send_raw(&[0, 0, 0, 8, 0x03, 0xe7, 0, 0, 0, 0, 0, 1]);
+    assert!(client.is_closed());
+
+    // A Metadata v1 header followed by a topics array that claims far more than the frame holds.
+    let mut client = Client::connect(&broker);
+    let mut frame = vec![0, 0, 0, 0, 0, 3, 0, 1, 0, 0, 0, 9, 0xff, 0xff];
+    frame.extend_from_slice(&i32::MAX.to_be_bytes());
+    let len = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    client.send_raw(&frame);
+    assert!(client.is_closed());
+
+    // Fetch at a version never advertised.
+    let mut client = Client::connect(&broker);
+    client.send_raw(&[0, 0, 0, 10, 0, 1, 0, 99, 0, 0, 0, 2, 0xff, 0xff]);
+    assert!(client.is_closed());
+    still_serves(&broker);
+}
+
+#[test]
+fn api_versions_too_new_gets_a_v0_error_with_the_supported_range() {
+    let broker = Broker::start();
+    let mut client = Client::connect(&broker);
+    client.send_raw(&[0, 0, 0, 10, 0, 18, 0, 99, 0, 0, 0, 5, 0xff, 0xff]);
+    let mut frame = client.receive().unwrap();
+    assert_eq!(frame.get_i32(), 5);
+    let body = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
+    assert_eq!(body.error_code, 35);
+    let api_versions = body.api_keys.iter().find(|k| k.api_key == 18).unwrap();
+    assert_eq!((api_versions.min_version, api_versions.max_version), (0, 3));
+    let produce = body.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+    assert_eq!(
+        produce.min_version, 0,
+        "librdkafka < 2.10 needs Produce from v0"
+    );
+}
+
+#[test]
+fn corrupt_oversized_and_invalid_produce_requests_get_precise_errors() {
+    let broker = Broker::start();
+    let mut client = Client::connect(&broker);
+    assert_eq!(
+        create_topic(&mut client, "strict", &[("max.message.bytes", "1000")]),
+        0
+    );
+
+    let good = BatchBuilder::new(1).record(Some(b"k"), Some(b"v")).build();
+    assert_eq!(produce(&mut client, "strict", -1, good.clone()), (0, 0));
+
+    let mut bad_crc = good.clone();
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 0xff;
+    assert_eq!(
+        produce(&mut client, "strict", -1, bad_crc).0,
+        2,
+        "CORRUPT_MESSAGE"
+    );
+
+    let mut torn = good.clone();
+    torn.truncate(torn.len() - 3);
+    assert_eq!(
+        produce(&mut client, "strict", -1, torn).0,
+        2,
+        "CORRUPT_MESSAGE"
+    );
+
+    let big = BatchBuilder::new(1)
+        .record(None, Some(&[7u8; 2000]))
+        .build();
+    assert_eq!(
+        produce(&mut client, "strict", -1, big).0,
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
+
+    assert_eq!(
+        produce(&mut client, "strict", 5, good.clone()).0,
+        21,
+        "INVALID_REQUIRED_ACKS"
+    );
+    assert_eq!(
+        produce(&mut client, "no-such-topic", 1, good.clone()).0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+
+    assert_eq!(
+        create_topic(&mut client, "bad/name", &[]),
+        17,
+        "INVALID_TOPIC_EXCEPTION"
+    );
+    assert_eq!(
+        create_topic(&mut client, "cfg", &[("retention.ms", "x")]),
+        40,
+        "INVALID_CONFIG"
+    );
+    assert_eq!(
+        create_topic(&mut client, "strict", &[]),
+        36,
+        "TOPIC_ALREADY_EXISTS"
+    );
+
+    // Nothing refused was written: the next record lands at offset 1.
+    assert_eq!(produce(&mut client, "strict", -1, good), (0, 1));
+}
+
+#[test]
+fn idempotent_sequences_are_checked_like_kafka() {
+    let broker = Broker::start();
+    let mut client = Client::connect(&broker);
+    assert_eq!(create_topic(&mut client, "seq", &[]), 0);
+    let init: InitProducerIdResponse = client.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60000)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    // Producer state expires by batch timestamp (as in Kafka), so these carry the real time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let batch = |seq: i32, epoch: i16| {
+        BatchBuilder::new(now)
+            .producer(pid, epoch, seq)
+            .record(None, Some(b"a"))
+            .record(None, Some(b"b"))
+            .build()
+    };
+    assert_eq!(produce(&mut client, "seq", -1, batch(0, epoch)), (0, 0));
+    assert_eq!(produce(&mut client, "seq", -1, batch(2, epoch)), (0, 2));
+    // A retry of an acknowledged batch is acknowledged again, not written again.
+    assert_eq!(produce(&mut client, "seq", -1, batch(0, epoch)), (0, 0));
+    // A gap is refused.
+    assert_eq!(
+        produce(&mut client, "seq", -1, batch(9, epoch)).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    // A newer epoch starts over at 0; then the old epoch is fenced.
+    assert_eq!(produce(&mut client, "seq", -1, batch(0, epoch + 1)), (0, 4));
+    assert_eq!(
+        produce(&mut client, "seq", -1, batch(4, epoch)).0,
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
+    // The state survives a restart.
+    drop(client);
+    let mut broker = broker;
+    broker.kill9();
+    broker.restart();
+    let mut client = Client::connect(&broker);
+    assert_eq!(produce(&mut client, "seq", -1, batch(0, epoch + 1)), (0, 4));
+    assert_eq!(produce(&mut client, "seq", -1, batch(2, epoch + 1)), (0, 6));
+}

@@ -1,0 +1,170 @@
+//! Starts real `skiff serve` processes for end-to-end tests and cleans them up, even when a test
+//! fails: the child is killed and its data directory removed on drop.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Broker {
+    child: Option<Child>,
+    data_dir: tempfile::TempDir,
+    pub kafka_port: u16,
+    pub http_port: u16,
+    extra_args: Vec<String>,
+    log_path: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a broker with extra `skiff serve` flags, on free loopback ports.
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let log_path = data_dir.path().with_extension("log");
+        let mut broker = Self {
+            child: None,
+            data_dir,
+            kafka_port: free_port(),
+            http_port: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            log_path,
+        };
+        broker.spawn();
+        broker
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir.path().join("data"))
+            .arg("--kafka-addr")
+            .arg(self.bootstrap())
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("skiff binary runs");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "skiff exited with {status} during start-up:\n{}",
+                    self.log()
+                );
+            }
+            if self.http_get("/health").is_some_and(|b| b.contains("ok"))
+                && TcpStream::connect(self.bootstrap()).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("skiff did not become healthy:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The body of an HTTP GET on the admin port, or None if it did not answer 200.
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
+    /// SIGKILL, no chance to flush or close anything.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "skiff ignored SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker first");
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- skiff log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}

@@ -24,6 +24,14 @@ pub struct BrokerConfig {
     pub request_timeout: Duration,
     /// How often retention, segment age and `flush.ms` are checked.
     pub log_check_interval: Duration,
+    /// Partitions of `__consumer_offsets` (fixed once the topic exists).
+    pub offsets_topic_partitions: i32,
+    /// How long a new group waits for more members before its first generation.
+    pub group_initial_rebalance_delay_ms: i64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_max_size: usize,
+    pub offsets_retention_ms: i64,
 }
 
 impl BrokerConfig {
@@ -43,6 +51,12 @@ impl BrokerConfig {
             max_in_flight_per_connection: 64,
             request_timeout: Duration::from_secs(30),
             log_check_interval: Duration::from_secs(5),
+            offsets_topic_partitions: 50,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 1_000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod apis;
 pub mod config;
+pub mod group;
 pub mod producer_ids;
 pub mod replica_manager;
 pub mod server;

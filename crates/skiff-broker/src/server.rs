@@ -2,6 +2,7 @@
 //! bounded queue (the in-flight limit) and a loop that answers them strictly in order, as Kafka
 //! clients require. Bad input closes only its own connection.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::apis::ClientInfo;
 use crate::KafkaApis;
 
 /// A bound Kafka listener, so the caller knows the address before serving starts.
@@ -57,7 +59,7 @@ pub async fn serve(apis: Arc<KafkaApis>, listener: Listener, mut shutdown: watch
                 connections.spawn(async move {
                     metrics::gauge!("skiff_connections").increment(1.0);
                     debug!(%peer, "connection opened");
-                    if let Err(reason) = connection(apis, stream, shutdown).await {
+                    if let Err(reason) = connection(apis, stream, peer, shutdown).await {
                         debug!(%peer, %reason, "connection closed");
                     }
                     metrics::gauge!("skiff_connections").decrement(1.0);
@@ -77,6 +79,7 @@ pub async fn serve(apis: Arc<KafkaApis>, listener: Listener, mut shutdown: watch
 async fn connection(
     apis: Arc<KafkaApis>,
     stream: TcpStream,
+    peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -84,7 +87,7 @@ async fn connection(
     let (queue, mut requests) = mpsc::channel(apis.config().max_in_flight_per_connection);
     let framing = FrameDecoder::new(apis.config().max_frame_bytes);
     let read_task = tokio::spawn(read_requests(reader, framing, queue, shutdown));
-    let result = answer_requests(&apis, &mut requests, writer).await;
+    let result = answer_requests(&apis, &mut requests, writer, peer).await;
     read_task.abort();
     result
 }
@@ -106,7 +109,12 @@ async fn read_requests(
             e.to_string()
         })? {
             let decoded = decode_request(frame);
-            let fatal = decoded.is_err();
+            // An ApiVersions request at a version this broker does not know is answered (KIP-511)
+            // and the client retries lower on the same connection; any other bad request ends it.
+            let fatal = matches!(
+                &decoded,
+                Err(e) if !matches!(e, RequestError::UnsupportedVersion { api_key: ApiKey::ApiVersions, .. })
+            );
             queue
                 .send(decoded)
                 .await
@@ -130,7 +138,10 @@ async fn answer_requests(
     apis: &KafkaApis,
     requests: &mut mpsc::Receiver<Incoming>,
     writer: OwnedWriteHalf,
+    peer: SocketAddr,
 ) -> Result<(), String> {
+    // Kafka reports a member's host as "/<ip>".
+    let client_host = format!("/{}", peer.ip());
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(incoming) = requests.recv().await {
         let frame = match incoming {
@@ -139,12 +150,28 @@ async fn answer_requests(
                     (request.api_key, request.version(), request.correlation_id());
                 let api = format!("{api_key:?}");
                 let started = Instant::now();
-                let body =
-                    tokio::time::timeout(apis.config().request_timeout, apis.handle(request))
+                let client = ClientInfo {
+                    client_id: request
+                        .header
+                        .client_id
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default(),
+                    client_host: client_host.clone(),
+                };
+                // JoinGroup and SyncGroup wait for the rest of the group, bounded by the
+                // rebalance timeout the client chose; everything else by the request timeout.
+                let waits_for_group = matches!(api_key, ApiKey::JoinGroup | ApiKey::SyncGroup);
+                let handled = apis.handle(request, &client);
+                let body = if waits_for_group {
+                    handled.await
+                } else {
+                    tokio::time::timeout(apis.config().request_timeout, handled)
                         .await
                         .map_err(|_| {
                             format!("{api} request took longer than the request timeout")
-                        })?;
+                        })?
+                };
                 metrics::counter!("skiff_requests_total", "api" => api.clone(), "version" => version.to_string())
                     .increment(1);
                 metrics::histogram!("skiff_request_duration_seconds", "api" => api)

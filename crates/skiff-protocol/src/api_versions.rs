@@ -15,7 +15,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
@@ -25,6 +25,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Lowest Produce version whose body Skiff decodes (record batches, magic v2).
@@ -86,6 +97,13 @@ mod tests {
             (ApiKey::InitProducerId, 0),
             (ApiKey::ListOffsets, 1),
             (ApiKey::Produce, 0),
+            (ApiKey::FindCoordinator, 0),
+            (ApiKey::OffsetCommit, 2),
+            (ApiKey::OffsetFetch, 1),
+            (ApiKey::JoinGroup, 0),
+            (ApiKey::SyncGroup, 0),
+            (ApiKey::Heartbeat, 0),
+            (ApiKey::LeaveGroup, 0),
         ] {
             let (min, max) = supported_versions(key).unwrap();
             assert!((min..=max).contains(&version), "{key:?} v{version}");

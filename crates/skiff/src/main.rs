@@ -87,6 +87,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         metrics.clone(),
         shutdown.clone(),
     ));
+    let group_timers = tokio::spawn(group_timers(apis.clone(), shutdown.clone()));
     let http = tokio::spawn(http::serve(http_listener, metrics, shutdown.clone()));
     let kafka = tokio::spawn(serve(apis.clone(), listener, shutdown));
     info!(
@@ -102,6 +103,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     kafka.await?;
     http.await??;
     maintenance.await?;
+    group_timers.await?;
     tokio::task::spawn_blocking(move || apis.shutdown()).await?;
     info!("logs flushed and closed; bye");
     Ok(())
@@ -135,5 +137,22 @@ async fn log_maintenance(
             warn!(error = %e, "log maintenance failed");
         }
         metrics.run_upkeep();
+    }
+}
+
+/// Group session expiry and rebalance deadlines are checked this often.
+const GROUP_TIMER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+async fn group_timers(apis: Arc<KafkaApis>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(GROUP_TIMER_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        let apis = apis.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || apis.run_group_timers()).await {
+            warn!(error = %e, "group timers failed");
+        }
     }
 }

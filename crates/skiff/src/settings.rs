@@ -58,6 +58,23 @@ pub struct ServeArgs {
     /// How often retention, segment age and flush.ms are checked, in ms [default: 5000]
     #[arg(long, env = "SKIFF_LOG_CHECK_INTERVAL_MS")]
     log_check_interval_ms: Option<u64>,
+    /// Partitions of the internal __consumer_offsets topic, fixed at its creation [default: 50]
+    #[arg(long, env = "SKIFF_OFFSETS_TOPIC_PARTITIONS")]
+    offsets_topic_partitions: Option<i32>,
+    /// How long a new consumer group waits for more members before its first generation, in ms
+    /// [default: 3000]
+    #[arg(long, env = "SKIFF_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<i64>,
+    /// Shortest session timeout a group member may ask for, in ms [default: 6000]
+    #[arg(long, env = "SKIFF_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    group_min_session_timeout_ms: Option<i32>,
+    /// Longest session timeout a group member may ask for, in ms [default: 1800000]
+    #[arg(long, env = "SKIFF_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    group_max_session_timeout_ms: Option<i32>,
+    /// Offsets of an empty group are dropped this long after their last commit, in minutes
+    /// [default: 10080]
+    #[arg(long, env = "SKIFF_OFFSETS_RETENTION_MINUTES")]
+    offsets_retention_minutes: Option<i64>,
     /// Log filter, e.g. info or skiff_broker=debug (RUST_LOG wins when set) [default: info]
     #[arg(long, env = "SKIFF_LOG_LEVEL")]
     log_level: Option<String>,
@@ -153,6 +170,39 @@ impl ServeArgs {
         }
         if let Some(v) = pick!(log_check_interval_ms) {
             broker.log_check_interval = Duration::from_millis(v.max(10));
+        }
+        if let Some(v) = pick!(offsets_topic_partitions) {
+            if !(1..=1000).contains(&v) {
+                bail!("offsets topic partitions must be between 1 and 1000, not {v}");
+            }
+            broker.offsets_topic_partitions = v;
+        }
+        if let Some(v) = pick!(group_initial_rebalance_delay_ms) {
+            if v < 0 {
+                bail!("group initial rebalance delay must be 0 or more, not {v}");
+            }
+            broker.group_initial_rebalance_delay_ms = v;
+        }
+        if let Some(v) = pick!(group_min_session_timeout_ms) {
+            broker.group_min_session_timeout_ms = v;
+        }
+        if let Some(v) = pick!(group_max_session_timeout_ms) {
+            broker.group_max_session_timeout_ms = v;
+        }
+        if broker.group_min_session_timeout_ms < 1
+            || broker.group_min_session_timeout_ms > broker.group_max_session_timeout_ms
+        {
+            bail!(
+                "group session timeouts must satisfy 1 <= min ({}) <= max ({})",
+                broker.group_min_session_timeout_ms,
+                broker.group_max_session_timeout_ms
+            );
+        }
+        if let Some(v) = pick!(offsets_retention_minutes) {
+            if v < 1 {
+                bail!("offsets retention must be at least 1 minute, not {v}");
+            }
+            broker.offsets_retention_ms = v.saturating_mul(60_000);
         }
         Ok(Settings {
             broker,

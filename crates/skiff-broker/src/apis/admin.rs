@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{code, message, KafkaApis};
+use crate::group::storage::OFFSETS_TOPIC;
 use crate::topic_config::{TopicConfigs, TOPIC_CONFIGS};
 use crate::topics::{validate_topic_name, TopicMeta};
 
@@ -266,6 +267,12 @@ impl KafkaApis {
                 )
             })?,
         };
+        if topic.name == OFFSETS_TOPIC {
+            return Err(fail(
+                ResponseError::InvalidTopicException,
+                format!("{OFFSETS_TOPIC} is internal and cannot be deleted"),
+            ));
+        }
         topics
             .remove(&topic.name)
             .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;

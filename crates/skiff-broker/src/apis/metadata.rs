@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::{code, KafkaApis, LEADER_EPOCH};
+use crate::group::storage::OFFSETS_TOPIC;
 use crate::topics::TopicMeta;
 
 /// Kafka's "authorized operations not requested" marker.
@@ -28,6 +29,7 @@ impl KafkaApis {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
             .with_topic_id(topic.id)
+            .with_is_internal(topic.name == OFFSETS_TOPIC)
             .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
             .with_partitions(
                 (0..topic.partitions)

@@ -4,6 +4,7 @@
 mod admin;
 mod configs;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -17,9 +18,15 @@ use skiff_log::LogError;
 use skiff_protocol::{api_versions_response, Request, RequestBody, ResponseBody};
 use tracing::warn;
 
+pub use groups::ClientInfo;
+
 use crate::config::BrokerConfig;
+use crate::group::coordinator::{GroupConfig, GroupCoordinator};
+use crate::group::storage::OFFSETS_TOPIC;
+use crate::group::GroupService;
 use crate::producer_ids::ProducerIdAllocator;
 use crate::replica_manager::ReplicaManager;
+use crate::topic_config::TopicConfigs;
 use crate::topics::TopicStore;
 
 /// The leader epoch of every partition of a single broker: leadership never moves.
@@ -30,6 +37,7 @@ pub struct KafkaApis {
     topics: RwLock<TopicStore>,
     replicas: ReplicaManager,
     producer_ids: Mutex<ProducerIdAllocator>,
+    groups: GroupService,
 }
 
 fn code(error: ResponseError) -> i16 {
@@ -60,12 +68,67 @@ impl KafkaApis {
         let topics = TopicStore::open(&config.data_dir)?;
         let replicas = ReplicaManager::open(&config.data_dir, topics.all())?;
         let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
-        Ok(Self {
+        let offsets_partitions = topics
+            .get(OFFSETS_TOPIC)
+            .map_or(config.offsets_topic_partitions, |t| t.partitions);
+        let groups = GroupService::new(
+            GroupCoordinator::new(GroupConfig {
+                min_session_timeout_ms: config.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                max_group_size: config.group_max_size,
+                offsets_retention_ms: config.offsets_retention_ms,
+                ..GroupConfig::default()
+            }),
+            offsets_partitions,
+        );
+        let apis = Self {
             config,
             topics: RwLock::new(topics),
             replicas,
             producer_ids: Mutex::new(producer_ids),
-        })
+            groups,
+        };
+        apis.open_offsets_topic()?;
+        Ok(apis)
+    }
+
+    /// Loads every group from `__consumer_offsets`, if it exists yet.
+    fn open_offsets_topic(&self) -> anyhow::Result<()> {
+        if self.topics().get(OFFSETS_TOPIC).is_some() {
+            let loaded = self.groups.load(&self.replicas)?;
+            tracing::info!(records = loaded, "loaded consumer groups");
+        }
+        Ok(())
+    }
+
+    /// Creates `__consumer_offsets` when the first client looks for a group coordinator, as
+    /// Kafka does, so a broker that never sees groups neither pays for nor shows the topic.
+    fn ensure_offsets_topic(&self) -> Result<(), admin::Failure> {
+        if self.topics().get(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let configs = TopicConfigs::from_pairs([
+            ("cleanup.policy", Some("compact")),
+            ("segment.bytes", Some("104857600")),
+        ])
+        .expect("valid internal topic configs");
+        match self.create_topic(
+            OFFSETS_TOPIC,
+            self.groups.offsets_partitions(),
+            -1,
+            configs,
+            false,
+        ) {
+            Ok(_) => Ok(()),
+            Err(f) if f.error_code == code(ResponseError::TopicAlreadyExists) => Ok(()),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// Group session expiry and rebalance deadlines; call every ~100 ms.
+    pub fn run_group_timers(&self) {
+        self.groups.tick(&self.replicas);
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -85,7 +148,7 @@ impl KafkaApis {
     }
 
     /// Answers one request; `None` means no response is sent (Produce with acks=0).
-    pub async fn handle(&self, request: Request) -> Option<ResponseBody> {
+    pub async fn handle(&self, request: Request, client: &ClientInfo) -> Option<ResponseBody> {
         let version = request.version();
         Some(match request.body {
             RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(api_versions_response(0)),
@@ -119,6 +182,21 @@ impl KafkaApis {
             RequestBody::InitProducerId(r) => {
                 ResponseBody::InitProducerId(self.init_producer_id(r))
             }
+            RequestBody::FindCoordinator(r) => {
+                ResponseBody::FindCoordinator(self.find_coordinator(r, version))
+            }
+            RequestBody::JoinGroup(r) => {
+                ResponseBody::JoinGroup(self.join_group(r, version, client).await)
+            }
+            RequestBody::SyncGroup(r) => ResponseBody::SyncGroup(self.sync_group(r, version).await),
+            RequestBody::Heartbeat(r) => ResponseBody::Heartbeat(self.heartbeat(r)),
+            RequestBody::LeaveGroup(r) => ResponseBody::LeaveGroup(self.leave_group(r, version)),
+            RequestBody::OffsetCommit(r) => ResponseBody::OffsetCommit(self.offset_commit(r)),
+            RequestBody::OffsetFetch(r) => ResponseBody::OffsetFetch(self.offset_fetch(r, version)),
+            RequestBody::ListGroups(r) => ResponseBody::ListGroups(self.list_groups(r)),
+            RequestBody::DescribeGroups(r) => ResponseBody::DescribeGroups(self.describe_groups(r)),
+            RequestBody::DeleteGroups(r) => ResponseBody::DeleteGroups(self.delete_groups(r)),
+            RequestBody::OffsetDelete(r) => ResponseBody::OffsetDelete(self.offset_delete(r)),
         })
     }
 
@@ -161,6 +239,7 @@ impl KafkaApis {
     /// Runs retention, segment rolling by age and timed flushes.
     pub fn run_log_maintenance(&self) {
         self.replicas.run_log_maintenance();
+        self.groups.export_lag(&self.replicas);
     }
 
     /// Flushes and closes every partition log.

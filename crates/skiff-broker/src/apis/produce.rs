@@ -10,6 +10,7 @@ use skiff_log::AppendOutcome;
 use tracing::debug;
 
 use super::{code, log_error_code, message, KafkaApis, LEADER_EPOCH};
+use crate::group::storage::OFFSETS_TOPIC;
 use crate::replica_manager::now_ms;
 
 fn batch_error_code(error: &BatchError) -> i16 {
@@ -91,6 +92,12 @@ impl KafkaApis {
                 format!("topic '{topic}' does not exist"),
             );
         };
+        if topic == OFFSETS_TOPIC {
+            return failed(
+                code(ResponseError::InvalidTopicException),
+                format!("{OFFSETS_TOPIC} is written by the group coordinator only"),
+            );
+        }
         let Some(partition) = self.replicas.get(topic, index) else {
             return failed(
                 code(ResponseError::UnknownTopicOrPartition),

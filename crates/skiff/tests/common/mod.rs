@@ -70,7 +70,10 @@ impl Broker {
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.extra_args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

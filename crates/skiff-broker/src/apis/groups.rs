@@ -1,0 +1,725 @@
+//! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete. This
+//! broker coordinates every group.
+
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use tracing::{debug, warn};
+
+use super::{code, message, KafkaApis};
+use crate::group::coordinator::{JoinRequest, JoinResult, OffsetCommit, Reply, SyncResult};
+use crate::group::GroupService;
+use crate::replica_manager::now_ms;
+
+const KEY_TYPE_GROUP: i8 = 0;
+/// Longest a JoinGroup or SyncGroup may be parked, whatever rebalance timeout a client asks for.
+const MAX_REBALANCE_WAIT: Duration = Duration::from_secs(30 * 60);
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+fn opt(text: Option<&str>) -> Option<StrBytes> {
+    text.map(s)
+}
+
+/// One committed offset as OffsetFetch reports it; offset -1 when nothing was committed.
+struct Fetched {
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+}
+
+/// Who sent a request, as the group APIs report it.
+pub struct ClientInfo {
+    pub client_id: String,
+    pub client_host: String,
+}
+
+impl KafkaApis {
+    pub(super) fn find_coordinator(
+        &self,
+        request: FindCoordinatorRequest,
+        version: i16,
+    ) -> FindCoordinatorResponse {
+        let (host, port) = &self.config.advertised_kafka_addr;
+        let offsets_topic = if request.key_type == KEY_TYPE_GROUP {
+            self.ensure_offsets_topic()
+        } else {
+            Ok(())
+        };
+        let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
+            if let Err(failure) = &offsets_topic {
+                (
+                    code(ResponseError::CoordinatorNotAvailable),
+                    message(failure.message.clone()),
+                )
+            } else if key_type == KEY_TYPE_GROUP {
+                (0, None)
+            } else {
+                (
+                    code(ResponseError::CoordinatorNotAvailable),
+                    message(
+                        "only consumer-group coordinators exist; transactions are not supported",
+                    ),
+                )
+            }
+        };
+        if version >= 4 {
+            let coordinators = request
+                .coordinator_keys
+                .iter()
+                .map(|key| {
+                    let (error_code, error_message) = answer(request.key_type);
+                    Coordinator::default()
+                        .with_key(key.clone())
+                        .with_node_id(BrokerId(if error_code == 0 {
+                            self.config.node_id
+                        } else {
+                            -1
+                        }))
+                        .with_host(if error_code == 0 { s(host) } else { s("") })
+                        .with_port(if error_code == 0 {
+                            i32::from(*port)
+                        } else {
+                            -1
+                        })
+                        .with_error_code(error_code)
+                        .with_error_message(error_message)
+                })
+                .collect();
+            return FindCoordinatorResponse::default().with_coordinators(coordinators);
+        }
+        let (error_code, error_message) = answer(request.key_type);
+        let response = FindCoordinatorResponse::default()
+            .with_error_code(error_code)
+            .with_error_message(if version >= 1 { error_message } else { None });
+        if error_code != 0 {
+            return response
+                .with_node_id(BrokerId(-1))
+                .with_host(s(""))
+                .with_port(-1);
+        }
+        response
+            .with_node_id(BrokerId(self.config.node_id))
+            .with_host(s(host))
+            .with_port(i32::from(*port))
+    }
+
+    pub(super) async fn join_group(
+        &self,
+        request: JoinGroupRequest,
+        version: i16,
+        client: &ClientInfo,
+    ) -> JoinGroupResponse {
+        // v0 has no rebalance timeout: the session timeout serves as both.
+        let rebalance_timeout_ms = if version >= 1 {
+            request.rebalance_timeout_ms
+        } else {
+            request.session_timeout_ms
+        };
+        let join = JoinRequest {
+            group_id: request.group_id.to_string(),
+            member_id: request.member_id.to_string(),
+            instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+            client_id: client.client_id.clone(),
+            client_host: client.client_host.clone(),
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms,
+            protocol_type: request.protocol_type.to_string(),
+            protocols: request
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect(),
+            require_known_member_id: version >= 4,
+        };
+        let group_id = join.group_id.clone();
+        let waiting = {
+            let mut state = self.groups.lock();
+            let (reply, effects) =
+                state
+                    .coordinator
+                    .join_group(join, &mut GroupService::member_ids(), now_ms());
+            let waiting = match reply {
+                Reply::Now(result) => Err(result),
+                Reply::Later { member_id } => Ok(GroupService::wait_for_join(
+                    &mut state, &group_id, &member_id,
+                )),
+            };
+            if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
+                warn!(group = %group_id, error = %e, "persisting group changes failed");
+            }
+            waiting
+        };
+        let wait = Duration::from_millis(rebalance_timeout_ms.max(0) as u64 + 5_000)
+            .min(MAX_REBALANCE_WAIT);
+        let result = match waiting {
+            Err(now) => now,
+            Ok(rx) => match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(result)) => result,
+                // Replaced by a newer JoinGroup of the same member, or never completed.
+                _ => JoinResult {
+                    error: code(ResponseError::RebalanceInProgress),
+                    generation: -1,
+                    protocol_type: None,
+                    protocol: None,
+                    leader: String::new(),
+                    member_id: request.member_id.to_string(),
+                    members: Vec::new(),
+                    skip_assignment: false,
+                },
+            },
+        };
+        debug!(
+            group = %request.group_id.as_str(),
+            members = ?result.members,
+            member = %result.member_id,
+            generation = result.generation,
+            error = result.error,
+            leader = %result.leader,
+            "JoinGroup answered"
+        );
+        JoinGroupResponse::default()
+            .with_error_code(result.error)
+            .with_generation_id(result.generation)
+            .with_protocol_type(if version >= 7 {
+                opt(result.protocol_type.as_deref())
+            } else {
+                None
+            })
+            .with_protocol_name(
+                opt(result.protocol.as_deref()).or_else(|| (version < 7).then(|| s(""))),
+            )
+            .with_leader(s(&result.leader))
+            .with_skip_assignment(version >= 9 && result.skip_assignment)
+            .with_member_id(s(&result.member_id))
+            .with_members(
+                result
+                    .members
+                    .into_iter()
+                    .map(|(id, instance, metadata)| {
+                        JoinGroupResponseMember::default()
+                            .with_member_id(s(&id))
+                            .with_group_instance_id(if version >= 5 {
+                                opt(instance.as_deref())
+                            } else {
+                                None
+                            })
+                            .with_metadata(metadata)
+                    })
+                    .collect(),
+            )
+    }
+
+    pub(super) async fn sync_group(
+        &self,
+        request: SyncGroupRequest,
+        version: i16,
+    ) -> SyncGroupResponse {
+        let group_id = request.group_id.to_string();
+        let member_id = request.member_id.to_string();
+        let waiting = {
+            let mut state = self.groups.lock();
+            let rebalance_timeout = state
+                .coordinator
+                .group(&group_id)
+                .and_then(|g| g.members.get(&member_id))
+                .map(|m| m.rebalance_timeout_ms)
+                .unwrap_or(0);
+            let (reply, effects) = state.coordinator.sync_group(
+                &group_id,
+                request.generation_id,
+                &member_id,
+                request.group_instance_id.as_deref(),
+                request.protocol_type.as_deref(),
+                request.protocol_name.as_deref(),
+                request
+                    .assignments
+                    .iter()
+                    .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                    .collect(),
+                now_ms(),
+            );
+            let waiting = match reply {
+                Reply::Now(result) => Err(result),
+                Reply::Later { member_id } => Ok((
+                    GroupService::wait_for_sync(&mut state, &group_id, &member_id),
+                    rebalance_timeout,
+                )),
+            };
+            if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
+                warn!(group = %group_id, error = %e, "persisting group metadata failed");
+                // The assignment is not durable: the members must rebalance.
+                return SyncGroupResponse::default()
+                    .with_error_code(code(ResponseError::CoordinatorNotAvailable));
+            }
+            waiting
+        };
+        let result = match waiting {
+            Err(now) => now,
+            Ok((rx, rebalance_timeout)) => {
+                let wait = Duration::from_millis(rebalance_timeout.max(0) as u64 + 5_000)
+                    .min(MAX_REBALANCE_WAIT);
+                match tokio::time::timeout(wait, rx).await {
+                    Ok(Ok(result)) => result,
+                    _ => SyncResult {
+                        error: code(ResponseError::RebalanceInProgress),
+                        protocol_type: None,
+                        protocol: None,
+                        assignment: Default::default(),
+                    },
+                }
+            }
+        };
+        debug!(
+            group = %group_id,
+            member = %member_id,
+            generation = request.generation_id,
+            error = result.error,
+            assignment = ?result.assignment,
+            "SyncGroup answered"
+        );
+        let response = SyncGroupResponse::default()
+            .with_error_code(result.error)
+            .with_assignment(result.assignment);
+        if version >= 5 {
+            response
+                .with_protocol_type(opt(result.protocol_type.as_deref()))
+                .with_protocol_name(opt(result.protocol.as_deref()))
+        } else {
+            response
+        }
+    }
+
+    pub(super) fn heartbeat(&self, request: HeartbeatRequest) -> HeartbeatResponse {
+        let error = self.groups.lock().coordinator.heartbeat(
+            request.group_id.as_str(),
+            request.generation_id,
+            request.member_id.as_str(),
+            request.group_instance_id.as_deref(),
+            now_ms(),
+        );
+        if error != 0 {
+            debug!(group = %request.group_id.as_str(), member = %request.member_id.as_str(), error, "Heartbeat refused");
+        }
+        HeartbeatResponse::default().with_error_code(error)
+    }
+
+    pub(super) fn leave_group(
+        &self,
+        request: LeaveGroupRequest,
+        version: i16,
+    ) -> LeaveGroupResponse {
+        let leaving: Vec<(String, Option<String>)> = if version >= 3 {
+            request
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.member_id.to_string(),
+                        m.group_instance_id.as_ref().map(|i| i.to_string()),
+                    )
+                })
+                .collect()
+        } else {
+            vec![(request.member_id.to_string(), None)]
+        };
+        let group_id = request.group_id.to_string();
+        let mut state = self.groups.lock();
+        let (outcome, effects) = state.coordinator.leave_group(&group_id, &leaving, now_ms());
+        if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
+            warn!(group = %group_id, error = %e, "persisting group changes failed");
+        }
+        match outcome {
+            Err(error) => LeaveGroupResponse::default().with_error_code(error),
+            Ok(codes) if version >= 3 => LeaveGroupResponse::default().with_members(
+                leaving
+                    .into_iter()
+                    .zip(codes)
+                    .map(|((member_id, instance_id), error)| {
+                        MemberResponse::default()
+                            .with_member_id(s(&member_id))
+                            .with_group_instance_id(opt(instance_id.as_deref()))
+                            .with_error_code(error)
+                    })
+                    .collect(),
+            ),
+            Ok(codes) => {
+                LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0))
+            }
+        }
+    }
+
+    pub(super) fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
+        let mut offsets = Vec::new();
+        let mut unknown = Vec::new();
+        for topic in &request.topics {
+            for p in &topic.partitions {
+                if self
+                    .replicas
+                    .get(topic.name.as_str(), p.partition_index)
+                    .is_some()
+                {
+                    offsets.push((
+                        topic.name.to_string(),
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    ));
+                } else {
+                    unknown.push((topic.name.to_string(), p.partition_index));
+                }
+            }
+        }
+        let group_id = request.group_id.to_string();
+        let keys: Vec<(String, i32)> = offsets.iter().map(|o| (o.0.clone(), o.1)).collect();
+        let mut state = self.groups.lock();
+        let (codes, effects) = state.coordinator.commit_offsets(
+            OffsetCommit {
+                group_id: group_id.clone(),
+                generation: request.generation_id_or_member_epoch,
+                member_id: request.member_id.to_string(),
+                instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+                offsets,
+            },
+            now_ms(),
+        );
+        let persisted = self.groups.apply(&mut state, &self.replicas, effects);
+        drop(state);
+        if let Err(e) = &persisted {
+            warn!(group = %group_id, error = %e, "persisting offsets failed");
+        }
+        let mut results: Vec<((String, i32), i16)> = keys
+            .into_iter()
+            .zip(codes)
+            .map(|(k, c)| {
+                let c = if c == 0 && persisted.is_err() {
+                    code(ResponseError::CoordinatorNotAvailable)
+                } else {
+                    c
+                };
+                (k, c)
+            })
+            .collect();
+        results.extend(
+            unknown
+                .into_iter()
+                .map(|k| (k, code(ResponseError::UnknownTopicOrPartition))),
+        );
+        let topics = request
+            .topics
+            .iter()
+            .map(|topic| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(
+                        topic
+                            .partitions
+                            .iter()
+                            .map(|p| {
+                                let error = results
+                                    .iter()
+                                    .find(|((t, i), _)| {
+                                        t == topic.name.as_str() && *i == p.partition_index
+                                    })
+                                    .map(|(_, c)| *c)
+                                    .unwrap_or(0);
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(error)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    }
+
+    /// The committed offsets of `group` for `topics` (None = every partition with a commit),
+    /// as (topic, [(partition, offset, leader epoch, metadata)]).
+    fn committed_offsets(
+        &self,
+        group: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<(String, Vec<Fetched>)> {
+        let state = self.groups.lock();
+        let lookup = |topic: &str, partition: i32| match state
+            .coordinator
+            .committed(group, topic, partition)
+        {
+            Some(c) => Fetched {
+                partition,
+                offset: c.offset,
+                leader_epoch: c.leader_epoch,
+                metadata: c.metadata.clone(),
+            },
+            None => Fetched {
+                partition,
+                offset: -1,
+                leader_epoch: -1,
+                metadata: String::new(),
+            },
+        };
+        match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let found = partitions.into_iter().map(|p| lookup(&topic, p)).collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: std::collections::BTreeMap<String, Vec<Fetched>> =
+                    Default::default();
+                if let Some(g) = state.coordinator.group(group) {
+                    for ((topic, partition), c) in &g.offsets {
+                        by_topic.entry(topic.clone()).or_default().push(Fetched {
+                            partition: *partition,
+                            offset: c.offset,
+                            leader_epoch: c.leader_epoch,
+                            metadata: c.metadata.clone(),
+                        });
+                    }
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    pub(super) fn offset_fetch(
+        &self,
+        request: OffsetFetchRequest,
+        version: i16,
+    ) -> OffsetFetchResponse {
+        if version >= 8 {
+            let groups = request
+                .groups
+                .into_iter()
+                .map(|g| {
+                    let topics = g.topics.map(|ts| {
+                        ts.into_iter()
+                            .map(|t| (t.name.to_string(), t.partition_indexes))
+                            .collect()
+                    });
+                    let found = self.committed_offsets(g.group_id.as_str(), topics);
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_topics(
+                            found
+                                .into_iter()
+                                .map(|(topic, partitions)| {
+                                    OffsetFetchResponseTopics::default()
+                                        .with_name(TopicName(s(&topic)))
+                                        .with_partitions(
+                                            partitions
+                                                .into_iter()
+                                                .map(|f| {
+                                                    OffsetFetchResponsePartitions::default()
+                                                        .with_partition_index(f.partition)
+                                                        .with_committed_offset(f.offset)
+                                                        .with_committed_leader_epoch(f.leader_epoch)
+                                                        .with_metadata(Some(s(&f.metadata)))
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return OffsetFetchResponse::default().with_groups(groups);
+        }
+        let topics = request.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes))
+                .collect()
+        });
+        let found = self.committed_offsets(request.group_id.as_str(), topics);
+        OffsetFetchResponse::default().with_topics(
+            found
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(s(&topic)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|f| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(f.partition)
+                                        .with_committed_offset(f.offset)
+                                        .with_committed_leader_epoch(if version >= 5 {
+                                            f.leader_epoch
+                                        } else {
+                                            -1
+                                        })
+                                        .with_metadata(Some(s(&f.metadata)))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    }
+
+    pub(super) fn list_groups(&self, request: ListGroupsRequest) -> ListGroupsResponse {
+        let state = self.groups.lock();
+        let groups = state
+            .coordinator
+            .groups()
+            .filter(|g| {
+                request.states_filter.is_empty()
+                    || request
+                        .states_filter
+                        .iter()
+                        .any(|f| f.as_str().eq_ignore_ascii_case(g.state.name()))
+            })
+            .map(|g| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(s(&g.id)))
+                    .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")))
+                    .with_group_state(s(g.state.name()))
+            })
+            .collect();
+        ListGroupsResponse::default().with_groups(groups)
+    }
+
+    pub(super) fn describe_groups(&self, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let state = self.groups.lock();
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|id| {
+                let described = DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_authorized_operations(i32::MIN);
+                let Some(g) = state.coordinator.group(id.as_str()) else {
+                    return described.with_group_state(s("Dead"));
+                };
+                let stable = matches!(
+                    g.state,
+                    crate::group::coordinator::GroupState::Stable
+                        | crate::group::coordinator::GroupState::CompletingRebalance
+                );
+                let protocol = g.protocol.clone().unwrap_or_default();
+                described
+                    .with_group_state(s(g.state.name()))
+                    .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")))
+                    .with_protocol_data(if stable { s(&protocol) } else { s("") })
+                    .with_members(
+                        g.members
+                            .values()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(s(&m.id))
+                                    .with_group_instance_id(opt(m.instance_id.as_deref()))
+                                    .with_client_id(s(&m.client_id))
+                                    .with_client_host(s(&m.client_host))
+                                    .with_member_metadata(if stable {
+                                        m.protocols
+                                            .iter()
+                                            .find(|(n, _)| *n == protocol)
+                                            .map(|(_, md)| md.clone())
+                                            .unwrap_or_default()
+                                    } else {
+                                        Default::default()
+                                    })
+                                    .with_member_assignment(m.assignment.clone())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        DescribeGroupsResponse::default().with_groups(groups)
+    }
+
+    pub(super) fn delete_groups(&self, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+        let mut state = self.groups.lock();
+        let results = request
+            .groups_names
+            .into_iter()
+            .map(|id| {
+                let (error, effects) = state.coordinator.delete_group(id.as_str());
+                let error = match self.groups.apply(&mut state, &self.replicas, effects) {
+                    Ok(()) => error,
+                    Err(e) => {
+                        warn!(group = %id.as_str(), error = %e, "persisting group deletion failed");
+                        code(ResponseError::CoordinatorNotAvailable)
+                    }
+                };
+                DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(error)
+            })
+            .collect();
+        DeleteGroupsResponse::default().with_results(results)
+    }
+
+    pub(super) fn offset_delete(&self, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+        let partitions: Vec<(String, i32)> = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.to_string(), p.partition_index))
+            })
+            .collect();
+        let mut state = self.groups.lock();
+        let (outcome, effects) = state
+            .coordinator
+            .delete_offsets(request.group_id.as_str(), &partitions);
+        if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
+            warn!(error = %e, "persisting offset deletion failed");
+            return OffsetDeleteResponse::default()
+                .with_error_code(code(ResponseError::CoordinatorNotAvailable));
+        }
+        let codes = match outcome {
+            Err(error) => return OffsetDeleteResponse::default().with_error_code(error),
+            Ok(codes) => codes,
+        };
+        let mut codes = codes.into_iter();
+        OffsetDeleteResponse::default().with_topics(
+            request
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.next().unwrap_or(0))
+                        })
+                        .collect();
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+    }
+}

@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 step() { printf '\n=== %s ===\n' "$*"; }
 
 step "installing test dependencies"
+# A C toolchain and zlib for librdkafka, which the rdkafka crate builds from source.
+if ! command -v cc >/dev/null || ! command -v make >/dev/null || ! command -v pkg-config >/dev/null \
+    || [ ! -e /usr/include/zlib.h ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y build-essential pkg-config zlib1g-dev
+fi
 bash tests/compat/install.sh
 
 step "cargo fmt --check"

@@ -646,3 +646,91 @@ fn read_until_end(broker: &Broker, topic: &str) -> Vec<(i64, Seen)> {
     }
     seen
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_records_moves_the_log_start() {
+    let broker = Broker::start();
+    create_topic(&broker, "trimmed", 1, &[]).await;
+    let records: Vec<Seen> = (0..20)
+        .map(|i| Seen {
+            partition: 0,
+            key: None,
+            value: Some(vec![i as u8]),
+            headers: vec![],
+            timestamp: None,
+        })
+        .collect();
+    produce_all(&producer(&broker, &[]), "trimmed", &records);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("trimmed", 0, Offset::Offset(12))
+        .unwrap();
+    let result = admin(&broker)
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .unwrap();
+    let p = result.find_partition("trimmed", 0).unwrap();
+    assert!(p.error().is_ok(), "{:?}", p.error());
+    assert_eq!(p.offset(), Offset::Offset(12));
+    let c = consumer(&broker);
+    assert_eq!(c.fetch_watermarks("trimmed", 0, TIMEOUT).unwrap(), (12, 20));
+    let consumed = consume_all(&broker, "trimmed", 1, 8);
+    assert_eq!(consumed[0].0, 12);
+    assert_eq!(consumed[0].1.value.as_deref(), Some(&[12u8][..]));
+    // Past the end is refused.
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("trimmed", 0, Offset::Offset(99))
+        .unwrap();
+    let result = admin(&broker)
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(result
+        .find_partition("trimmed", 0)
+        .unwrap()
+        .error()
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_append_time_topics_are_stamped_by_the_broker() {
+    let broker = Broker::start();
+    create_topic(
+        &broker,
+        "stamped",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    )
+    .await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let records: Vec<Seen> = (0..5)
+        .map(|i| Seen {
+            partition: 0,
+            key: None,
+            value: Some(vec![i]),
+            headers: vec![],
+            timestamp: Some(1_000),
+        })
+        .collect();
+    produce_all(&producer(&broker, &[]), "stamped", &records);
+    let c = consumer(&broker);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("stamped", 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = 0;
+    while seen < 5 {
+        assert!(Instant::now() < deadline);
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            match m.timestamp() {
+                rdkafka::Timestamp::LogAppendTime(ts) => assert!(ts >= before, "{ts} < {before}"),
+                other => panic!("expected a LogAppendTime timestamp, got {other:?}"),
+            }
+            seen += 1;
+        }
+    }
+}

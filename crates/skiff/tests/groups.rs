@@ -219,7 +219,12 @@ fn consume_and_commit(broker: &Broker, group: &str, topic: &str, n: usize) -> Ve
 
 #[tokio::test(flavor = "multi_thread")]
 async fn committed_offsets_survive_consumer_and_broker_restarts() {
-    let mut broker = Broker::start_with(BROKER_FLAGS);
+    let mut broker = Broker::start_with(&[
+        "--group-initial-rebalance-delay-ms",
+        "200",
+        "--log-check-interval-ms",
+        "100",
+    ]);
     create_topic(&broker, "resume", 1).await;
     produce(&broker, "resume", 0, 100);
     assert_eq!(
@@ -237,6 +242,21 @@ async fn committed_offsets_survive_consumer_and_broker_restarts() {
         consume_and_commit(&broker, "resumers", "resume", 10),
         (50..60).collect::<Vec<_>>()
     );
+    // Lag = log end - committed offset, exported per group and partition.
+    let lag = r#"skiff_consumer_group_lag{group="resumers",topic="resume",partition="0"} 40"#;
+    let deadline = Instant::now() + TIMEOUT;
+    while !broker
+        .http_get("/metrics")
+        .unwrap_or_default()
+        .contains(lag)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            broker.http_get("/metrics").unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""kafka-python (pure Python client, 3.x) compatibility checks.
+
+    python check_kafka_python.py --bootstrap 127.0.0.1:19092 --step kafka-python-admin
+    python check_kafka_python.py --list
+
+Consumers use group_id=None with assign() + seek_to_beginning(), except the
+*-group-* step.
+"""
+
+import logging
+import os
+import random
+import sys
+import time
+
+from compat_common import FAILURE_CONTEXT, CheckFailed, check, fail, log, main, step, topic_name, verify_stored_codec, wait_until
+
+import kafka
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+CLIENT = "kafka-python"
+
+if os.environ.get("SKIFF_COMPAT_DEBUG"):
+    logging.basicConfig(level=logging.DEBUG)
+else:
+    logging.basicConfig(level=logging.WARNING, format="  .. kafka-python log %(levelname)s %(name)s: %(message)s")
+
+
+class _LastError(logging.Handler):
+    """Remembers kafka-python's last ERROR log line for the failure reason."""
+
+    last = ""
+
+    def emit(self, record):
+        if record.levelno >= logging.ERROR and not record.getMessage().startswith("Bootstrap failed"):
+            _LastError.last = "last kafka-python error log: %s" % record.getMessage()[:300]
+
+
+logging.getLogger("kafka").addHandler(_LastError())
+FAILURE_CONTEXT.append(lambda: _LastError.last)
+
+
+def admin(bs):
+    return KafkaAdminClient(bootstrap_servers=bs, client_id="compat-kafka-python-admin", request_timeout_ms=30000)
+
+
+def partitions_for(bs, topic):
+    c = KafkaConsumer(bootstrap_servers=bs, group_id=None)
+    try:
+        # topics() fetches fresh metadata for all topics (no auto-create)
+        if topic not in c.topics():
+            return 0
+        return len(c.partitions_for_topic(topic) or ())
+    finally:
+        c.close()
+
+
+def create_topic(a, bs, name, partitions):
+    try:
+        a.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}}, timeout_ms=30000)
+    except Exception as e:  # noqa: BLE001
+        fail("create_topics(%s, %d partitions): %r" % (name, partitions, e))
+    wait_until(lambda: partitions_for(bs, name) == partitions, 20, "metadata to show %s with %d partitions" % (name, partitions))
+    log("created %s with %d partitions" % (name, partitions))
+
+
+def delete_topic_quietly(a, name):
+    try:
+        a.delete_topics([name], timeout_ms=10000)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def make_messages(n, partitions, seed, base_ts):
+    rng = random.Random(seed)
+    msgs = []
+    for i in range(n):
+        key = ("key-%05d" % i).encode() + bytes([0, 255])
+        if i % 50 == 7:
+            key = None
+        value = (("kafka-python message %d; " % i) * (1 + i % 30)).encode() + bytes(rng.getrandbits(8) for _ in range(i % 32))
+        if i % 50 == 13:
+            value = None
+        elif i % 50 == 21:
+            value = b""
+        headers = [] if i % 4 == 0 else [("seq", str(i).encode()), ("dup", b"a"), ("dup", b"b"), ("bin", bytes([0, 255, i % 256]))]
+        msgs.append({"i": i, "key": key, "value": value, "headers": headers, "ts": base_ts + i * 10, "partition": i % partitions})
+    return msgs
+
+
+def produce(bs, topic, msgs, **conf):
+    p = KafkaProducer(bootstrap_servers=bs, linger_ms=5, acks="all", request_timeout_ms=30000, **conf)
+    try:
+        futs = [
+            (m, p.send(topic, value=m["value"], key=m["key"], headers=m["headers"], partition=m["partition"], timestamp_ms=m["ts"]))
+            for m in msgs
+        ]
+        p.flush(timeout=60)
+        for m, f in futs:
+            try:
+                md = f.get(timeout=30)
+            except Exception as e:  # noqa: BLE001
+                fail("produce: message %d failed: %r" % (m["i"], e))
+            check(md.partition == m["partition"], "produce: message %d went to partition %d" % (m["i"], md.partition))
+            m["offset"] = md.offset
+    finally:
+        p.close(timeout=10)
+    log("produced %d messages to %s (%s)" % (len(msgs), topic, conf))
+    return msgs
+
+
+def consume_assigned(bs, topic, partitions, want, timeout=60):
+    c = KafkaConsumer(bootstrap_servers=bs, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    got = []
+    try:
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while len(got) < want and time.monotonic() < deadline:
+            for _, recs in c.poll(timeout_ms=500, max_records=1000).items():
+                got.extend(recs)
+        # a little more, to catch duplicates
+        for _, recs in c.poll(timeout_ms=300).items():
+            got.extend(recs)
+        ends = c.end_offsets(tps)
+    finally:
+        c.close()
+    check(len(got) >= want, "consume: got %d/%d messages in %ds" % (len(got), want, timeout))
+    return got, ends
+
+
+def compare(msgs, got):
+    check(len(got) == len(msgs), "compare: consumed %d, produced %d" % (len(got), len(msgs)))
+    by_off = {(r.partition, r.offset): r for r in got}
+    check(len(by_off) == len(got), "compare: some offsets consumed twice")
+    for m in msgs:
+        r = by_off.get((m["partition"], m["offset"]))
+        where = "message %d (p%d@%d)" % (m["i"], m["partition"], m["offset"])
+        check(r is not None, "compare: %s not consumed" % where)
+        check(r.key == m["key"], "compare: %s key %r != %r" % (where, r.key, m["key"]))
+        check(r.value == m["value"], "compare: %s value differs (%r... vs %r...)" % (where, (r.value or b"")[:30], (m["value"] or b"")[:30]))
+        check(list(r.headers or []) == m["headers"], "compare: %s headers %r != %r" % (where, r.headers, m["headers"]))
+        check(r.timestamp == m["ts"] and r.timestamp_type == 0, "compare: %s timestamp %s (type %s) != %d" % (where, r.timestamp, r.timestamp_type, m["ts"]))
+    log("all %d messages identical (key, value, headers, timestamp)" % len(msgs))
+
+
+@step("kafka-python-admin")
+def admin_step(bs):
+    a = admin(bs)
+    try:
+        t = topic_name("kafka-python-admin")
+        create_topic(a, bs, t, 3)
+        names = a.list_topics()
+        check(t in names, "list_topics: %s not in %s" % (t, names))
+        try:
+            a.create_topics({t: {"num_partitions": 3, "replication_factor": 1}}, timeout_ms=30000)
+            fail("create_topics twice succeeded")
+        except TopicAlreadyExistsError:
+            pass
+        except CheckFailed:
+            raise
+        except Exception as e:  # noqa: BLE001
+            fail("create_topics twice: expected TopicAlreadyExistsError, got %r" % e)
+        desc = a.describe_topics([t])
+        log("describe_topics: %s" % [(d.get("topic") or d.get("name"), len(d.get("partitions", []))) for d in desc])
+        check(len(desc) == 1 and len(desc[0].get("partitions", [])) == 3, "describe_topics(%s): %r" % (t, desc))
+        try:
+            a.delete_topics([t], timeout_ms=30000)
+        except Exception as e:  # noqa: BLE001
+            fail("delete_topics(%s): %r" % (t, e))
+        wait_until(lambda: t not in a.list_topics(), 15, "list_topics to stop showing %s" % t)
+        try:
+            a.delete_topics([t], timeout_ms=30000)
+            fail("delete_topics of a deleted topic succeeded")
+        except UnknownTopicOrPartitionError:
+            pass
+        except CheckFailed:
+            raise
+        except Exception as e:  # noqa: BLE001
+            fail("delete_topics twice: expected UnknownTopicOrPartitionError, got %r" % e)
+    finally:
+        a.close()
+
+
+def produce_consume(bs, codec):
+    name = "kafka-python-produce-consume-%s" % codec
+    a = admin(bs)
+    try:
+        t = topic_name(name)
+        create_topic(a, bs, t, 3)
+        msgs = make_messages(500, 3, seed=len(codec), base_ts=int(time.time() * 1000) - 1_000_000)
+        produce(bs, t, msgs, compression_type=None if codec == "none" else codec)
+        got, ends = consume_assigned(bs, t, 3, len(msgs))
+        compare(msgs, got)
+        for p in range(3):
+            want_end = 1 + max(m["offset"] for m in msgs if m["partition"] == p)
+            check(ends[TopicPartition(t, p)] == want_end, "end_offsets p%d = %s, expected %d" % (p, ends[TopicPartition(t, p)], want_end))
+        verify_stored_codec(t, 3, codec)
+        delete_topic_quietly(a, t)
+    finally:
+        a.close()
+
+
+for _codec in ("none", "gzip", "snappy", "lz4", "zstd"):
+    step("kafka-python-produce-consume-%s" % _codec)(lambda bs, c=_codec: produce_consume(bs, c))
+
+
+@step("kafka-python-offsets")
+def offsets_step(bs):
+    a = admin(bs)
+    try:
+        t = topic_name("kafka-python-offsets")
+        create_topic(a, bs, t, 1)
+        base = int(time.time() * 1000) - 500_000
+        msgs = [{"i": i, "key": b"k%d" % i, "value": b"v%d" % i, "headers": [], "ts": base + i * 1000, "partition": 0} for i in range(60)]
+        # one send+flush per 6 messages: several batches, so the time index matters
+        for k in range(0, 60, 6):
+            produce(bs, t, msgs[k : k + 6])
+        c = KafkaConsumer(bootstrap_servers=bs, group_id=None, enable_auto_commit=False)
+        try:
+            tp = TopicPartition(t, 0)
+            check(c.beginning_offsets([tp])[tp] == 0, "beginning_offsets = %s" % c.beginning_offsets([tp]))
+            check(c.end_offsets([tp])[tp] == 60, "end_offsets = %s, expected 60" % c.end_offsets([tp]))
+            cases = [(base + 30_000, 30), (base + 29_001, 30), (base - 1, 0), (base + 59_000, 59), (base + 100_000, None)]
+            for ts, want in cases:
+                r = c.offsets_for_times({tp: ts})[tp]
+                got = None if r is None else r.offset
+                check(got == want, "offsets_for_times(ts=base%+d ms) = %s, expected %s" % (ts - base, r, want))
+                if r is not None:
+                    check(r.timestamp == base + want * 1000, "offsets_for_times(ts=base%+d): timestamp %d, expected %d" % (ts - base, r.timestamp, base + want * 1000))
+            log("offsets_for_times: %d cases ok" % len(cases))
+            c.assign([tp])
+            c.seek(tp, 42)
+            recs = []
+            deadline = time.monotonic() + 20
+            while not recs and time.monotonic() < deadline:
+                for _, rs in c.poll(timeout_ms=500).items():
+                    recs.extend(rs)
+            check(recs and recs[0].offset == 42 and recs[0].value == b"v42", "seek(42) then poll: first record %r" % (recs[:1],))
+        finally:
+            c.close()
+        delete_topic_quietly(a, t)
+    finally:
+        a.close()
+
+
+def consume_group(bs, topic, group, want, timeout=60, settle=3.0):
+    c = KafkaConsumer(
+        bootstrap_servers=bs,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=1000,
+    )
+    got = []
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        settle_until = None
+        while time.monotonic() < deadline:
+            for _, recs in c.poll(timeout_ms=500).items():
+                got.extend(recs)
+            if len(got) >= want and settle_until is None:
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+        if got:
+            c.commit()
+    finally:
+        c.close()
+    return got
+
+
+@step("kafka-python-group-consume", groups=True)
+def group_step(bs):
+    a = admin(bs)
+    try:
+        t = topic_name("kafka-python-group-consume")
+        g = topic_name("kafka-python-group-consume", "group")
+        create_topic(a, bs, t, 3)
+        msgs = produce(bs, t, make_messages(300, 3, seed=9, base_ts=int(time.time() * 1000)))
+        got = consume_group(bs, t, g, 300)
+        check(len(got) == 300, "group consume #1: got %d/300" % len(got))
+        compare(msgs, got)
+        more = produce(bs, t, make_messages(100, 3, seed=10, base_ts=int(time.time() * 1000)))
+        got2 = consume_group(bs, t, g, 100)
+        check(len(got2) == 100, "group consume #2 (resume after commit): got %d, expected exactly the 100 new messages" % len(got2))
+        compare(more, got2)
+        offs = a.list_group_offsets(g)
+        log("group offsets: %s" % offs)
+        delete_topic_quietly(a, t)
+    finally:
+        a.close()
+
+
+if __name__ == "__main__":
+    log("kafka-python %s" % kafka.__version__)
+    sys.exit(main(CLIENT))

@@ -1,0 +1,398 @@
+#!/usr/bin/env node
+// kafkajs 2.2.4 compatibility checks for Skiff.
+//
+//   node kafkajs_check.js --bootstrap 127.0.0.1:19092 --step kafkajs-admin
+//   node kafkajs_check.js --list
+//
+// kafkajs has no group-less consumer, so what kafkajs produces is read back by
+// the confluent-kafka consumer (check_confluent.py --verify-jsonl, assign()),
+// compared byte for byte. The group step is kafkajs-group-consume.
+'use strict'
+
+process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1'
+
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+const { spawnSync } = require('child_process')
+const { Kafka, CompressionTypes, ConfigResourceTypes, logLevel } = require('kafkajs')
+
+class CheckFailed extends Error {}
+const fail = (msg) => { throw new CheckFailed(msg) }
+const check = (cond, msg) => { if (!cond) fail(msg) }
+const log = (msg) => console.log('  .. ' + msg)
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+const args = process.argv.slice(2)
+const arg = (name, dflt) => {
+  const i = args.indexOf(name)
+  return i >= 0 ? args[i + 1] : dflt
+}
+const BOOTSTRAP = arg('--bootstrap', process.env.SKIFF_BOOTSTRAP || '127.0.0.1:19092')
+const RUN_ID = process.env.SKIFF_COMPAT_RUN_ID || `${Math.floor(Date.now() / 1000)}-${process.pid}`
+const topicName = (step, suffix) => `compat-${RUN_ID}-${step}${suffix ? '-' + suffix : ''}`
+
+function kafka (clientId) {
+  return new Kafka({
+    clientId: clientId || 'skiff-compat-kafkajs',
+    brokers: [BOOTSTRAP],
+    connectionTimeout: 5000,
+    requestTimeout: 30000,
+    retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2000 },
+    logLevel: process.env.SKIFF_COMPAT_DEBUG ? logLevel.DEBUG : logLevel.WARN
+  })
+}
+
+async function phase (name, fn) {
+  try {
+    return await fn()
+  } catch (e) {
+    if (e instanceof CheckFailed) throw new CheckFailed(`${name}: ${e.message}`)
+    const extra = [e.type && `type=${e.type}`, e.code !== undefined && `code=${e.code}`, e.retriable !== undefined && `retriable=${e.retriable}`]
+      .filter(Boolean).join(' ')
+    throw new CheckFailed(`${name}: ${e.name}: ${e.message}${extra ? ' (' + extra + ')' : ''}`)
+  }
+}
+
+async function waitUntil (fn, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs
+  let last
+  for (;;) {
+    try {
+      const v = await fn()
+      if (v) return v
+      last = v
+    } catch (e) {
+      last = e
+    }
+    if (Date.now() > deadline) fail(`timed out after ${timeoutMs / 1000}s waiting for ${what} (last: ${last && last.message ? last.message : JSON.stringify(last)})`)
+    await sleep(250)
+  }
+}
+
+async function createTopic (admin, topic, numPartitions, configEntries) {
+  const created = await phase('createTopics', () => admin.createTopics({
+    topics: [{ topic, numPartitions, replicationFactor: 1, configEntries: configEntries || [] }],
+    waitForLeaders: true,
+    timeout: 30000
+  }))
+  check(created === true, `createTopics(${topic}) returned ${created} (false means it already existed)`)
+  await phase('fetchTopicMetadata after create', () => waitUntil(async () => {
+    const md = await admin.fetchTopicMetadata({ topics: [topic] })
+    return md.topics.length === 1 && md.topics[0].partitions.length === numPartitions
+  }, 20000, `metadata for ${topic} with ${numPartitions} partitions`))
+  log(`created ${topic} with ${numPartitions} partitions`)
+}
+
+// ---- messages -----------------------------------------------------------------
+
+function makeMessages (n, partitions, baseTs, tag) {
+  const msgs = []
+  for (let i = 0; i < n; i++) {
+    const key = i % 50 === 7 ? null : Buffer.concat([Buffer.from(`key-${i}`), Buffer.from([0, 255])])
+    let value = Buffer.from(`kafkajs ${tag} message ${i}; `.repeat(1 + (i % 30)))
+    if (i % 50 === 13) value = null
+    else if (i % 50 === 21) value = Buffer.alloc(0)
+    const headers = i % 4 === 0
+      ? {}
+      : { seq: Buffer.from(String(i)), dup: [Buffer.from('a'), Buffer.from('b')], bin: Buffer.from([0, 255, i % 256]) }
+    msgs.push({ i, key, value, headers, timestamp: String(baseTs + i * 10), partition: i % partitions })
+  }
+  return msgs
+}
+
+function headerList (h) {
+  const out = []
+  for (const [k, v] of Object.entries(h)) {
+    for (const x of Array.isArray(v) ? v : [v]) out.push([k, x.toString('base64')])
+  }
+  return out
+}
+
+async function produce (producer, topic, msgs, compression, acks) {
+  for (let start = 0; start < msgs.length; start += 100) {
+    const chunk = msgs.slice(start, start + 100)
+    const res = await phase(`producer.send(messages ${start}..${start + chunk.length - 1})`, () => producer.send({
+      topic,
+      compression,
+      acks: acks === undefined ? -1 : acks,
+      timeout: 30000,
+      messages: chunk.map((m) => ({ key: m.key, value: m.value, headers: m.headers, timestamp: m.timestamp, partition: m.partition }))
+    }))
+    const base = {}
+    for (const r of res) {
+      check(r.errorCode === 0, `send: partition ${r.partition} errorCode ${r.errorCode}`)
+      base[r.partition] = Number(r.baseOffset)
+    }
+    const seen = {}
+    for (const m of chunk) {
+      check(base[m.partition] !== undefined, `send: no RecordMetadata for partition ${m.partition}: ${JSON.stringify(res)}`)
+      seen[m.partition] = (seen[m.partition] || 0)
+      m.offset = base[m.partition] + seen[m.partition]
+      seen[m.partition]++
+    }
+  }
+  log(`produced ${msgs.length} messages to ${topic}`)
+}
+
+function verifyWithConfluent (topic, msgs, codec) {
+  const dir = fs.mkdtempSync(path.join(process.env.SKIFF_COMPAT_WORK || os.tmpdir(), 'kafkajs-'))
+  const file = path.join(dir, `${topic}.jsonl`)
+  fs.writeFileSync(file, msgs.map((m) => JSON.stringify({
+    partition: m.partition,
+    offset: m.offset,
+    key: m.key === null ? null : m.key.toString('base64'),
+    value: m.value === null ? null : m.value.toString('base64'),
+    headers: headerList(m.headers),
+    timestamp: m.timestamp,
+    codec
+  })).join('\n') + '\n')
+  const py = process.env.SKIFF_COMPAT_PY || path.join(__dirname, '.venv', 'bin', 'python')
+  const r = spawnSync(py, [path.join(__dirname, 'check_confluent.py'), '--bootstrap', BOOTSTRAP, '--verify-jsonl', file, '--topic', topic],
+    { encoding: 'utf8', timeout: 90000 })
+  const out = (r.stdout || '') + (r.stderr || '')
+  process.stdout.write(out.split('\n').filter(Boolean).map((l) => '  | ' + l).join('\n') + '\n')
+  if (r.status !== 0) {
+    const m = out.split('\n').filter((l) => l.startsWith('FAILED: ')).pop()
+    fail(m ? m.slice(8) : `verifier exited ${r.status} ${r.error || ''}`)
+  }
+  log('confluent-kafka consumer read back all messages identical')
+}
+
+// ---- steps --------------------------------------------------------------------
+
+const STEPS = {}
+const GROUP_STEPS = new Set()
+
+STEPS['kafkajs-admin'] = async () => {
+  const k = kafka()
+  const admin = k.admin()
+  await phase('admin.connect', () => admin.connect())
+  try {
+    const cluster = await phase('describeCluster', () => admin.describeCluster())
+    log(`describeCluster: ${JSON.stringify(cluster)}`)
+    check(cluster.brokers.length >= 1, 'describeCluster: no brokers')
+    check(cluster.brokers.some((b) => b.nodeId === cluster.controller), `describeCluster: controller ${cluster.controller} is not a listed broker`)
+
+    const topic = topicName('kafkajs-admin')
+    await createTopic(admin, topic, 3)
+    const again = await phase('createTopics (existing)', () => admin.createTopics({ topics: [{ topic, numPartitions: 3 }], timeout: 30000 }))
+    check(again === false, `createTopics of an existing topic returned ${again}, expected false`)
+
+    const names = await phase('listTopics', () => admin.listTopics())
+    check(names.includes(topic), `listTopics: ${topic} missing from ${JSON.stringify(names)}`)
+
+    const md = await phase('fetchTopicMetadata', () => admin.fetchTopicMetadata({ topics: [topic] }))
+    const parts = md.topics[0].partitions
+    check(parts.length === 3, `fetchTopicMetadata: ${parts.length} partitions`)
+    for (const p of parts) {
+      check(p.partitionErrorCode === 0 && p.leader >= 0, `fetchTopicMetadata: partition ${JSON.stringify(p)}`)
+    }
+
+    let offs = await phase('fetchTopicOffsets (empty)', () => admin.fetchTopicOffsets(topic))
+    check(offs.length === 3 && offs.every((o) => o.low === '0' && o.high === '0' && o.offset === '0'),
+      `fetchTopicOffsets of an empty topic: ${JSON.stringify(offs)}`)
+
+    // 20 messages per partition, timestamps base + i s
+    const base = Date.now() - 300000
+    const producer = k.producer({ allowAutoTopicCreation: false })
+    await phase('producer.connect', () => producer.connect())
+    const msgs = []
+    for (let i = 0; i < 60; i++) msgs.push({ i, key: Buffer.from(`k${i}`), value: Buffer.from(`v${i}`), headers: {}, timestamp: String(base + Math.floor(i / 3) * 1000), partition: i % 3 })
+    try {
+      for (let i = 0; i < 60; i += 15) await produce(producer, topic, msgs.slice(i, i + 15), CompressionTypes.None)
+    } finally {
+      await producer.disconnect()
+    }
+
+    offs = await phase('fetchTopicOffsets', () => admin.fetchTopicOffsets(topic))
+    offs.sort((a, b) => a.partition - b.partition)
+    check(offs.length === 3 && offs.every((o) => o.high === '20' && o.low === '0' && o.offset === '20'),
+      `fetchTopicOffsets after 20 messages per partition: ${JSON.stringify(offs)}`)
+
+    const cases = [[base + 5000, '5'], [base + 4500, '5'], [base - 1000, '0'], [base + 19000, '19'], [base + 60000, '20']]
+    for (const [ts, want] of cases) {
+      const r = await phase('fetchTopicOffsetsByTimestamp', () => admin.fetchTopicOffsetsByTimestamp(topic, ts))
+      check(r.length === 3 && r.every((o) => o.offset === want),
+        `fetchTopicOffsetsByTimestamp(base${ts - base >= 0 ? '+' : ''}${ts - base} ms) = ${JSON.stringify(r)}, expected offset ${want} on each partition`)
+    }
+    log(`fetchTopicOffsetsByTimestamp: ${cases.length} cases ok`)
+
+    await phase('deleteTopics', () => admin.deleteTopics({ topics: [topic], timeout: 30000 }))
+    await phase('listTopics after delete', () => waitUntil(async () => !(await admin.listTopics()).includes(topic), 15000, `listTopics to stop showing ${topic}`))
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+STEPS['kafkajs-admin-configs'] = async () => {
+  const admin = kafka().admin()
+  await phase('admin.connect', () => admin.connect())
+  try {
+    const topic = topicName('kafkajs-admin-configs')
+    await createTopic(admin, topic, 2, [{ name: 'retention.ms', value: '7200000' }])
+    const describe = async () => {
+      const r = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }], includeSynonyms: false })
+      check(r.resources.length === 1 && r.resources[0].errorCode === 0, `describeConfigs: ${JSON.stringify(r.resources)}`)
+      const e = r.resources[0].configEntries.find((c) => c.configName === 'retention.ms')
+      check(e, `describeConfigs: no retention.ms among ${r.resources[0].configEntries.map((c) => c.configName)}`)
+      return e.configValue
+    }
+    const v0 = await phase('describeConfigs', describe)
+    check(v0 === '7200000', `describeConfigs after createTopics with retention.ms=7200000: ${v0}`)
+    await phase('alterConfigs', () => admin.alterConfigs({
+      validateOnly: false,
+      resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: [{ name: 'retention.ms', value: '3600003' }] }]
+    }))
+    await phase('describeConfigs after alterConfigs', () => waitUntil(async () => (await describe()) === '3600003', 10000, 'retention.ms=3600003'))
+
+    await phase('createPartitions', () => admin.createPartitions({ topicPartitions: [{ topic, count: 4 }], timeout: 30000 }))
+    await phase('fetchTopicMetadata after createPartitions', () => waitUntil(async () => {
+      const md = await admin.fetchTopicMetadata({ topics: [topic] })
+      return md.topics[0].partitions.length === 4
+    }, 20000, `${topic} to have 4 partitions`))
+    await admin.deleteTopics({ topics: [topic], timeout: 30000 })
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+function produceStep (codecName, compression, producerOpts) {
+  return async () => {
+    const step = `kafkajs-produce-${codecName}`
+    const k = kafka()
+    const admin = k.admin()
+    await phase('admin.connect', () => admin.connect())
+    const topic = topicName(step)
+    try {
+      await createTopic(admin, topic, 3)
+    } finally {
+      await admin.disconnect()
+    }
+    const producer = k.producer({ allowAutoTopicCreation: false, ...producerOpts })
+    await phase('producer.connect', () => producer.connect())
+    const msgs = makeMessages(500, 3, Date.now() - 1000000, codecName)
+    try {
+      await produce(producer, topic, msgs, compression)
+    } finally {
+      await producer.disconnect()
+    }
+    verifyWithConfluent(topic, msgs, compression === CompressionTypes.GZIP ? 'gzip' : 'none')
+  }
+}
+
+STEPS['kafkajs-produce-none'] = produceStep('none', CompressionTypes.None, {})
+STEPS['kafkajs-produce-gzip'] = produceStep('gzip', CompressionTypes.GZIP, {})
+STEPS['kafkajs-produce-idempotent'] = produceStep('idempotent', CompressionTypes.GZIP, { idempotent: true, maxInFlightRequests: 1 })
+
+async function consumeGroup (k, topic, groupId, want, settleMs) {
+  const consumer = k.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000, maxWaitTimeInMs: 100, rebalanceTimeout: 20000 })
+  await phase('consumer.connect', () => consumer.connect())
+  const got = []
+  try {
+    await phase('consumer.subscribe', () => consumer.subscribe({ topics: [topic], fromBeginning: true }))
+    const crashed = []
+    consumer.on(consumer.events.CRASH, (e) => crashed.push(e.payload.error))
+    await phase('consumer.run', () => consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ partition, message }) => { got.push({ partition, message }) }
+    }))
+    await phase('consume', () => waitUntil(async () => {
+      if (crashed.length) fail(`consumer crashed: ${crashed[0]}`)
+      return got.length >= want
+    }, 60000, `${want} messages (have ${got.length})`))
+    await sleep(settleMs)
+    const next = {}
+    for (const { partition, message } of got) next[partition] = Math.max(next[partition] || 0, Number(message.offset) + 1)
+    await phase('consumer.commitOffsets', () => consumer.commitOffsets(
+      Object.entries(next).map(([partition, offset]) => ({ topic, partition: Number(partition), offset: String(offset) }))))
+  } finally {
+    await consumer.disconnect()
+  }
+  return got
+}
+
+function compareConsumed (msgs, got) {
+  check(got.length === msgs.length, `consumed ${got.length} messages, expected ${msgs.length}`)
+  const byOff = new Map(got.map((g) => [`${g.partition}@${g.message.offset}`, g.message]))
+  check(byOff.size === got.length, 'some offsets were consumed twice')
+  for (const m of msgs) {
+    const g = byOff.get(`${m.partition}@${m.offset}`)
+    check(g, `message ${m.i} (p${m.partition}@${m.offset}) not consumed`)
+    const eq = (a, b) => (a === null || b === null) ? a === b : Buffer.compare(a, b) === 0
+    check(eq(g.key, m.key), `message ${m.i}: key differs`)
+    check(eq(g.value, m.value), `message ${m.i}: value differs`)
+    check(g.timestamp === m.timestamp, `message ${m.i}: timestamp ${g.timestamp} != ${m.timestamp}`)
+    check(JSON.stringify(headerList(g.headers || {})) === JSON.stringify(headerList(m.headers)), `message ${m.i}: headers differ`)
+  }
+}
+
+STEPS['kafkajs-group-consume'] = async () => {
+  const k = kafka()
+  const admin = k.admin()
+  const topic = topicName('kafkajs-group-consume')
+  const groupId = topicName('kafkajs-group-consume', 'group')
+  await phase('admin.connect', () => admin.connect())
+  try {
+    await createTopic(admin, topic, 3)
+  } finally {
+    await admin.disconnect()
+  }
+  const producer = k.producer({ allowAutoTopicCreation: false })
+  await phase('producer.connect', () => producer.connect())
+  const msgs = makeMessages(500, 3, Date.now() - 100000, 'group1')
+  const more = makeMessages(100, 3, Date.now(), 'group2')
+  try {
+    await produce(producer, topic, msgs, CompressionTypes.GZIP)
+    const got = await consumeGroup(k, topic, groupId, 500, 3000)
+    await phase('first consumer', async () => compareConsumed(msgs, got))
+    log('first consumer read all 500 and committed')
+    await produce(producer, topic, more, CompressionTypes.None)
+  } finally {
+    await producer.disconnect()
+  }
+  const got2 = await consumeGroup(k, topic, groupId, 100, 3000)
+  await phase('restarted consumer (resume from committed)', async () => compareConsumed(more, got2))
+  log('restarted consumer read exactly the 100 new messages')
+  const admin2 = k.admin()
+  await admin2.connect()
+  try {
+    const offs = await phase('fetchOffsets', () => admin2.fetchOffsets({ groupId, topics: [topic] }))
+    log(`committed: ${JSON.stringify(offs)}`)
+    await admin2.deleteTopics({ topics: [topic] })
+  } finally {
+    await admin2.disconnect()
+  }
+}
+GROUP_STEPS.add('kafkajs-group-consume')
+
+async function main () {
+  if (args.includes('--list')) {
+    for (const s of Object.keys(STEPS)) console.log(s + (GROUP_STEPS.has(s) ? '  (groups)' : ''))
+    return 0
+  }
+  const only = []
+  args.forEach((a, i) => { if (a === '--step') only.push(args[i + 1]) })
+  const names = only.length ? only : Object.keys(STEPS).filter((s) => args.includes('--groups') || !GROUP_STEPS.has(s))
+  let failed = 0
+  for (const name of names) {
+    if (!STEPS[name]) {
+      console.log(`FAILED: unknown step ${name}; known: ${Object.keys(STEPS).join(', ')}`)
+      return 2
+    }
+    const t0 = Date.now()
+    console.log(`--- ${name} (kafkajs, bootstrap ${BOOTSTRAP})`)
+    try {
+      await STEPS[name]()
+      console.log(`ok ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`)
+    } catch (e) {
+      failed++
+      if (!(e instanceof CheckFailed)) console.log(e && e.stack)
+      console.log(`FAILED: ${e && e.message}`)
+    }
+  }
+  if (names.length > 1) console.log(`${names.length - failed} passed, ${failed} failed`)
+  return failed ? 1 : 0
+}
+
+main().then((rc) => process.exit(rc), (e) => { console.log(`FAILED: ${e && e.stack}`); process.exit(1) })

@@ -48,7 +48,9 @@ fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 
 pub struct ReplicaManager {
     data_dir: PathBuf,
-    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// Topic name -> partitions by index; looked up by `&str` on every request, without
+    /// allocating.
+    partitions: RwLock<HashMap<String, Vec<Arc<Partition>>>>,
     appended: Notify,
 }
 
@@ -100,34 +102,30 @@ impl ReplicaManager {
             if report.truncated_bytes > 0 {
                 warn!(topic = %topic.name, partition = index, ?report, "recovered a torn log tail");
             }
-            self.write_partitions().insert(
-                (topic.name.clone(), index),
-                Arc::new(Partition {
-                    topic: topic.name.clone(),
-                    index,
-                    log: Mutex::new(log),
-                }),
-            );
+            let mut partitions = self.write_partitions();
+            let logs = partitions.entry(topic.name.clone()).or_default();
+            debug_assert_eq!(logs.len(), index as usize, "partitions are added in order");
+            logs.push(Arc::new(Partition {
+                topic: topic.name.clone(),
+                index,
+                log: Mutex::new(log),
+            }));
         }
         Ok(())
     }
 
-    pub fn delete_topic(&self, topic: &str, partitions: i32) -> Result<(), LogError> {
-        for index in 0..partitions {
-            let removed = self.write_partitions().remove(&(topic.to_string(), index));
-            if let Some(partition) = removed {
-                match Arc::try_unwrap(partition) {
-                    Ok(partition) => partition
-                        .log
-                        .into_inner()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .delete()?,
-                    // A request still holds the partition; remove the files under it, the open
-                    // handles stay valid until it finishes.
-                    Err(_) => {
-                        fs::remove_dir_all(partition_dir(&self.data_dir, topic, index))?;
-                    }
-                }
+    pub fn delete_topic(&self, topic: &str) -> Result<(), LogError> {
+        let removed = self.write_partitions().remove(topic).unwrap_or_default();
+        for (index, partition) in removed.into_iter().enumerate() {
+            match Arc::try_unwrap(partition) {
+                Ok(partition) => partition
+                    .log
+                    .into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .delete()?,
+                // A request still holds the partition; remove the files under it, the open
+                // handles stay valid until it finishes.
+                Err(_) => fs::remove_dir_all(partition_dir(&self.data_dir, topic, index as i32))?,
             }
         }
         info!(topic, "deleted topic logs");
@@ -135,9 +133,8 @@ impl ReplicaManager {
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        self.read_partitions()
-            .get(&(topic.to_string(), partition))
-            .cloned()
+        let index = usize::try_from(partition).ok()?;
+        self.read_partitions().get(topic)?.get(index).cloned()
     }
 
     pub fn set_log_config(&self, topic: &str, partitions: i32, config: &LogConfig) {
@@ -161,7 +158,8 @@ impl ReplicaManager {
     /// `/metrics`. Compaction holds the partition's lock while it rewrites a segment.
     pub fn run_log_maintenance(&self) {
         let now = now_ms();
-        let partitions: Vec<Arc<Partition>> = self.read_partitions().values().cloned().collect();
+        let partitions: Vec<Arc<Partition>> =
+            self.read_partitions().values().flatten().cloned().collect();
         for partition in partitions {
             let mut log = partition.log();
             match log.enforce_retention(now) {
@@ -206,8 +204,13 @@ impl ReplicaManager {
 
     /// Flushes and closes every log so the next start needs no recovery.
     pub fn close_all(&self) {
-        let partitions: Vec<_> = self.write_partitions().drain().collect();
-        for ((topic, index), partition) in partitions {
+        let partitions: Vec<_> = self
+            .write_partitions()
+            .drain()
+            .flat_map(|(_, partitions)| partitions)
+            .collect();
+        for partition in partitions {
+            let (topic, index) = (partition.topic.clone(), partition.index);
             let result = match Arc::try_unwrap(partition) {
                 Ok(partition) => partition
                     .log
@@ -224,13 +227,13 @@ impl ReplicaManager {
 
     fn read_partitions(
         &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<(String, i32), Arc<Partition>>> {
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Arc<Partition>>>> {
         self.partitions.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write_partitions(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, i32), Arc<Partition>>> {
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Arc<Partition>>>> {
         self.partitions.write().unwrap_or_else(|p| p.into_inner())
     }
 }

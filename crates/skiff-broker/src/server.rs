@@ -2,16 +2,18 @@
 //! bounded queue (the in-flight limit) and a loop that answers them strictly in order, as Kafka
 //! clients require. Bad input closes only its own connection.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
+use metrics::{Counter, Histogram};
 use skiff_protocol::{
     api_versions_response, decode_request, encode_response, FrameDecoder, Request, RequestError,
-    ResponseBody,
+    ResponseBody, SUPPORTED_APIS,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -38,6 +40,7 @@ pub async fn serve(apis: Arc<KafkaApis>, listener: Listener, mut shutdown: watch
     let slots = Arc::new(Semaphore::new(apis.config().max_connections));
     let mut connections = JoinSet::new();
     let connection_shutdown = shutdown.clone();
+    let request_metrics = Arc::new(RequestMetrics::new());
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -56,10 +59,11 @@ pub async fn serve(apis: Arc<KafkaApis>, listener: Listener, mut shutdown: watch
                 };
                 let apis = apis.clone();
                 let shutdown = connection_shutdown.clone();
+                let request_metrics = request_metrics.clone();
                 connections.spawn(async move {
                     metrics::gauge!("skiff_connections").increment(1.0);
                     debug!(%peer, "connection opened");
-                    if let Err(reason) = connection(apis, stream, peer, shutdown).await {
+                    if let Err(reason) = connection(apis, stream, peer, shutdown, request_metrics).await {
                         debug!(%peer, %reason, "connection closed");
                     }
                     metrics::gauge!("skiff_connections").decrement(1.0);
@@ -81,15 +85,53 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
+    request_metrics: Arc<RequestMetrics>,
 ) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (reader, writer) = stream.into_split();
     let (queue, mut requests) = mpsc::channel(apis.config().max_in_flight_per_connection);
     let framing = FrameDecoder::new(apis.config().max_frame_bytes);
     let read_task = tokio::spawn(read_requests(reader, framing, queue, shutdown));
-    let result = answer_requests(&apis, &mut requests, writer, peer).await;
+    let result = answer_requests(&apis, &mut requests, writer, peer, &request_metrics).await;
     read_task.abort();
     result
+}
+
+/// Request counters per API and version and latency histograms per API, registered once so
+/// that answering a request allocates nothing for metrics.
+struct RequestMetrics {
+    requests: HashMap<(i16, i16), Counter>,
+    latency: HashMap<i16, Histogram>,
+}
+
+impl RequestMetrics {
+    fn new() -> Self {
+        let mut requests = HashMap::new();
+        let mut latency = HashMap::new();
+        for &(key, min, max) in SUPPORTED_APIS {
+            let api = format!("{key:?}");
+            latency.insert(
+                key as i16,
+                metrics::histogram!("skiff_request_duration_seconds", "api" => api.clone()),
+            );
+            for version in min..=max {
+                requests.insert(
+                    (key as i16, version),
+                    metrics::counter!("skiff_requests_total", "api" => api.clone(), "version" => version.to_string()),
+                );
+            }
+        }
+        Self { requests, latency }
+    }
+
+    fn record(&self, api: ApiKey, version: i16, elapsed: Duration) {
+        if let Some(counter) = self.requests.get(&(api as i16, version)) {
+            counter.increment(1);
+        }
+        if let Some(histogram) = self.latency.get(&(api as i16)) {
+            histogram.record(elapsed.as_secs_f64());
+        }
+    }
 }
 
 /// What the reader hands to the answering loop.
@@ -139,6 +181,7 @@ async fn answer_requests(
     requests: &mut mpsc::Receiver<Incoming>,
     writer: OwnedWriteHalf,
     peer: SocketAddr,
+    request_metrics: &RequestMetrics,
 ) -> Result<(), String> {
     // Kafka reports a member's host as "/<ip>".
     let client_host = format!("/{}", peer.ip());
@@ -148,16 +191,11 @@ async fn answer_requests(
             Ok(request) => {
                 let (api_key, version, correlation_id) =
                     (request.api_key, request.version(), request.correlation_id());
-                let api = format!("{api_key:?}");
                 let started = Instant::now();
+                let client_id = request.header.client_id.clone();
                 let client = ClientInfo {
-                    client_id: request
-                        .header
-                        .client_id
-                        .as_ref()
-                        .map(|c| c.to_string())
-                        .unwrap_or_default(),
-                    client_host: client_host.clone(),
+                    client_id: client_id.as_ref().map_or("", |c| c.as_str()),
+                    client_host: &client_host,
                 };
                 // JoinGroup and SyncGroup wait for the rest of the group, bounded by the
                 // rebalance timeout the client chose; everything else by the request timeout.
@@ -169,13 +207,10 @@ async fn answer_requests(
                     tokio::time::timeout(apis.config().request_timeout, handled)
                         .await
                         .map_err(|_| {
-                            format!("{api} request took longer than the request timeout")
+                            format!("{api_key:?} request took longer than the request timeout")
                         })?
                 };
-                metrics::counter!("skiff_requests_total", "api" => api.clone(), "version" => version.to_string())
-                    .increment(1);
-                metrics::histogram!("skiff_request_duration_seconds", "api" => api)
-                    .record(started.elapsed().as_secs_f64());
+                request_metrics.record(api_key, version, started.elapsed());
                 match body {
                     Some(body) => encode_response(correlation_id, api_key, version, &body)
                         .map_err(|e| format!("encoding {api_key:?} v{version} response: {e}"))?,

@@ -154,14 +154,41 @@ pub struct FileSlice {
 
 impl FileSlice {
     /// Appends the slice's bytes to `out` (pread, no seek, so slices can be read concurrently).
+    /// The bytes go straight into `out`'s spare capacity: zero-filling it first cost about a
+    /// fifth of a fetch's CPU.
     pub fn read_into(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        out.reserve(self.len);
         let start = out.len();
-        out.resize(start + self.len, 0);
-        let res = self.file.read_exact_at(&mut out[start..], self.position);
-        if res.is_err() {
-            out.truncate(start);
+        let mut done = 0;
+        while done < self.len {
+            let offset = libc::off_t::try_from(self.position + done as u64)
+                .map_err(|_| io::Error::other("file position beyond off_t"))?;
+            // SAFETY: the destination is `self.len - done` bytes of spare capacity reserved
+            // above; pread writes at most that many and `set_len` below only covers bytes
+            // it reported as written.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    out.as_mut_ptr().add(start + done).cast(),
+                    self.len - done,
+                    offset,
+                )
+            };
+            match n {
+                n if n > 0 => done += n as usize,
+                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                _ => {
+                    let error = io::Error::last_os_error();
+                    if error.kind() != io::ErrorKind::Interrupted {
+                        return Err(error);
+                    }
+                }
+            }
         }
-        res
+        // SAFETY: bytes start..start + self.len were all written by pread above.
+        unsafe { out.set_len(start + self.len) };
+        Ok(())
     }
 }
 

@@ -37,6 +37,13 @@ macro_rules! served_apis {
                     $(Self::$api(body) => body.encode(buf, version),)*
                 }
             }
+
+            /// The encoded size, so a response buffer is allocated once at its final size.
+            pub fn compute_size(&self, version: i16) -> anyhow::Result<usize> {
+                match self {
+                    $(Self::$api(body) => body.compute_size(version),)*
+                }
+            }
         }
     };
 }

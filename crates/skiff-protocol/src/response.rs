@@ -14,11 +14,13 @@ pub fn encode_response(
     version: i16,
     body: &ResponseBody,
 ) -> anyhow::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(256);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    let mut buf = BytesMut::with_capacity(
+        4 + header.compute_size(header_version)? + body.compute_size(version)?,
+    );
     buf.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, api_key.response_header_version(version))?;
+    header.encode(&mut buf, header_version)?;
     body.encode(&mut buf, version)?;
     let size = i32::try_from(buf.len() - 4)?;
     buf[..4].copy_from_slice(&size.to_be_bytes());

@@ -90,7 +90,7 @@ impl KafkaApis {
             .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
         if let Err(e) = self.replicas.add_partitions(&topic, 0) {
             warn!(topic = name, error = %e, "creating partition logs failed");
-            let _ = self.replicas.delete_topic(name, partitions);
+            let _ = self.replicas.delete_topic(name);
             let _ = topics.remove(name);
             return Err(fail(ResponseError::KafkaStorageError, e.to_string()));
         }
@@ -278,7 +278,7 @@ impl KafkaApis {
             .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
         // The registry no longer names the topic; leftover files after a failure here are
         // removed at the next start.
-        if let Err(e) = self.replicas.delete_topic(&topic.name, topic.partitions) {
+        if let Err(e) = self.replicas.delete_topic(&topic.name) {
             warn!(topic = %topic.name, error = %e, "removing partition logs failed");
         }
         Ok(topic)

@@ -51,9 +51,9 @@ struct Fetched {
 }
 
 /// Who sent a request, as the group APIs report it.
-pub struct ClientInfo {
-    pub client_id: String,
-    pub client_host: String,
+pub struct ClientInfo<'a> {
+    pub client_id: &'a str,
+    pub client_host: &'a str,
 }
 
 impl KafkaApis {
@@ -130,7 +130,7 @@ impl KafkaApis {
         &self,
         request: JoinGroupRequest,
         version: i16,
-        client: &ClientInfo,
+        client: &ClientInfo<'_>,
     ) -> JoinGroupResponse {
         // v0 has no rebalance timeout: the session timeout serves as both.
         let rebalance_timeout_ms = if version >= 1 {
@@ -142,8 +142,8 @@ impl KafkaApis {
             group_id: request.group_id.to_string(),
             member_id: request.member_id.to_string(),
             instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
-            client_id: client.client_id.clone(),
-            client_host: client.client_host.clone(),
+            client_id: client.client_id.to_string(),
+            client_host: client.client_host.to_string(),
             session_timeout_ms: request.session_timeout_ms,
             rebalance_timeout_ms,
             protocol_type: request.protocol_type.to_string(),

@@ -148,7 +148,7 @@ impl KafkaApis {
     }
 
     /// Answers one request; `None` means no response is sent (Produce with acks=0).
-    pub async fn handle(&self, request: Request, client: &ClientInfo) -> Option<ResponseBody> {
+    pub async fn handle(&self, request: Request, client: &ClientInfo<'_>) -> Option<ResponseBody> {
         let version = request.version();
         Some(match request.body {
             RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(api_versions_response(0)),

@@ -1,9 +1,11 @@
 //! `skiff-bench`: throughput and end-to-end latency of a Kafka-compatible broker, measured with
-//! librdkafka (the `rdkafka` crate). Consumers use explicit partition assignment (no consumer
-//! group). Each run prints human-readable lines and ends with a one-line JSON summary.
+//! librdkafka (the `rdkafka` crate). Throughput and latency consumers use explicit partition
+//! assignment; `group` measures consumer groups. Each run prints human-readable lines and ends
+//! with a one-line JSON summary.
 
 mod common;
 mod consume;
+mod group;
 mod latency;
 mod produce;
 
@@ -25,6 +27,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Produces at a fixed rate while consuming; reports end-to-end latency percentiles.
     Latency(latency::LatencyArgs),
+    /// Consumer-group stabilisation and rebalance times, and offset-commit throughput.
+    Group(group::GroupArgs),
 }
 
 fn main() -> Result<()> {
@@ -32,6 +36,7 @@ fn main() -> Result<()> {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Latency(args) => latency::run(args),
+        Command::Group(args) => group::run(args),
     }
 }
 

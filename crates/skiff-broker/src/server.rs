@@ -155,7 +155,11 @@ async fn read_requests(
             // and the client retries lower on the same connection; any other bad request ends it.
             let fatal = matches!(
                 &decoded,
-                Err(e) if !matches!(e, RequestError::UnsupportedVersion { api_key: ApiKey::ApiVersions, .. })
+                Err(e) if !matches!(
+                    e,
+                    RequestError::UnsupportedVersion { api_key: ApiKey::ApiVersions, .. }
+                        | RequestError::Refused { .. }
+                )
             );
             queue
                 .send(decoded)
@@ -232,6 +236,14 @@ async fn answer_requests(
                     &ResponseBody::ApiVersions(body),
                 )
                 .map_err(|e| e.to_string())?
+            }
+            Err(RequestError::Refused {
+                api_key,
+                version,
+                response,
+            }) => {
+                debug!(?api_key, version, "refused with an error response");
+                response
             }
             Err(e) => {
                 metrics::counter!("skiff_request_errors_total", "reason" => "decode").increment(1);

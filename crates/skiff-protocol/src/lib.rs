@@ -8,11 +8,13 @@
 pub mod api_versions;
 pub mod frame;
 pub mod messages;
+pub mod old_produce;
 pub mod request;
 pub mod response;
 
 pub use api_versions::{api_versions_response, supported_versions, SUPPORTED_APIS};
 pub use frame::{FrameDecoder, FrameError};
 pub use messages::{RequestBody, ResponseBody};
+pub use old_produce::refuse_old_produce;
 pub use request::{decode_request, Request, RequestError};
 pub use response::encode_response;

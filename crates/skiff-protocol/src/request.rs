@@ -38,6 +38,14 @@ pub enum RequestError {
         version: i16,
         correlation_id: i32,
     },
+    /// A request that is refused with a prepared response rather than by closing the
+    /// connection (Produce v0-v2).
+    #[error("{api_key:?} v{version} is refused")]
+    Refused {
+        api_key: ApiKey,
+        version: i16,
+        response: Bytes,
+    },
     #[error("malformed {api_key:?} v{version} request: {reason}")]
     Malformed {
         api_key: ApiKey,
@@ -72,6 +80,16 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, RequestError> {
     } else {
         min
     };
+    if api_key == ApiKey::Produce && (min..decodable_min).contains(&version) {
+        return Err(match crate::old_produce::refuse_old_produce(frame) {
+            Some(response) => RequestError::Refused {
+                api_key,
+                version,
+                response,
+            },
+            None => unsupported,
+        });
+    }
     if version < decodable_min || version > max {
         return Err(unsupported);
     }
@@ -125,6 +143,12 @@ mod tests {
         assert!(matches!(
             decode_request(Bytes::from(header_bytes(ApiKey::Produce as i16, 2, 9))),
             Err(RequestError::UnsupportedVersion { version: 2, .. })
+        ));
+        let mut old_produce = header_bytes(ApiKey::Produce as i16, 2, 9);
+        old_produce.extend_from_slice(&[0xff, 0xff, 0, 1, 0, 0, 0, 10, 0, 0, 0, 0]);
+        assert!(matches!(
+            decode_request(Bytes::from(old_produce)),
+            Err(RequestError::Refused { version: 2, .. })
         ));
         assert_eq!(
             decode_request(Bytes::from_static(&[0, 1])).unwrap_err(),

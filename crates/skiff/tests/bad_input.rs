@@ -304,3 +304,29 @@ fn idempotent_sequences_are_checked_like_kafka() {
     assert_eq!(produce(&mut client, "seq", -1, batch(0, epoch + 1)), (0, 4));
     assert_eq!(produce(&mut client, "seq", -1, batch(2, epoch + 1)), (0, 6));
 }
+
+#[test]
+fn produce_v0_to_v2_is_refused_per_partition_and_the_connection_stays() {
+    let broker = Broker::start();
+    let mut client = Client::connect(&broker);
+    // Produce v2: header (client id "c"), acks 1, timeout, one topic with one partition.
+    let mut frame = vec![0, 0, 0, 2, 0, 0, 0, 42, 0, 1, b'c', 0, 1, 0, 0, 3, 232];
+    frame.extend_from_slice(&[0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 0, 0, 4]);
+    frame.extend_from_slice(&[0, 0, 0, 2, 0xab, 0xcd]);
+    let mut sized = (frame.len() as i32).to_be_bytes().to_vec();
+    sized.extend_from_slice(&frame);
+    client.send_raw(&sized);
+    let mut response = client
+        .receive()
+        .expect("an answer, not a closed connection");
+    assert_eq!(response.get_i32(), 42);
+    assert_eq!(response.get_i32(), 1); // topics
+    assert_eq!(response.get_i16(), 1);
+    assert_eq!(response.get_u8(), b't');
+    assert_eq!(response.get_i32(), 1); // partitions
+    assert_eq!(response.get_i32(), 4);
+    assert_eq!(response.get_i16(), 35, "UNSUPPORTED_VERSION");
+    let versions: ApiVersionsResponse =
+        client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(versions.error_code, 0);
+}

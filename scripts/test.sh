@@ -14,6 +14,11 @@ if ! command -v cc >/dev/null || ! command -v make >/dev/null || ! command -v pk
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y build-essential pkg-config zlib1g-dev
 fi
+# Network namespaces, iptables and tc for the multi-host harness (crates/skiff/tests/common/netns.rs).
+if ! command -v iptables >/dev/null || ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2 iptables
+fi
 bash tests/compat/install.sh
 
 step "cargo fmt --check"

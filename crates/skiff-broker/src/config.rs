@@ -20,6 +20,9 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Requests read from one connection ahead of the one being answered.
     pub max_in_flight_per_connection: usize,
+    /// Most record bytes one Fetch response carries, whatever the client asks (Kafka's
+    /// `fetch.max.bytes`); the first batch is still sent whole if it is larger (KIP-74).
+    pub max_fetch_bytes: usize,
     /// Longest a request may take, including a long-poll Fetch's wait.
     pub request_timeout: Duration,
     /// How often retention, segment age and `flush.ms` are checked.
@@ -49,6 +52,7 @@ impl BrokerConfig {
             max_frame_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
             max_in_flight_per_connection: 64,
+            max_fetch_bytes: 55 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             log_check_interval: Duration::from_secs(5),
             offsets_topic_partitions: 50,

@@ -204,6 +204,10 @@ async fn answer_requests(
                 // JoinGroup and SyncGroup wait for the rest of the group, bounded by the
                 // rebalance timeout the client chose; everything else by the request timeout.
                 let waits_for_group = matches!(api_key, ApiKey::JoinGroup | ApiKey::SyncGroup);
+                // Answers already written must not sit in the buffer while this one waits.
+                if waits_for_group || api_key == ApiKey::Fetch {
+                    writer.flush().await.map_err(|e| e.to_string())?;
+                }
                 let handled = apis.handle(request, &client);
                 let body = if waits_for_group {
                     handled.await
@@ -218,7 +222,8 @@ async fn answer_requests(
                 match body {
                     Some(body) => encode_response(correlation_id, api_key, version, &body)
                         .map_err(|e| format!("encoding {api_key:?} v{version} response: {e}"))?,
-                    None => continue,
+                    // Produce with acks=0: nothing to send.
+                    None => bytes::Bytes::new(),
                 }
             }
             Err(RequestError::UnsupportedVersion {

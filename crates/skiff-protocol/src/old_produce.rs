@@ -29,8 +29,9 @@ fn count(buf: &mut Bytes) -> Option<usize> {
         .filter(|&n| n <= buf.remaining() / 4)
 }
 
-/// The whole response frame (size prefix included) refusing a Produce v0-v2 request, or `None`
-/// if the request cannot be read (the caller then closes the connection).
+/// The whole response frame (size prefix included) refusing a Produce v0-v2 request (empty
+/// for acks=0, which gets no response), or `None` if the request cannot be read (the caller
+/// then closes the connection).
 pub fn refuse_old_produce(mut frame: Bytes) -> Option<Bytes> {
     if frame.remaining() < 8 {
         return None;
@@ -50,7 +51,8 @@ pub fn refuse_old_produce(mut frame: Bytes) -> Option<Bytes> {
     if frame.remaining() < 6 {
         return None;
     }
-    frame.advance(6); // acks, timeout
+    let acks = frame.get_i16();
+    frame.advance(4); // timeout
     let mut body = BytesMut::new();
     let topics = count(&mut frame)?;
     body.put_i32(topics as i32);
@@ -77,6 +79,9 @@ pub fn refuse_old_produce(mut frame: Bytes) -> Option<Bytes> {
                 body.put_i64(-1); // log append time
             }
         }
+    }
+    if acks == 0 {
+        return Some(Bytes::new());
     }
     if version >= 1 {
         body.put_i32(0); // throttle time
@@ -134,6 +139,13 @@ mod tests {
             }
             assert!(!r.has_remaining());
         }
+    }
+
+    #[test]
+    fn acks_zero_gets_no_response() {
+        let mut r = BytesMut::from(&request(1)[..]);
+        r[13..15].copy_from_slice(&0i16.to_be_bytes());
+        assert_eq!(refuse_old_produce(r.freeze()), Some(Bytes::new()));
     }
 
     #[test]

@@ -100,6 +100,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     wait_for_signal().await?;
     info!("shutting down: finishing in-flight requests");
     stop.send_replace(true);
+    apis.release_group_waiters();
     kafka.await?;
     http.await??;
     maintenance.await?;

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Requests read ahead per connection [default: 64]
     #[arg(long, env = "SKIFF_MAX_IN_FLIGHT_PER_CONNECTION")]
     max_in_flight_per_connection: Option<usize>,
+    /// Most record bytes in one Fetch response, whatever the client asks [default: 57671680]
+    #[arg(long, env = "SKIFF_MAX_FETCH_BYTES")]
+    max_fetch_bytes: Option<usize>,
     /// Longest a request may take, long-poll fetches included, in ms [default: 30000]
     #[arg(long, env = "SKIFF_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<u64>,
@@ -161,6 +164,12 @@ impl ServeArgs {
         }
         if let Some(v) = pick!(max_in_flight_per_connection) {
             broker.max_in_flight_per_connection = v.max(1);
+        }
+        if let Some(v) = pick!(max_fetch_bytes) {
+            if v < 1024 {
+                bail!("max fetch bytes must be at least 1024, not {v}");
+            }
+            broker.max_fetch_bytes = v;
         }
         if let Some(v) = pick!(request_timeout_ms) {
             if v < 1000 {

@@ -57,6 +57,30 @@ impl KafkaApis {
         configs: TopicConfigs,
         validate_only: bool,
     ) -> Result<TopicMeta, Failure> {
+        if name == OFFSETS_TOPIC {
+            return Err(fail(
+                ResponseError::InvalidTopicException,
+                format!("{OFFSETS_TOPIC} is internal: the group coordinator creates it"),
+            ));
+        }
+        self.create_topic_unchecked(
+            name,
+            num_partitions,
+            replication_factor,
+            configs,
+            validate_only,
+        )
+    }
+
+    /// `create_topic` without the guard on internal topic names.
+    pub(super) fn create_topic_unchecked(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: TopicConfigs,
+        validate_only: bool,
+    ) -> Result<TopicMeta, Failure> {
         validate_topic_name(name).map_err(|m| fail(ResponseError::InvalidTopicException, m))?;
         let partitions = match num_partitions {
             -1 => self.config.default_partitions,
@@ -281,6 +305,8 @@ impl KafkaApis {
         if let Err(e) = self.replicas.delete_topic(&topic.name) {
             warn!(topic = %topic.name, error = %e, "removing partition logs failed");
         }
+        drop(topics);
+        self.forget_committed_offsets(&topic.name);
         Ok(topic)
     }
 

@@ -46,7 +46,7 @@ impl KafkaApis {
     /// One pass over the requested partitions: the response, its record bytes and whether any
     /// partition failed (which ends a long poll at once, as Kafka does).
     fn read_for_fetch(&self, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
-        let mut remaining = request.max_bytes.max(0) as usize;
+        let mut remaining = (request.max_bytes.max(0) as usize).min(self.config.max_fetch_bytes);
         let mut total = 0usize;
         let mut has_error = false;
         let topics = request

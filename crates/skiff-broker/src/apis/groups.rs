@@ -153,6 +153,7 @@ impl KafkaApis {
                 .map(|p| (p.name.to_string(), p.metadata.clone()))
                 .collect(),
             require_known_member_id: version >= 4,
+            supports_skip_assignment: version >= 9,
         };
         let group_id = join.group_id.clone();
         let waiting = {

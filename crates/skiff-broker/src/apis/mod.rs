@@ -113,7 +113,7 @@ impl KafkaApis {
             ("segment.bytes", Some("104857600")),
         ])
         .expect("valid internal topic configs");
-        match self.create_topic(
+        match self.create_topic_unchecked(
             OFFSETS_TOPIC,
             self.groups.offsets_partitions(),
             -1,
@@ -124,6 +124,21 @@ impl KafkaApis {
             Err(f) if f.error_code == code(ResponseError::TopicAlreadyExists) => Ok(()),
             Err(f) => Err(f),
         }
+    }
+
+    /// Drops every group's committed offsets of a deleted topic.
+    fn forget_committed_offsets(&self, topic: &str) {
+        let mut state = self.groups.lock();
+        let effects = state.coordinator.remove_topic_offsets(topic);
+        if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
+            warn!(topic, error = %e, "persisting the removal of committed offsets failed");
+        }
+    }
+
+    /// Answers every parked JoinGroup and SyncGroup so shutdown does not wait for rebalance
+    /// timeouts; the members find the coordinator again after the restart.
+    pub fn release_group_waiters(&self) {
+        self.groups.release_waiters();
     }
 
     /// Group session expiry and rebalance deadlines; call every ~100 ms.

@@ -265,6 +265,9 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a new member first gets MEMBER_ID_REQUIRED with its id (KIP-394).
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: a static leader rejoining a stable group can be told to keep the current
+    /// assignment; older clients would compute one that is then ignored, so they rebalance.
+    pub supports_skip_assignment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -543,7 +546,17 @@ impl GroupCoordinator {
             return (Reply::Later { member_id }, effects);
         }
         let Some(member) = group.members.get(&request.member_id) else {
-            return fail(ResponseError::UnknownMemberId);
+            // An old process of a static member that has since rejoined under a new id must be
+            // fenced, not told to rejoin, or it would fence the live one in turn.
+            let fenced = request
+                .instance_id
+                .as_deref()
+                .is_some_and(|i| group.member_by_instance(i).is_some());
+            return fail(if fenced {
+                ResponseError::FencedInstanceId
+            } else {
+                ResponseError::UnknownMemberId
+            });
         };
         if let Some(instance_id) = &request.instance_id {
             if member.instance_id.as_deref() != Some(instance_id) {
@@ -625,7 +638,8 @@ impl GroupCoordinator {
         if was_leader {
             group.leader = Some(new_id.clone());
         }
-        if group.state == GroupState::Stable && unchanged {
+        let leader_must_assign = was_leader && !request.supports_skip_assignment;
+        if group.state == GroupState::Stable && unchanged && !leader_must_assign {
             effects.writes.push((
                 group.id.clone(),
                 Entry::Group {
@@ -1035,7 +1049,11 @@ impl GroupCoordinator {
                 .members
                 .values()
                 .filter(|m| {
-                    !m.awaiting_join && now - m.last_heartbeat_ms > i64::from(m.session_timeout_ms)
+                    // A member waiting for its JoinGroup or SyncGroup answer cannot heartbeat
+                    // on that connection; the rebalance and sync deadlines bound it instead.
+                    !m.awaiting_join
+                        && !m.awaiting_sync
+                        && now - m.last_heartbeat_ms > i64::from(m.session_timeout_ms)
                 })
                 .map(|m| m.id.clone())
                 .collect();
@@ -1075,7 +1093,12 @@ impl GroupCoordinator {
                 let stale: Vec<(String, i32)> = group
                     .offsets
                     .iter()
-                    .filter(|(_, o)| now - o.commit_timestamp_ms > config.offsets_retention_ms)
+                    .filter(|(_, o)| {
+                        // KIP-211: retention counts from the later of the commit and the
+                        // moment the group became empty, so idle consumers keep their offsets.
+                        now - o.commit_timestamp_ms.max(group.state_timestamp_ms)
+                            > config.offsets_retention_ms
+                    })
                     .map(|(k, _)| k.clone())
                     .collect();
                 for (topic, partition) in stale {
@@ -1199,6 +1222,33 @@ impl GroupCoordinator {
             .get(&(topic.to_string(), partition))
     }
 
+    /// Forgets every group's committed offsets of a deleted topic, so a topic created again
+    /// under the same name starts without them.
+    pub fn remove_topic_offsets(&mut self, topic: &str) -> Effects {
+        let mut effects = Effects::default();
+        for group in self.groups.values_mut() {
+            let gone: Vec<i32> = group
+                .offsets
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| *p)
+                .collect();
+            for partition in gone {
+                group.offsets.remove(&(topic.to_string(), partition));
+                effects.writes.push((
+                    group.id.clone(),
+                    Entry::Offset {
+                        group: group.id.clone(),
+                        topic: topic.to_string(),
+                        partition,
+                        value: None,
+                    },
+                ));
+            }
+        }
+        effects
+    }
+
     /// Deletes empty groups with their offsets.
     pub fn delete_group(&mut self, group_id: &str) -> (i16, Effects) {
         let mut effects = Effects::default();
@@ -1301,6 +1351,7 @@ mod tests {
                 .map(|p| (p.to_string(), Bytes::from(format!("meta-{p}"))))
                 .collect(),
             require_known_member_id: true,
+            supports_skip_assignment: true,
         }
     }
 
@@ -1589,6 +1640,103 @@ mod tests {
             c.heartbeat("g", 1, &old, Some("i1"), 5_020),
             code(ResponseError::FencedInstanceId)
         );
+    }
+
+    #[test]
+    fn an_old_process_of_a_static_member_is_fenced_not_readmitted() {
+        let mut c = GroupCoordinator::new(config());
+        let mut ids = Counter(0);
+        let (r, _) = c.join_group(join("", Some("i1"), &["range"]), &mut ids, 0);
+        let Reply::Later { member_id: old } = r else {
+            panic!()
+        };
+        c.tick(200);
+        c.sync_group("g", 1, &old, Some("i1"), None, None, vec![], 210);
+        let (r, _) = c.join_group(join("", Some("i1"), &["range"]), &mut ids, 300);
+        assert!(matches!(r, Reply::Now(JoinResult { error: 0, .. })));
+        let (r, _) = c.join_group(join(&old, Some("i1"), &["range"]), &mut ids, 400);
+        assert!(
+            matches!(r, Reply::Now(JoinResult { error, .. }) if error == code(ResponseError::FencedInstanceId))
+        );
+    }
+
+    #[test]
+    fn a_static_leader_without_skip_assignment_triggers_a_rebalance() {
+        let mut c = GroupCoordinator::new(config());
+        let mut ids = Counter(0);
+        let (r, _) = c.join_group(join("", Some("i1"), &["range"]), &mut ids, 0);
+        let Reply::Later { member_id: old } = r else {
+            panic!()
+        };
+        c.tick(200);
+        c.sync_group("g", 1, &old, Some("i1"), None, None, vec![], 210);
+        let mut rejoin = join("", Some("i1"), &["range"]);
+        rejoin.supports_skip_assignment = false;
+        let (r, effects) = c.join_group(rejoin, &mut ids, 300);
+        assert!(matches!(r, Reply::Later { .. }));
+        assert_eq!(joins(&effects)[0].generation, 2);
+    }
+
+    #[test]
+    fn members_waiting_for_their_assignment_do_not_expire() {
+        let mut c = GroupCoordinator::new(config());
+        let mut ids = Counter(0);
+        let (a, _) = join_new(&mut c, &mut ids, 0);
+        let (b, _) = join_new(&mut c, &mut ids, 0);
+        c.tick(200);
+        let leader = c.group("g").unwrap().leader.clone().unwrap();
+        let follower = if leader == a { b } else { a };
+        let (r, _) = c.sync_group("g", 1, &follower, None, None, None, vec![], 210);
+        assert!(matches!(r, Reply::Later { .. }));
+        // The leader is slow to assign; the follower cannot heartbeat while parked in SyncGroup.
+        c.heartbeat("g", 1, &leader, None, 15_000);
+        c.tick(15_000);
+        assert!(c.group("g").unwrap().members.contains_key(&follower));
+    }
+
+    #[test]
+    fn offsets_retention_counts_from_when_the_group_became_empty() {
+        let mut c = GroupCoordinator::new(GroupConfig {
+            offsets_retention_ms: 10_000,
+            ..config()
+        });
+        let mut ids = Counter(0);
+        let (leader, follower) = stable_pair(&mut c, &mut ids);
+        let commit = OffsetCommit {
+            group_id: "g".into(),
+            generation: 1,
+            member_id: leader.clone(),
+            instance_id: None,
+            offsets: vec![("t".into(), 0, 9, -1, None)],
+        };
+        c.commit_offsets(commit, 300);
+        // Long after the commit, the group empties: the offset stays for a full retention.
+        let (left, _) = c.leave_group("g", &[(leader, None), (follower, None)], 50_000);
+        assert_eq!(left, Ok(vec![0, 0]));
+        c.tick(55_000);
+        assert_eq!(c.committed("g", "t", 0).map(|o| o.offset), Some(9));
+        c.tick(61_000);
+        assert!(c.committed("g", "t", 0).is_none());
+    }
+
+    #[test]
+    fn deleting_a_topic_forgets_its_committed_offsets() {
+        let mut c = GroupCoordinator::new(config());
+        let commit = OffsetCommit {
+            group_id: "solo".into(),
+            generation: -1,
+            member_id: String::new(),
+            instance_id: None,
+            offsets: vec![
+                ("gone".into(), 0, 5, -1, None),
+                ("kept".into(), 0, 6, -1, None),
+            ],
+        };
+        c.commit_offsets(commit, 0);
+        let effects = c.remove_topic_offsets("gone");
+        assert_eq!(effects.writes.len(), 1);
+        assert!(c.committed("solo", "gone", 0).is_none());
+        assert_eq!(c.committed("solo", "kept", 0).map(|o| o.offset), Some(6));
     }
 
     #[test]

@@ -97,6 +97,7 @@ done
 SKIFF_CMD=("$SKIFF")
 echo "starting: ${SKIFF_CMD[*]} serve --data-dir $DATA --kafka-addr $KAFKA_ADDR --http-addr $HTTP_ADDR"
 RUST_LOG="${RUST_LOG:-info}" "${SKIFF_CMD[@]}" serve --data-dir "$DATA" --kafka-addr "$KAFKA_ADDR" --http-addr "$HTTP_ADDR" \
+    --gossip-addr 127.0.0.1:0 \
     >"$BROKER_LOG" 2>&1 </dev/null &
 BROKER_PID=$!
 

@@ -1,8 +1,16 @@
-//! The HTTP admin listener: `/health` and Prometheus `/metrics`.
+//! The HTTP admin listener: `/health`, Prometheus `/metrics`, and the gossip operations
+//! `GET /v1/members`, `POST /v1/event`, `POST /v1/query` (JSON, as Serf's agent offers them).
 
-use axum::routing::get;
-use axum::Router;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use skiff_gossip::{GossipHandle, MemberStatus, QueryOptions, QueryUpdate};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -14,26 +22,154 @@ const LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// Longest a `/v1/query` may collect answers.
+const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub fn install_metrics() -> anyhow::Result<Metrics> {
     Ok(PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .install_recorder()?)
 }
 
+#[derive(Clone)]
+struct AppState {
+    metrics: Metrics,
+    gossip: GossipHandle,
+}
+
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
+    gossip: GossipHandle,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        );
+            get(|State(s): State<AppState>| async move { s.metrics.render() }),
+        )
+        .route("/v1/members", get(members))
+        .route("/v1/event", post(user_event))
+        .route("/v1/query", post(query))
+        .with_state(AppState { metrics, gossip });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
         .await
+}
+
+type Reply = (StatusCode, Json<Value>);
+
+fn error(status: StatusCode, message: impl ToString) -> Reply {
+    (status, Json(json!({ "error": message.to_string() })))
+}
+
+fn status_name(status: MemberStatus) -> &'static str {
+    match status {
+        MemberStatus::Alive => "alive",
+        MemberStatus::Suspect => "suspect",
+        MemberStatus::Leaving => "leaving",
+        MemberStatus::Left => "left",
+        MemberStatus::Failed => "failed",
+    }
+}
+
+async fn members(State(state): State<AppState>) -> Reply {
+    match state.gossip.members().await {
+        Ok(members) => (
+            StatusCode::OK,
+            Json(Value::Array(
+                members
+                    .into_iter()
+                    .map(|m| {
+                        json!({
+                            "name": m.name,
+                            "addr": m.addr.to_string(),
+                            "generation": m.generation,
+                            "status": status_name(m.status),
+                            "tags": m.tags,
+                        })
+                    })
+                    .collect(),
+            )),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventRequest {
+    name: String,
+    #[serde(default)]
+    payload: String,
+    #[serde(default)]
+    coalesce: bool,
+}
+
+async fn user_event(State(state): State<AppState>, Json(event): Json<EventRequest>) -> Reply {
+    match state
+        .gossip
+        .user_event(&event.name, event.payload.as_bytes(), event.coalesce)
+        .await
+    {
+        Ok(()) => (StatusCode::OK, Json(json!({ "sent": true }))),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    name: String,
+    #[serde(default)]
+    payload: String,
+    timeout_ms: Option<u64>,
+}
+
+/// Broadcasts a query and collects acknowledgements and responses until its timeout.
+async fn query(State(state): State<AppState>, Json(request): Json<QueryRequest>) -> Reply {
+    let timeout = request.timeout_ms.map(Duration::from_millis);
+    if timeout.is_some_and(|t| t > MAX_QUERY_TIMEOUT) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "timeout_ms may be at most {}",
+                MAX_QUERY_TIMEOUT.as_millis()
+            ),
+        );
+    }
+    let options = QueryOptions {
+        timeout,
+        request_ack: true,
+        ..QueryOptions::default()
+    };
+    let mut answers = match state
+        .gossip
+        .query(&request.name, request.payload.as_bytes(), options)
+        .await
+    {
+        Ok(answers) => answers,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut acks = Vec::new();
+    let mut responses = serde_json::Map::new();
+    while let Some(update) = answers.updates.recv().await {
+        match update {
+            QueryUpdate::Ack { from, .. } => acks.push(from),
+            QueryUpdate::Response { from, payload, .. } => {
+                responses.insert(
+                    from,
+                    Value::String(String::from_utf8_lossy(&payload).into()),
+                );
+            }
+            QueryUpdate::Done { .. } => break,
+        }
+    }
+    (
+        StatusCode::OK,
+        Json(json!({ "acks": acks, "responses": responses })),
+    )
 }

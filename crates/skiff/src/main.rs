@@ -1,5 +1,6 @@
 //! `skiff`: the command-line entry point.
 
+mod gossip;
 mod http;
 mod settings;
 
@@ -76,6 +77,24 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     let http_listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+    let gossip = gossip::start(
+        gossip::Identity {
+            name: settings.node_name.clone().unwrap_or_else(|| {
+                format!("skiff-{}-{}", broker.node_id, settings.gossip_addr.port())
+            }),
+            gossip_addr: settings.gossip_addr,
+            node_id: broker.node_id,
+            kafka_addr: format!(
+                "{}:{}",
+                broker.advertised_kafka_addr.0, broker.advertised_kafka_addr.1
+            ),
+            http_addr: settings.http_addr,
+            rack: broker.rack.clone(),
+        },
+        settings.join.clone(),
+    )
+    .await
+    .context("cannot start gossip")?;
     let apis = Arc::new(
         tokio::task::spawn_blocking(move || KafkaApis::open(broker))
             .await?
@@ -88,7 +107,12 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         shutdown.clone(),
     ));
     let group_timers = tokio::spawn(group_timers(apis.clone(), shutdown.clone()));
-    let http = tokio::spawn(http::serve(http_listener, metrics, shutdown.clone()));
+    let http = tokio::spawn(http::serve(
+        http_listener,
+        metrics,
+        gossip.clone(),
+        shutdown.clone(),
+    ));
     let kafka = tokio::spawn(serve(apis.clone(), listener, shutdown));
     info!(
         kafka = %kafka_addr,
@@ -98,6 +122,10 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         "skiff is serving"
     );
     wait_for_signal().await?;
+    info!("shutting down: leaving the cluster");
+    if let Err(e) = gossip.leave().await {
+        warn!(error = %e, "gossip leave did not complete");
+    }
     info!("shutting down: finishing in-flight requests");
     stop.send_replace(true);
     apis.release_group_waiters();

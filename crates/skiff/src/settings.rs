@@ -31,6 +31,18 @@ pub struct ServeArgs {
     /// Address of the HTTP admin listener (/metrics, /health) [default: 127.0.0.1:9644]
     #[arg(long, env = "SKIFF_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// UDP address of gossip membership; port 0 picks a free one [default: 127.0.0.1:7946]
+    #[arg(long, env = "SKIFF_GOSSIP_ADDR")]
+    gossip_addr: Option<SocketAddr>,
+    /// Gossip address of a member to join through (repeatable, or comma-separated); retried
+    /// with back-off until one answers
+    #[arg(long = "join", env = "SKIFF_JOIN", value_delimiter = ',')]
+    #[serde(default)]
+    join: Vec<String>,
+    /// This broker's name among gossip members, unique in the cluster
+    /// [default: skiff-<node id>-<gossip port>]
+    #[arg(long, env = "SKIFF_NODE_NAME")]
+    node_name: Option<String>,
     /// This broker's id [default: 1]
     #[arg(long, env = "SKIFF_NODE_ID")]
     node_id: Option<i32>,
@@ -89,6 +101,9 @@ pub struct ServeArgs {
 pub struct Settings {
     pub broker: BrokerConfig,
     pub http_addr: SocketAddr,
+    pub gossip_addr: SocketAddr,
+    pub join: Vec<String>,
+    pub node_name: Option<String>,
     pub log_level: String,
     pub log_format_json: bool,
 }
@@ -216,6 +231,14 @@ impl ServeArgs {
         Ok(Settings {
             broker,
             http_addr: pick!(http_addr).unwrap_or_else(|| "127.0.0.1:9644".parse().expect("valid")),
+            gossip_addr: pick!(gossip_addr)
+                .unwrap_or_else(|| "127.0.0.1:7946".parse().expect("valid")),
+            join: if self.join.is_empty() {
+                file.join
+            } else {
+                self.join
+            },
+            node_name: pick!(node_name),
             log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
             log_format_json: pick!(log_json).unwrap_or(false),
         })
@@ -243,6 +266,8 @@ mod tests {
             settings.broker.advertised_kafka_addr,
             ("127.0.0.1".into(), 9092)
         );
+        assert_eq!(settings.gossip_addr.to_string(), "127.0.0.1:7946");
+        assert!(settings.join.is_empty());
     }
 
     #[test]

@@ -92,3 +92,62 @@ fn namespaced_brokers_can_be_cut_paused_killed_and_restarted() {
     // A bandwidth limit is accepted by the kernel (tbf).
     cluster.limit_bandwidth(1, "1mbit");
 }
+
+/// The status node `observer` reports for node `subject` ("alive", "failed", "left", ...).
+fn status_seen(cluster: &Cluster, observer: usize, subject: usize) -> Option<String> {
+    let body = cluster.http(observer, "GET", "/v1/members", None)?;
+    let members: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let name = format!("node{subject}");
+    members
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name.as_str())
+        .map(|m| m["status"].as_str().unwrap_or_default().to_string())
+}
+
+fn wait_seen(cluster: &Cluster, observers: &[usize], subject: usize, status: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    for &observer in observers {
+        while status_seen(cluster, observer, subject).as_deref() != Some(status) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node{observer} sees node{subject} as {:?}, not {status}",
+                status_seen(cluster, observer, subject)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn five_namespaced_brokers_gossip_through_one_seed() {
+    let seed = "10.99.{cluster}.1:7946";
+    let mut cluster = Cluster::start(5, &["--node-name", "node{node}", "--join", seed]);
+    let all: Vec<usize> = (0..5).collect();
+    for subject in 0..5 {
+        wait_seen(&cluster, &all, subject, "alive");
+    }
+    // A query reaches every live member.
+    let answer = cluster
+        .http(
+            0,
+            "POST",
+            "/v1/query",
+            Some(r#"{"name":"ping","timeout_ms":3000}"#),
+        )
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["acks"].as_array().unwrap().len(), 5, "{answer}");
+
+    // A partitioned member is failed for the others, and alive again after healing.
+    cluster.partition(&[4]);
+    wait_seen(&cluster, &[0, 1, 2, 3], 4, "failed");
+    cluster.heal();
+    wait_seen(&cluster, &[0, 1, 2, 3], 4, "alive");
+
+    // A killed member is failed, a stopped one left.
+    cluster.kill9(3);
+    wait_seen(&cluster, &[0, 1, 2, 4], 3, "failed");
+    cluster.terminate(2);
+    wait_seen(&cluster, &[0, 1, 4], 2, "left");
+}

@@ -265,8 +265,9 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a new member first gets MEMBER_ID_REQUIRED with its id (KIP-394).
     pub require_known_member_id: bool,
-    /// JoinGroup v9+: a static leader rejoining a stable group can be told to keep the current
-    /// assignment; older clients would compute one that is then ignored, so they rebalance.
+    /// JoinGroup v9+: a static leader rejoining a stable group gets the member list with
+    /// "skip assignment"; older clients get no member list, so they keep the current assignment
+    /// without computing one (as Kafka does; no rebalance either way).
     pub supports_skip_assignment: bool,
 }
 
@@ -638,8 +639,8 @@ impl GroupCoordinator {
         if was_leader {
             group.leader = Some(new_id.clone());
         }
-        let leader_must_assign = was_leader && !request.supports_skip_assignment;
-        if group.state == GroupState::Stable && unchanged && !leader_must_assign {
+        let supports_skip_assignment = request.supports_skip_assignment;
+        if group.state == GroupState::Stable && unchanged {
             effects.writes.push((
                 group.id.clone(),
                 Entry::Group {
@@ -647,7 +648,11 @@ impl GroupCoordinator {
                     value: Some(group.stored()),
                 },
             ));
-            let result = Self::join_result(group, &new_id, was_leader);
+            let mut result = Self::join_result(group, &new_id, was_leader);
+            if !supports_skip_assignment {
+                result.members.clear();
+                result.skip_assignment = false;
+            }
             return (Reply::Now(result), effects);
         }
         group
@@ -1661,7 +1666,7 @@ mod tests {
     }
 
     #[test]
-    fn a_static_leader_without_skip_assignment_triggers_a_rebalance() {
+    fn a_static_leader_without_skip_assignment_keeps_the_assignment_without_a_rebalance() {
         let mut c = GroupCoordinator::new(config());
         let mut ids = Counter(0);
         let (r, _) = c.join_group(join("", Some("i1"), &["range"]), &mut ids, 0);
@@ -1672,9 +1677,13 @@ mod tests {
         c.sync_group("g", 1, &old, Some("i1"), None, None, vec![], 210);
         let mut rejoin = join("", Some("i1"), &["range"]);
         rejoin.supports_skip_assignment = false;
-        let (r, effects) = c.join_group(rejoin, &mut ids, 300);
-        assert!(matches!(r, Reply::Later { .. }));
-        assert_eq!(joins(&effects)[0].generation, 2);
+        let (r, _) = c.join_group(rejoin, &mut ids, 300);
+        let Reply::Now(result) = r else {
+            panic!("no rebalance")
+        };
+        assert_eq!((result.error, result.generation), (0, 1));
+        assert!(result.members.is_empty() && !result.skip_assignment);
+        assert_eq!(c.group("g").unwrap().state, GroupState::Stable);
     }
 
     #[test]

@@ -16,12 +16,21 @@ pub struct Broker {
     data_dir: tempfile::TempDir,
     pub kafka_port: u16,
     pub http_port: u16,
+    pub gossip_port: u16,
     extra_args: Vec<String>,
     log_path: PathBuf,
 }
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
@@ -42,6 +51,7 @@ impl Broker {
             data_dir,
             kafka_port: free_port(),
             http_port: free_port(),
+            gossip_port: free_udp_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log_path,
         };
@@ -71,6 +81,7 @@ impl Broker {
             .arg(self.bootstrap())
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{}", self.http_port))
+            .args(["--gossip-addr", &format!("127.0.0.1:{}", self.gossip_port)])
             .args(&self.extra_args)
             .env(
                 "RUST_LOG",
@@ -109,17 +120,12 @@ impl Broker {
 
     /// The body of an HTTP GET on the admin port, or None if it did not answer 200.
     pub fn http_get(&self, path: &str) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+        http_request(("127.0.0.1", self.http_port), "GET", path, None)
+    }
+
+    /// The body of an HTTP POST of JSON on the admin port, or None if it did not answer 200.
+    pub fn http_post(&self, path: &str, json: &str) -> Option<String> {
+        http_request(("127.0.0.1", self.http_port), "POST", path, Some(json))
     }
 
     fn signal(&self, signal: i32) {
@@ -159,6 +165,30 @@ impl Broker {
         assert!(self.child.is_none(), "stop the broker first");
         self.spawn();
     }
+}
+
+/// A minimal HTTP/1.1 exchange for the tests' own use; the body if the answer was 200.
+pub fn http_request(
+    addr: impl std::net::ToSocketAddrs,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let body = json.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
 impl Drop for Broker {

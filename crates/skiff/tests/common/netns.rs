@@ -50,6 +50,10 @@ impl Node {
         format!("{}:9644", self.ip)
     }
 
+    pub fn gossip_addr(&self) -> String {
+        format!("{}:7946", self.ip)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -82,7 +86,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Creates `n` namespaces on a fresh bridge and starts `skiff serve` in each, with
-    /// `extra_args` (and `{ip}`/`{node}` replaced by the node's address and index).
+    /// `extra_args` (`{ip}`, `{node}` and `{cluster}` replaced by the node's address, its index
+    /// and the cluster's subnet number, so `10.99.{cluster}.1` is the first node).
     pub fn start(n: usize, extra_args: &[&str]) -> Self {
         assert!(
             unsafe { libc::geteuid() } == 0,
@@ -126,7 +131,11 @@ impl Cluster {
                 child: None,
                 extra_args: extra_args
                     .iter()
-                    .map(|a| a.replace("{ip}", &ip).replace("{node}", &i.to_string()))
+                    .map(|a| {
+                        a.replace("{ip}", &ip)
+                            .replace("{node}", &i.to_string())
+                            .replace("{cluster}", &id.to_string())
+                    })
                     .collect(),
             };
             node.exec(&["ip", "link", "set", "lo", "up"]).unwrap();
@@ -174,6 +183,8 @@ impl Cluster {
                 &node.kafka_addr(),
                 "--http-addr",
                 &node.http_addr(),
+                "--gossip-addr",
+                &node.gossip_addr(),
             ])
             .args(&node.extra_args)
             .env(
@@ -212,6 +223,19 @@ impl Cluster {
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM and wait for the exit: a graceful stop (the broker leaves the cluster).
+    pub fn terminate(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGTERM);
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// The body of an HTTP request to node `i`'s admin port, if it answered 200.
+    pub fn http(&self, i: usize, method: &str, path: &str, json: Option<&str>) -> Option<String> {
+        super::http_request(self.nodes[i].http_addr(), method, path, json)
     }
 
     pub fn pause(&self, i: usize) {

@@ -180,16 +180,7 @@ impl KafkaApis {
             Ok(rx) => match tokio::time::timeout(wait, rx).await {
                 Ok(Ok(result)) => result,
                 // Replaced by a newer JoinGroup of the same member, or never completed.
-                _ => JoinResult {
-                    error: code(ResponseError::RebalanceInProgress),
-                    generation: -1,
-                    protocol_type: None,
-                    protocol: None,
-                    leader: String::new(),
-                    member_id: request.member_id.to_string(),
-                    members: Vec::new(),
-                    skip_assignment: false,
-                },
+                _ => JoinResult::error(ResponseError::RebalanceInProgress, &request.member_id),
             },
         };
         debug!(
@@ -284,12 +275,7 @@ impl KafkaApis {
                     .min(MAX_REBALANCE_WAIT);
                 match tokio::time::timeout(wait, rx).await {
                     Ok(Ok(result)) => result,
-                    _ => SyncResult {
-                        error: code(ResponseError::RebalanceInProgress),
-                        protocol_type: None,
-                        protocol: None,
-                        assignment: Default::default(),
-                    },
+                    _ => SyncResult::error(ResponseError::RebalanceInProgress),
                 }
             }
         };

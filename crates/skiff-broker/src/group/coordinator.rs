@@ -286,7 +286,7 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(error: ResponseError, member_id: &str) -> Self {
+    pub fn error(error: ResponseError, member_id: &str) -> Self {
         Self {
             error: code(error),
             generation: -1,
@@ -309,7 +309,7 @@ pub struct SyncResult {
 }
 
 impl SyncResult {
-    fn error(error: ResponseError) -> Self {
+    pub fn error(error: ResponseError) -> Self {
         Self {
             error: code(error),
             protocol_type: None,

@@ -199,27 +199,13 @@ impl GroupService {
 
     /// Completes every parked request with COORDINATOR_NOT_AVAILABLE (shutdown).
     pub fn release_waiters(&self) {
+        use kafka_protocol::error::ResponseError::CoordinatorNotAvailable;
         let mut state = self.lock();
-        let error = kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code();
         for ((_, member_id), waiter) in state.join_waiters.drain() {
-            let _ = waiter.send(JoinResult {
-                error,
-                generation: -1,
-                protocol_type: None,
-                protocol: None,
-                leader: String::new(),
-                member_id,
-                members: Vec::new(),
-                skip_assignment: false,
-            });
+            let _ = waiter.send(JoinResult::error(CoordinatorNotAvailable, &member_id));
         }
         for (_, waiter) in state.sync_waiters.drain() {
-            let _ = waiter.send(SyncResult {
-                error,
-                protocol_type: None,
-                protocol: None,
-                assignment: Default::default(),
-            });
+            let _ = waiter.send(SyncResult::error(CoordinatorNotAvailable));
         }
     }
 

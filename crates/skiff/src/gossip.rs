@@ -1,13 +1,26 @@
 //! Runs the broker's gossip membership (`skiff-gossip`): announces this broker's addresses as
 //! tags, joins the seeds given with `--join` (retrying until one answers), logs membership
-//! changes and leaves gracefully on shutdown.
+//! changes, runs the `--event-handler` script per event (Serf's environment variables, the
+//! payload on stdin, a query's answer on stdout) and leaves gracefully on shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_gossip::{tag, AgentConfig, GossipAgent, GossipHandle, MemberEvent, Tags};
-use tokio::sync::mpsc;
+use skiff_gossip::{tag, AgentConfig, GossipAgent, GossipHandle, MemberEvent, MemberInfo, Tags};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
+
+/// Handler scripts running at once; further events wait for a slot (the agent's event channel
+/// is bounded and counts what it drops).
+const MAX_RUNNING_HANDLERS: usize = 16;
+/// Longest a handler may run for a membership or user event.
+const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes of a handler's stdout sent back as a query response (the gossip limit).
+const MAX_QUERY_RESPONSE: usize = 1024;
 
 /// What other members learn about this broker.
 pub struct Identity {
@@ -19,7 +32,11 @@ pub struct Identity {
     pub rack: Option<String>,
 }
 
-pub async fn start(identity: Identity, seeds: Vec<String>) -> anyhow::Result<GossipHandle> {
+pub async fn start(
+    identity: Identity,
+    seeds: Vec<String>,
+    event_handler: Option<PathBuf>,
+) -> anyhow::Result<GossipHandle> {
     let mut config = AgentConfig::new(identity.name.clone(), identity.gossip_addr);
     let mut tags = Tags::new();
     tags.insert(tag::NODE_ID.into(), identity.node_id.to_string());
@@ -33,7 +50,7 @@ pub async fn start(identity: Identity, seeds: Vec<String>) -> anyhow::Result<Gos
     config.membership.tags = tags;
     let (handle, events) = GossipAgent::start(config).await?;
     info!(name = %identity.name, gossip = %handle.local().addr, "gossip started");
-    tokio::spawn(log_events(events));
+    tokio::spawn(handle_events(events, handle.clone(), event_handler));
     if !seeds.is_empty() {
         let joining = handle.clone();
         tokio::spawn(async move { join_until_answered(joining, seeds).await });
@@ -60,16 +77,125 @@ async fn join_until_answered(handle: GossipHandle, seeds: Vec<String>) {
     }
 }
 
-async fn log_events(mut events: mpsc::Receiver<MemberEvent>) {
+async fn handle_events(
+    mut events: mpsc::Receiver<MemberEvent>,
+    gossip: GossipHandle,
+    event_handler: Option<PathBuf>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS));
     while let Some(event) = events.recv().await {
-        match event {
-            MemberEvent::Join(m) => info!(member = %m.name, addr = %m.addr, "member joined"),
-            MemberEvent::Update(m) => info!(member = %m.name, "member updated its tags"),
-            MemberEvent::Failed(m) => warn!(member = %m.name, addr = %m.addr, "member failed"),
-            MemberEvent::Leave(m) => info!(member = %m.name, "member left"),
-            MemberEvent::Reap(m) => info!(member = %m.name, "member reaped"),
-            MemberEvent::User(e) => info!(event = %e.name, bytes = e.payload.len(), "user event"),
-            MemberEvent::Query(q) => info!(query = %q.name, from = %q.origin, "query"),
+        log_event(&event);
+        let Some(script) = &event_handler else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (script, gossip) = (script.clone(), gossip.clone());
+        tokio::spawn(async move {
+            run_handler(&script, &gossip, event).await;
+            drop(slot);
+        });
+    }
+}
+
+fn log_event(event: &MemberEvent) {
+    match event {
+        MemberEvent::Join(m) => info!(member = %m.name, addr = %m.addr, "member joined"),
+        MemberEvent::Update(m) => info!(member = %m.name, "member updated its tags"),
+        MemberEvent::Failed(m) => warn!(member = %m.name, addr = %m.addr, "member failed"),
+        MemberEvent::Leave(m) => info!(member = %m.name, "member left"),
+        MemberEvent::Reap(m) => info!(member = %m.name, "member reaped"),
+        MemberEvent::User(e) => info!(event = %e.name, bytes = e.payload.len(), "user event"),
+        MemberEvent::Query(q) => info!(query = %q.name, from = %q.origin, "query"),
+    }
+}
+
+/// One stdin line per member, as Serf writes it: name, address, role, tags.
+fn member_line(m: &MemberInfo) -> Vec<u8> {
+    let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let role = m.tags.get(tag::ROLE).map(String::as_str).unwrap_or("");
+    format!(
+        "{}\t{}\t{}\t{}\n",
+        m.name,
+        m.addr.ip(),
+        role,
+        tags.join(",")
+    )
+    .into_bytes()
+}
+
+/// Runs the handler for one event with Serf's environment variables; a query's answer is the
+/// script's stdout.
+async fn run_handler(script: &PathBuf, gossip: &GossipHandle, event: MemberEvent) {
+    let local = gossip.local();
+    let mut command = tokio::process::Command::new(script);
+    command
+        .env("SERF_SELF_NAME", &local.name)
+        .env(
+            "SERF_SELF_ROLE",
+            local.tags.get(tag::ROLE).map(String::as_str).unwrap_or(""),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in &local.tags {
+        command.env(format!("SERF_TAG_{}", k.to_uppercase()), v);
+    }
+    let (kind, stdin, query, timeout) = match &event {
+        MemberEvent::Join(m) => ("member-join", member_line(m), None, HANDLER_TIMEOUT),
+        MemberEvent::Update(m) => ("member-update", member_line(m), None, HANDLER_TIMEOUT),
+        MemberEvent::Failed(m) => ("member-failed", member_line(m), None, HANDLER_TIMEOUT),
+        MemberEvent::Leave(m) => ("member-leave", member_line(m), None, HANDLER_TIMEOUT),
+        MemberEvent::Reap(m) => ("member-reap", member_line(m), None, HANDLER_TIMEOUT),
+        MemberEvent::User(e) => {
+            command
+                .env("SERF_USER_EVENT", &e.name)
+                .env("SERF_USER_LTIME", e.ltime.to_string());
+            ("user", e.payload.clone(), None, HANDLER_TIMEOUT)
+        }
+        MemberEvent::Query(q) => {
+            command
+                .env("SERF_QUERY_NAME", &q.name)
+                .env("SERF_QUERY_LTIME", q.id.ltime.to_string());
+            let left = q
+                .deadline
+                .saturating_duration_since(std::time::Instant::now());
+            ("query", q.payload.clone(), Some(q.id), left)
+        }
+    };
+    command.env("SERF_EVENT", kind);
+    let outcome = tokio::time::timeout(timeout, async {
+        let mut child = command.spawn()?;
+        if let Some(mut input) = child.stdin.take() {
+            // A script that does not read its stdin is fine.
+            let _ = input.write_all(&stdin).await;
+        }
+        let mut output = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            out.take(MAX_QUERY_RESPONSE as u64)
+                .read_to_end(&mut output)
+                .await?;
+        }
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((status, output))
+    })
+    .await;
+    match outcome {
+        Ok(Ok((status, output))) => {
+            if !status.success() {
+                warn!(script = %script.display(), event = kind, %status, "event handler failed");
+            }
+            if let Some(id) = query {
+                if let Err(e) = gossip.respond(id, &output).await {
+                    warn!(error = %e, "could not answer the query");
+                }
+            }
+        }
+        Ok(Err(e)) => warn!(script = %script.display(), error = %e, "cannot run the event handler"),
+        Err(_) => {
+            warn!(script = %script.display(), event = kind, "event handler timed out and was killed")
         }
     }
 }

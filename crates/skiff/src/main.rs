@@ -92,6 +92,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
             rack: broker.rack.clone(),
         },
         settings.join.clone(),
+        settings.event_handler.clone(),
     )
     .await
     .context("cannot start gossip")?;

@@ -39,6 +39,10 @@ pub struct ServeArgs {
     #[arg(long = "join", env = "SKIFF_JOIN", value_delimiter = ',')]
     #[serde(default)]
     join: Vec<String>,
+    /// Script run for every gossip event, with Serf's SERF_* environment variables and the
+    /// payload (or member lines) on stdin; for a query, its stdout is the response
+    #[arg(long, env = "SKIFF_EVENT_HANDLER")]
+    event_handler: Option<PathBuf>,
     /// This broker's name among gossip members, unique in the cluster
     /// [default: skiff-<node id>-<gossip port>]
     #[arg(long, env = "SKIFF_NODE_NAME")]
@@ -104,6 +108,7 @@ pub struct Settings {
     pub gossip_addr: SocketAddr,
     pub join: Vec<String>,
     pub node_name: Option<String>,
+    pub event_handler: Option<PathBuf>,
     pub log_level: String,
     pub log_format_json: bool,
 }
@@ -239,6 +244,7 @@ impl ServeArgs {
                 self.join
             },
             node_name: pick!(node_name),
+            event_handler: pick!(event_handler),
             log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
             log_format_json: pick!(log_json).unwrap_or(false),
         })

@@ -39,14 +39,42 @@ fn wait_status(broker: &Broker, name: &str, status: &str) {
     }
 }
 
+/// An event handler that records every event in `<dir>/<member>.events` and answers queries
+/// with `pong-<member>`.
+fn write_handler(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("handler.sh");
+    let script = format!(
+        "#!/bin/sh\npayload=$(cat)\n\
+         echo \"$SERF_EVENT $SERF_USER_EVENT$SERF_QUERY_NAME $payload\" >> {}/$SERF_SELF_NAME.events\n\
+         if [ \"$SERF_EVENT\" = query ]; then printf 'pong-%s' \"$SERF_SELF_NAME\"; fi\n",
+        dir.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
 #[test]
 fn brokers_join_through_a_seed_and_tell_leave_from_failure() {
-    let seed = Broker::start_with(&["--node-name", "seed"]);
+    let dir = tempfile::tempdir().unwrap();
+    let handler = write_handler(dir.path());
+    let seed = Broker::start_with(&["--node-name", "seed", "--event-handler", &handler]);
     let join = format!("127.0.0.1:{}", seed.gossip_port);
-    let mut left =
-        Broker::start_with(&["--node-name", "leaver", "--join", &join, "--node-id", "2"]);
-    let mut crashed =
-        Broker::start_with(&["--node-name", "crasher", "--join", &join, "--node-id", "3"]);
+    let member = |name: &'static str, id: &'static str| {
+        Broker::start_with(&[
+            "--node-name",
+            name,
+            "--join",
+            &join,
+            "--node-id",
+            id,
+            "--event-handler",
+            &handler,
+        ])
+    };
+    let mut left = member("leaver", "2");
+    let mut crashed = member("crasher", "3");
     for name in ["seed", "leaver", "crasher"] {
         for broker in [&seed, &left, &crashed] {
             wait_status(broker, name, "alive");
@@ -60,7 +88,7 @@ fn brokers_join_through_a_seed_and_tell_leave_from_failure() {
     assert_eq!(crasher["tags"]["id"], "3");
     assert_eq!(crasher["tags"]["kafka"], crashed.bootstrap().as_str());
 
-    // A query is acknowledged by every live member; a user event is accepted.
+    // A query is acknowledged by every live member.
     let answer = seed
         .http_post(
             "/v1/query",
@@ -76,10 +104,38 @@ fn brokers_join_through_a_seed_and_tell_leave_from_failure() {
         .collect();
     acks.sort();
     assert_eq!(acks, ["crasher", "leaver", "seed"]);
+    // Every member's handler answered the query.
+    for name in ["seed", "leaver", "crasher"] {
+        assert_eq!(
+            answer["responses"][name],
+            format!("pong-{name}"),
+            "{answer}"
+        );
+    }
+    // A user event runs every member's handler once, with its payload on stdin.
     assert!(seed
         .http_post("/v1/event", r#"{"name":"deploy","payload":"v2"}"#)
         .is_some());
-    assert!(seed.http_post("/v1/event", r#"{"name":"x","payload":"oversized"}"#.replace("oversized", &"y".repeat(4096)).as_str()).is_none());
+    let deadline = Instant::now() + TIMEOUT;
+    for name in ["seed", "leaver", "crasher"] {
+        let path = dir.path().join(format!("{name}.events"));
+        loop {
+            let events = std::fs::read_to_string(&path).unwrap_or_default();
+            if events.contains("user deploy v2") {
+                assert_eq!(events.matches("user deploy").count(), 1, "{events}");
+                assert!(events.contains("member-join"), "{events}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never ran the user event: {events}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // An event over the payload limit is refused.
+    let oversized = format!(r#"{{"name":"x","payload":"{}"}}"#, "y".repeat(4096));
+    assert!(seed.http_post("/v1/event", &oversized).is_none());
 
     // SIGTERM leaves gracefully; SIGKILL is a failure.
     assert!(left.terminate().success());

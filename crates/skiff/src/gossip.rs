@@ -9,7 +9,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_gossip::{tag, AgentConfig, GossipAgent, GossipHandle, MemberEvent, MemberInfo, Tags};
+use skiff_gossip::{
+    tag, AgentConfig, GossipAgent, GossipHandle, Keyring, MemberEvent, MemberInfo, Tags,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
@@ -36,8 +38,10 @@ pub async fn start(
     identity: Identity,
     seeds: Vec<String>,
     event_handler: Option<PathBuf>,
+    key: Option<[u8; 32]>,
 ) -> anyhow::Result<GossipHandle> {
     let mut config = AgentConfig::new(identity.name.clone(), identity.gossip_addr);
+    config.membership.keyring = key.map(|k| Keyring::new(k, &[])).transpose()?;
     let mut tags = Tags::new();
     tags.insert(tag::NODE_ID.into(), identity.node_id.to_string());
     tags.insert(tag::KAFKA_ADDR.into(), identity.kafka_addr);

@@ -1,5 +1,6 @@
 //! `skiff`: the command-line entry point.
 
+mod client;
 mod gossip;
 mod http;
 mod settings;
@@ -32,6 +33,30 @@ enum Command {
     /// Run a broker. With no flags: Kafka on 127.0.0.1:9092, HTTP admin on 127.0.0.1:9644,
     /// data in ./skiff-data.
     Serve(Box<ServeArgs>),
+    /// List the gossip members a broker knows: name, address, state, tags.
+    Members(client::AdminTarget),
+    /// Broadcast a user event to every member (runs their --event-handler).
+    Event {
+        #[command(flatten)]
+        target: client::AdminTarget,
+        name: String,
+        #[arg(default_value = "")]
+        payload: String,
+        /// Let a newer event of the same name replace this one if it has not spread yet.
+        #[arg(long)]
+        coalesce: bool,
+    },
+    /// Query every member and print acknowledgements and responses (from --event-handler).
+    Query {
+        #[command(flatten)]
+        target: client::AdminTarget,
+        name: String,
+        #[arg(default_value = "")]
+        payload: String,
+        /// How long to collect answers, in ms.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +70,19 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(run(settings, started))
         }
+        Command::Members(target) => client::members(&target),
+        Command::Event {
+            target,
+            name,
+            payload,
+            coalesce,
+        } => client::event(&target, &name, &payload, coalesce),
+        Command::Query {
+            target,
+            name,
+            payload,
+            timeout_ms,
+        } => client::query(&target, &name, &payload, timeout_ms),
     }
 }
 
@@ -93,6 +131,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         },
         settings.join.clone(),
         settings.event_handler.clone(),
+        settings.gossip_key,
     )
     .await
     .context("cannot start gossip")?;

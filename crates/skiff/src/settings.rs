@@ -39,6 +39,9 @@ pub struct ServeArgs {
     #[arg(long = "join", env = "SKIFF_JOIN", value_delimiter = ',')]
     #[serde(default)]
     join: Vec<String>,
+    /// Encrypt gossip with AES-256-GCM under this key (64 hex digits); every member needs it
+    #[arg(long, env = "SKIFF_GOSSIP_KEY", hide_env_values = true)]
+    gossip_key: Option<String>,
     /// Script run for every gossip event, with Serf's SERF_* environment variables and the
     /// payload (or member lines) on stdin; for a query, its stdout is the response
     #[arg(long, env = "SKIFF_EVENT_HANDLER")]
@@ -109,6 +112,7 @@ pub struct Settings {
     pub join: Vec<String>,
     pub node_name: Option<String>,
     pub event_handler: Option<PathBuf>,
+    pub gossip_key: Option<[u8; 32]>,
     pub log_level: String,
     pub log_format_json: bool,
 }
@@ -130,6 +134,19 @@ fn parse_host_port(value: &str) -> anyhow::Result<(String, u16)> {
         bail!("advertised address '{value}' has no host");
     }
     Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// A 256-bit key written as 64 hexadecimal digits.
+fn parse_key(text: &str) -> anyhow::Result<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("the gossip key must be 64 hexadecimal digits (32 bytes)");
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(key)
 }
 
 impl ServeArgs {
@@ -245,6 +262,7 @@ impl ServeArgs {
             },
             node_name: pick!(node_name),
             event_handler: pick!(event_handler),
+            gossip_key: pick!(gossip_key).map(|k| parse_key(&k)).transpose()?,
             log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
             log_format_json: pick!(log_json).unwrap_or(false),
         })
@@ -298,6 +316,13 @@ mod tests {
         assert_eq!(settings.broker.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(settings.broker.node_id, 7);
         assert_eq!(settings.broker.kafka_addr.to_string(), "127.0.0.1:9999");
+    }
+
+    #[test]
+    fn gossip_keys_are_64_hex_digits() {
+        assert_eq!(parse_key(&"ab".repeat(32)).unwrap(), [0xab; 32]);
+        assert!(parse_key("abc").is_err());
+        assert!(parse_key(&"zz".repeat(32)).is_err());
     }
 
     #[test]

@@ -133,6 +133,41 @@ fn brokers_join_through_a_seed_and_tell_leave_from_failure() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // The same through the CLI.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(args)
+            .args(["--http-addr", &format!("127.0.0.1:{}", seed.http_port)])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.success(), text)
+    };
+    let (ok, listed) = cli(&["members"]);
+    assert!(ok, "{listed}");
+    for name in ["seed", "leaver", "crasher"] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains("alive")),
+            "{listed}"
+        );
+    }
+    let (ok, queried) = cli(&["query", "ping", "--timeout-ms", "2000"]);
+    assert!(
+        ok && queried.starts_with("3 acknowledgements, 3 responses"),
+        "{queried}"
+    );
+    assert!(queried.contains("crasher: pong-crasher"), "{queried}");
+    let (ok, refused) = cli(&["event", "x", &"y".repeat(4096)]);
+    assert!(!ok, "{refused}");
+
+    // Malformed requests are refused.
+    assert!(seed.http_post("/v1/event", "{not json").is_none());
+    assert!(seed
+        .http_post("/v1/query", r#"{"name":"q","timeout_ms":99999999}"#)
+        .is_none());
+
     // An event over the payload limit is refused.
     let oversized = format!(r#"{{"name":"x","payload":"{}"}}"#, "y".repeat(4096));
     assert!(seed.http_post("/v1/event", &oversized).is_none());
@@ -148,4 +183,36 @@ fn brokers_join_through_a_seed_and_tell_leave_from_failure() {
         "{}",
         seed.log()
     );
+}
+
+#[test]
+fn encrypted_gossip_admits_only_members_with_the_key() {
+    let key = "5a".repeat(32);
+    let seed = Broker::start_with(&["--node-name", "keyed-seed", "--gossip-key", &key]);
+    let join = format!("127.0.0.1:{}", seed.gossip_port);
+    let _member = Broker::start_with(&[
+        "--node-name",
+        "keyed-member",
+        "--join",
+        &join,
+        "--gossip-key",
+        &key,
+    ]);
+    let _stranger = Broker::start_with(&[
+        "--node-name",
+        "stranger",
+        "--join",
+        &join,
+        "--gossip-key",
+        &"a5".repeat(32),
+    ]);
+    let _plain = Broker::start_with(&["--node-name", "plain", "--join", &join]);
+    wait_status(&seed, "keyed-member", "alive");
+    std::thread::sleep(Duration::from_secs(3));
+    let names: Vec<String> = members(&seed)
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(!names.contains(&"stranger".to_string()) && !names.contains(&"plain".to_string()));
 }

@@ -1,0 +1,104 @@
+//! `skiff members`, `skiff event` and `skiff query`: the gossip operations of any broker's HTTP
+//! admin API from the command line, as Serf's CLI offers them.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::{json, Value};
+
+#[derive(Args)]
+pub struct AdminTarget {
+    /// HTTP admin address of any broker
+    #[arg(long, env = "SKIFF_HTTP_ADDR", default_value = "127.0.0.1:9644")]
+    http_addr: String,
+}
+
+impl AdminTarget {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+}
+
+/// The JSON body of a successful answer, or the broker's error message.
+fn answer(
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    url: &str,
+) -> anyhow::Result<Value> {
+    let mut response = match response {
+        Ok(response) => response,
+        Err(ureq::Error::StatusCode(code)) => bail!("{url} answered HTTP {code}"),
+        Err(e) => return Err(e).with_context(|| format!("cannot reach {url}")),
+    };
+    let status = response.status();
+    let body: Value = response
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("{url} did not answer JSON"))?;
+    if !status.is_success() {
+        bail!(
+            "{url}: {}",
+            body["error"].as_str().unwrap_or("request failed")
+        );
+    }
+    Ok(body)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+pub fn members(target: &AdminTarget) -> anyhow::Result<()> {
+    let url = target.url("/v1/members");
+    let members = answer(agent().get(&url).call(), &url)?;
+    for m in members.as_array().context("members are a list")? {
+        let tags: Vec<String> = m["tags"]
+            .as_object()
+            .map(|t| {
+                t.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:<22} {:<8} {}",
+            m["name"].as_str().unwrap_or_default(),
+            m["addr"].as_str().unwrap_or_default(),
+            m["status"].as_str().unwrap_or_default(),
+            tags.join(",")
+        );
+    }
+    Ok(())
+}
+
+pub fn event(
+    target: &AdminTarget,
+    name: &str,
+    payload: &str,
+    coalesce: bool,
+) -> anyhow::Result<()> {
+    let url = target.url("/v1/event");
+    let body = json!({ "name": name, "payload": payload, "coalesce": coalesce });
+    answer(agent().post(&url).send_json(body), &url)?;
+    println!("event '{name}' sent");
+    Ok(())
+}
+
+pub fn query(
+    target: &AdminTarget,
+    name: &str,
+    payload: &str,
+    timeout_ms: Option<u64>,
+) -> anyhow::Result<()> {
+    let url = target.url("/v1/query");
+    let body = json!({ "name": name, "payload": payload, "timeout_ms": timeout_ms });
+    let result = answer(agent().post(&url).send_json(body), &url)?;
+    let acks = result["acks"].as_array().map_or(0, Vec::len);
+    let responses = result["responses"].as_object().cloned().unwrap_or_default();
+    println!("{acks} acknowledgements, {} responses", responses.len());
+    for (member, response) in responses {
+        println!("{member}: {}", response.as_str().unwrap_or_default());
+    }
+    Ok(())
+}

@@ -27,6 +27,9 @@ const MAX_QUERY_RESPONSE: usize = 1024;
 /// What other members learn about this broker.
 pub struct Identity {
     pub name: String,
+    /// How long failed and left members are remembered (None: the crate's defaults).
+    pub reconnect_timeout: Option<Duration>,
+    pub tombstone_timeout: Option<Duration>,
     pub gossip_addr: SocketAddr,
     pub node_id: i32,
     pub kafka_addr: String,
@@ -42,6 +45,12 @@ pub async fn start(
 ) -> anyhow::Result<GossipHandle> {
     let mut config = AgentConfig::new(identity.name.clone(), identity.gossip_addr);
     config.membership.keyring = key.map(|k| Keyring::new(k, &[])).transpose()?;
+    if let Some(timeout) = identity.reconnect_timeout {
+        config.membership.reconnect_timeout = timeout;
+    }
+    if let Some(timeout) = identity.tombstone_timeout {
+        config.membership.tombstone_timeout = timeout;
+    }
     let mut tags = Tags::new();
     tags.insert(tag::NODE_ID.into(), identity.node_id.to_string());
     tags.insert(tag::KAFKA_ADDR.into(), identity.kafka_addr);

@@ -1,5 +1,6 @@
 //! The HTTP admin listener: `/health`, Prometheus `/metrics`, and the gossip operations
-//! `GET /v1/members`, `POST /v1/event`, `POST /v1/query` (JSON, as Serf's agent offers them).
+//! `GET /v1/members`, `POST /v1/event`, `POST /v1/query`, `PUT /v1/tags` (JSON, as Serf's
+//! agent offers them).
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use skiff_gossip::{GossipHandle, MemberStatus, QueryOptions, QueryUpdate};
+use skiff_gossip::{GossipHandle, MemberStatus, QueryFilter, QueryOptions, QueryUpdate};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -52,6 +53,7 @@ pub async fn serve(
         .route("/v1/members", get(members))
         .route("/v1/event", post(user_event))
         .route("/v1/query", post(query))
+        .route("/v1/tags", axum::routing::put(update_tags))
         .with_state(AppState { metrics, gossip });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -127,6 +129,40 @@ struct QueryRequest {
     #[serde(default)]
     payload: String,
     timeout_ms: Option<u64>,
+    /// Only these members answer.
+    #[serde(default)]
+    nodes: Vec<String>,
+    /// Only members whose tags match these regular expressions answer.
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Sets tags of this broker (merged over its current ones; an empty value removes one); the
+/// update spreads to every member.
+async fn update_tags(
+    State(state): State<AppState>,
+    Json(changes): Json<std::collections::BTreeMap<String, String>>,
+) -> Reply {
+    let mut tags = state.gossip.local().tags.clone();
+    if let Ok(members) = state.gossip.members().await {
+        if let Some(me) = members
+            .into_iter()
+            .find(|m| m.name == state.gossip.local().name)
+        {
+            tags = me.tags;
+        }
+    }
+    for (key, value) in changes {
+        if value.is_empty() {
+            tags.remove(&key);
+        } else {
+            tags.insert(key, value);
+        }
+    }
+    match state.gossip.update_tags(tags.clone()).await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "tags": tags }))),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 /// Broadcasts a query and collects acknowledgements and responses until its timeout.
@@ -141,10 +177,17 @@ async fn query(State(state): State<AppState>, Json(request): Json<QueryRequest>)
             ),
         );
     }
+    let mut filter = QueryFilter::default();
+    for node in &request.nodes {
+        filter = filter.node(node);
+    }
+    for (key, pattern) in &request.tags {
+        filter = filter.tag_matches(key, pattern);
+    }
     let options = QueryOptions {
+        filter,
         timeout,
         request_ack: true,
-        ..QueryOptions::default()
     };
     let mut answers = match state
         .gossip

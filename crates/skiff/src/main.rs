@@ -128,6 +128,8 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
             ),
             http_addr: settings.http_addr,
             rack: broker.rack.clone(),
+            reconnect_timeout: settings.reconnect_timeout,
+            tombstone_timeout: settings.tombstone_timeout,
         },
         settings.join.clone(),
         settings.event_handler.clone(),

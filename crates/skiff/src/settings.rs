@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// Encrypt gossip with AES-256-GCM under this key (64 hex digits); every member needs it
     #[arg(long, env = "SKIFF_GOSSIP_KEY", hide_env_values = true)]
     gossip_key: Option<String>,
+    /// Forget a failed member this long after it failed, in seconds [default: 86400]
+    #[arg(long, env = "SKIFF_RECONNECT_TIMEOUT_SECS")]
+    reconnect_timeout_secs: Option<u64>,
+    /// Forget a member that left gracefully this long after it left, in seconds [default: 3600]
+    #[arg(long, env = "SKIFF_TOMBSTONE_TIMEOUT_SECS")]
+    tombstone_timeout_secs: Option<u64>,
     /// Script run for every gossip event, with Serf's SERF_* environment variables and the
     /// payload (or member lines) on stdin; for a query, its stdout is the response
     #[arg(long, env = "SKIFF_EVENT_HANDLER")]
@@ -113,6 +119,8 @@ pub struct Settings {
     pub node_name: Option<String>,
     pub event_handler: Option<PathBuf>,
     pub gossip_key: Option<[u8; 32]>,
+    pub reconnect_timeout: Option<Duration>,
+    pub tombstone_timeout: Option<Duration>,
     pub log_level: String,
     pub log_format_json: bool,
 }
@@ -263,6 +271,8 @@ impl ServeArgs {
             node_name: pick!(node_name),
             event_handler: pick!(event_handler),
             gossip_key: pick!(gossip_key).map(|k| parse_key(&k)).transpose()?,
+            reconnect_timeout: pick!(reconnect_timeout_secs).map(Duration::from_secs),
+            tombstone_timeout: pick!(tombstone_timeout_secs).map(Duration::from_secs),
             log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
             log_format_json: pick!(log_json).unwrap_or(false),
         })

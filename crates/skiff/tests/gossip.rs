@@ -172,6 +172,33 @@ fn brokers_join_through_a_seed_and_tell_leave_from_failure() {
     let oversized = format!(r#"{{"name":"x","payload":"{}"}}"#, "y".repeat(4096));
     assert!(seed.http_post("/v1/event", &oversized).is_none());
 
+    // A tag update at runtime spreads to the others.
+    common::http_request(
+        ("127.0.0.1", left.http_port),
+        "PUT",
+        "/v1/tags",
+        Some(r#"{"rack":"r9"}"#),
+    )
+    .expect("tags updated");
+    let deadline = Instant::now() + TIMEOUT;
+    while !members(&seed)
+        .iter()
+        .any(|m| m["name"] == "leaver" && m["tags"]["rack"] == "r9")
+    {
+        assert!(Instant::now() < deadline, "tag update never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A query filtered by tag reaches only the matching member.
+    let filtered = seed
+        .http_post(
+            "/v1/query",
+            r#"{"name":"ping","timeout_ms":2000,"tags":{"id":"^3$"}}"#,
+        )
+        .unwrap();
+    let filtered: Value = serde_json::from_str(&filtered).unwrap();
+    let responders: Vec<&String> = filtered["responses"].as_object().unwrap().keys().collect();
+    assert_eq!(responders, ["crasher"], "{filtered}");
+
     // SIGTERM leaves gracefully; SIGKILL is a failure.
     assert!(left.terminate().success());
     wait_status(&seed, "leaver", "left");

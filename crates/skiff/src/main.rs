@@ -143,12 +143,28 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
             .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
     );
     let (stop, shutdown) = watch::channel(false);
-    let maintenance = tokio::spawn(log_maintenance(
-        apis.clone(),
-        metrics.clone(),
+    // Retention, segment rolling by age, timed flushes, consumer lag and histogram upkeep.
+    let maintenance = tokio::spawn(every(
+        apis.config().log_check_interval,
+        "log maintenance",
         shutdown.clone(),
+        {
+            let (apis, metrics) = (apis.clone(), metrics.clone());
+            move || {
+                apis.run_log_maintenance();
+                metrics.run_upkeep();
+            }
+        },
     ));
-    let group_timers = tokio::spawn(group_timers(apis.clone(), shutdown.clone()));
+    let group_timers = tokio::spawn(every(
+        GROUP_TIMER_INTERVAL,
+        "group timers",
+        shutdown.clone(),
+        {
+            let apis = apis.clone();
+            move || apis.run_group_timers()
+        },
+    ));
     let http = tokio::spawn(http::serve(
         http_listener,
         metrics,
@@ -191,39 +207,24 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Retention, segment rolling by age and timed flushes, off the request path.
-async fn log_maintenance(
-    apis: Arc<KafkaApis>,
-    metrics: http::Metrics,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(apis.config().log_check_interval);
-    loop {
-        tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            _ = ticker.tick() => {}
-        }
-        let apis = apis.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || apis.run_log_maintenance()).await {
-            warn!(error = %e, "log maintenance failed");
-        }
-        metrics.run_upkeep();
-    }
-}
-
 /// Group session expiry and rebalance deadlines are checked this often.
 const GROUP_TIMER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
-async fn group_timers(apis: Arc<KafkaApis>, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(GROUP_TIMER_INTERVAL);
+/// Runs `work` on a blocking thread every `period` until shutdown, off the request path.
+async fn every(
+    period: std::time::Duration,
+    what: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    work: impl Fn() + Clone + Send + 'static,
+) {
+    let mut ticker = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = ticker.tick() => {}
         }
-        let apis = apis.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || apis.run_group_timers()).await {
-            warn!(error = %e, "group timers failed");
+        if let Err(e) = tokio::task::spawn_blocking(work.clone()).await {
+            warn!(error = %e, what, "periodic work failed");
         }
     }
 }

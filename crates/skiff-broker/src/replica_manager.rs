@@ -104,7 +104,13 @@ impl ReplicaManager {
             }
             let mut partitions = self.write_partitions();
             let logs = partitions.entry(topic.name.clone()).or_default();
-            debug_assert_eq!(logs.len(), index as usize, "partitions are added in order");
+            if logs.len() != index as usize {
+                return Err(LogError::Io(io::Error::other(format!(
+                    "topic '{}' has {} partition logs, cannot add partition {index}",
+                    topic.name,
+                    logs.len()
+                ))));
+            }
             logs.push(Arc::new(Partition {
                 topic: topic.name.clone(),
                 index,
@@ -115,8 +121,21 @@ impl ReplicaManager {
     }
 
     pub fn delete_topic(&self, topic: &str) -> Result<(), LogError> {
-        let removed = self.write_partitions().remove(topic).unwrap_or_default();
-        for (index, partition) in removed.into_iter().enumerate() {
+        self.remove_partitions_from(topic, 0)?;
+        self.write_partitions().remove(topic);
+        info!(topic, "deleted topic logs");
+        Ok(())
+    }
+
+    /// Deletes the logs of partitions `from..` of `topic`.
+    pub fn remove_partitions_from(&self, topic: &str, from: i32) -> Result<(), LogError> {
+        let removed = self
+            .write_partitions()
+            .get_mut(topic)
+            .map(|logs| logs.split_off((from.max(0) as usize).min(logs.len())))
+            .unwrap_or_default();
+        for partition in removed {
+            let index = partition.index;
             match Arc::try_unwrap(partition) {
                 Ok(partition) => partition
                     .log
@@ -125,10 +144,9 @@ impl ReplicaManager {
                     .delete()?,
                 // A request still holds the partition; remove the files under it, the open
                 // handles stay valid until it finishes.
-                Err(_) => fs::remove_dir_all(partition_dir(&self.data_dir, topic, index as i32))?,
+                Err(_) => fs::remove_dir_all(partition_dir(&self.data_dir, topic, index))?,
             }
         }
-        info!(topic, "deleted topic logs");
         Ok(())
     }
 

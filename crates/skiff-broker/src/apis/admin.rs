@@ -360,9 +360,13 @@ impl KafkaApis {
                     topics
                         .put(topic.clone())
                         .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
-                    self.replicas
-                        .add_partitions(&topic, current)
-                        .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
+                    if let Err(e) = self.replicas.add_partitions(&topic, current) {
+                        // Undo the half-done change, so the registry and the logs agree.
+                        let _ = self.replicas.remove_partitions_from(&topic.name, current);
+                        topic.partitions = current;
+                        let _ = topics.put(topic);
+                        return Err(fail(ResponseError::KafkaStorageError, e.to_string()));
+                    }
                     info!(topic = %topic.name, from = current, to = wanted.count, "added partitions");
                     Ok(())
                 })();

@@ -44,8 +44,20 @@ fn code(error: ResponseError) -> i16 {
     error.code()
 }
 
+/// Longest error message sent: messages quote client-supplied names, and a non-flexible
+/// response cannot carry a string over i16::MAX bytes.
+const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
 fn message(text: impl Into<String>) -> Option<StrBytes> {
-    Some(StrBytes::from_string(text.into()))
+    let mut text = text.into();
+    if text.len() > MAX_ERROR_MESSAGE_BYTES {
+        let mut end = MAX_ERROR_MESSAGE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    Some(StrBytes::from_string(text))
 }
 
 /// The Kafka error a log failure is reported as.
@@ -260,5 +272,18 @@ impl KafkaApis {
     /// Flushes and closes every partition log.
     pub fn shutdown(&self) {
         self.replicas.close_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_cut_to_a_sendable_length() {
+        let long = format!("topic '{}' does not exist", "é".repeat(40_000));
+        let sent = message(long).unwrap();
+        assert!(sent.len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert!(sent.starts_with("topic '"));
     }
 }

@@ -18,6 +18,10 @@ fn code(error: ResponseError) -> i16 {
     error.code()
 }
 
+/// Longest group id, instance id and protocol name accepted: they are stored in
+/// `__consumer_offsets` as i16-length strings, and no client needs more.
+pub const MAX_NAME_BYTES: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
     pub min_session_timeout_ms: i32,
@@ -470,8 +474,15 @@ impl GroupCoordinator {
                 Effects::default(),
             )
         };
-        if request.group_id.is_empty() {
+        if request.group_id.is_empty() || request.group_id.len() > MAX_NAME_BYTES {
             return fail(ResponseError::InvalidGroupId);
+        }
+        let too_long = |s: &str| s.len() > MAX_NAME_BYTES;
+        if too_long(&request.protocol_type)
+            || request.instance_id.as_deref().is_some_and(too_long)
+            || request.protocols.iter().any(|(name, _)| too_long(name))
+        {
+            return fail(ResponseError::InvalidRequest);
         }
         if request.session_timeout_ms < self.config.min_session_timeout_ms
             || request.session_timeout_ms > self.config.max_session_timeout_ms
@@ -1148,7 +1159,9 @@ impl GroupCoordinator {
         let mut effects = Effects::default();
         let n = commit.offsets.len();
         let check = match self.groups.get(&commit.group_id) {
-            _ if commit.group_id.is_empty() => Err(ResponseError::InvalidGroupId),
+            _ if commit.group_id.is_empty() || commit.group_id.len() > MAX_NAME_BYTES => {
+                Err(ResponseError::InvalidGroupId)
+            }
             Some(g) if commit.generation < 0 && commit.member_id.is_empty() => {
                 if g.members.is_empty() {
                     Ok(())
@@ -1746,6 +1759,37 @@ mod tests {
         assert_eq!(effects.writes.len(), 1);
         assert!(c.committed("solo", "gone", 0).is_none());
         assert_eq!(c.committed("solo", "kept", 0).map(|o| o.offset), Some(6));
+    }
+
+    #[test]
+    fn names_too_long_to_store_are_refused() {
+        let mut c = GroupCoordinator::new(config());
+        let mut ids = Counter(0);
+        let mut long_group = join("", None, &["range"]);
+        long_group.group_id = "g".repeat(MAX_NAME_BYTES + 1);
+        let (r, _) = c.join_group(long_group, &mut ids, 0);
+        assert!(
+            matches!(r, Reply::Now(JoinResult { error, .. }) if error == code(ResponseError::InvalidGroupId))
+        );
+        let (r, _) = c.join_group(
+            join("", None, &[&"p".repeat(MAX_NAME_BYTES + 1)]),
+            &mut ids,
+            0,
+        );
+        assert!(
+            matches!(r, Reply::Now(JoinResult { error, .. }) if error == code(ResponseError::InvalidRequest))
+        );
+        let commit = OffsetCommit {
+            group_id: "g".repeat(MAX_NAME_BYTES + 1),
+            generation: -1,
+            member_id: String::new(),
+            instance_id: None,
+            offsets: vec![("t".into(), 0, 1, -1, None)],
+        };
+        assert_eq!(
+            c.commit_offsets(commit, 0).0,
+            vec![code(ResponseError::InvalidGroupId)]
+        );
     }
 
     #[test]

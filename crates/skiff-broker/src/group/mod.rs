@@ -23,7 +23,9 @@ struct RandomMemberIds;
 
 impl MemberIds for RandomMemberIds {
     fn new_member_id(&mut self, client_id: &str) -> String {
-        format!("{client_id}-{}", uuid::Uuid::new_v4())
+        // Member ids travel in i16-length strings; a client id is not bounded by the protocol.
+        let prefix: String = client_id.chars().take(128).collect();
+        format!("{prefix}-{}", uuid::Uuid::new_v4())
     }
 }
 

@@ -383,6 +383,14 @@ impl KafkaApis {
         let group_id = request.group_id.to_string();
         let keys: Vec<(String, i32)> = offsets.iter().map(|o| (o.0.clone(), o.1)).collect();
         let mut state = self.groups.lock();
+        // What OffsetFetch would answer now, to put back if the commit cannot be persisted.
+        let previous: Vec<_> = keys
+            .iter()
+            .map(|(topic, partition)| {
+                let committed = state.coordinator.committed(&group_id, topic, *partition);
+                ((topic.clone(), *partition), committed.cloned())
+            })
+            .collect();
         let (codes, effects) = state.coordinator.commit_offsets(
             OffsetCommit {
                 group_id: group_id.clone(),
@@ -394,10 +402,11 @@ impl KafkaApis {
             now_ms(),
         );
         let persisted = self.groups.apply(&mut state, &self.replicas, effects);
-        drop(state);
         if let Err(e) = &persisted {
             warn!(group = %group_id, error = %e, "persisting offsets failed");
+            state.coordinator.restore_offsets(&group_id, previous);
         }
+        drop(state);
         let mut results: Vec<((String, i32), i16)> = keys
             .into_iter()
             .zip(codes)

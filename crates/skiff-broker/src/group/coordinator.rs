@@ -1228,6 +1228,24 @@ impl GroupCoordinator {
         (codes, effects)
     }
 
+    /// Puts offsets back as they were (None: no commit) after a commit that could not be
+    /// persisted, so OffsetFetch never answers what the log does not hold.
+    pub fn restore_offsets(
+        &mut self,
+        group_id: &str,
+        previous: Vec<((String, i32), Option<CommittedOffset>)>,
+    ) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        for (key, committed) in previous {
+            match committed {
+                Some(c) => group.offsets.insert(key, c),
+                None => group.offsets.remove(&key),
+            };
+        }
+    }
+
     pub fn committed(
         &self,
         group_id: &str,
@@ -1759,6 +1777,31 @@ mod tests {
         assert_eq!(effects.writes.len(), 1);
         assert!(c.committed("solo", "gone", 0).is_none());
         assert_eq!(c.committed("solo", "kept", 0).map(|o| o.offset), Some(6));
+    }
+
+    #[test]
+    fn offsets_that_could_not_be_persisted_are_put_back() {
+        let mut c = GroupCoordinator::new(config());
+        let commit = |offset| OffsetCommit {
+            group_id: "solo".into(),
+            generation: -1,
+            member_id: String::new(),
+            instance_id: None,
+            offsets: vec![
+                ("t".into(), 0, offset, -1, None),
+                ("t".into(), 1, offset, -1, None),
+            ],
+        };
+        c.commit_offsets(commit(5), 0);
+        let before = vec![
+            (("t".to_string(), 0), c.committed("solo", "t", 0).cloned()),
+            (("t".to_string(), 1), c.committed("solo", "t", 1).cloned()),
+        ];
+        c.commit_offsets(commit(9), 10);
+        c.restore_offsets("solo", before);
+        assert_eq!(c.committed("solo", "t", 0).map(|o| o.offset), Some(5));
+        c.restore_offsets("solo", vec![(("t".to_string(), 1), None)]);
+        assert!(c.committed("solo", "t", 1).is_none());
     }
 
     #[test]

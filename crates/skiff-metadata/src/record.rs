@@ -1,0 +1,69 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// How a `ChangePartition` record affects the leader. Kafka encodes this in one i32 (-1 no
+/// leader, -2 no change); an enum keeps "offline" and "unchanged" from being confused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaderChange {
+    Unchanged,
+    Elect(i32),
+    /// No in-sync replica is alive; the partition is offline until one comes back.
+    Offline,
+}
+
+/// One entry of the metadata log. Applying them in order to an empty `MetadataImage` rebuilds the
+/// cluster state on every broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// A broker announces itself. It starts fenced, as in KRaft, until the controller unfences it.
+    RegisterBroker {
+        id: i32,
+        /// Kafka listener addresses, `host:port`.
+        endpoints: Vec<String>,
+        rack: Option<String>,
+        /// Identifies one run of the broker process, so a restart is told apart from a duplicate.
+        incarnation: Uuid,
+    },
+    FenceBroker {
+        id: i32,
+    },
+    UnfenceBroker {
+        id: i32,
+    },
+    UnregisterBroker {
+        id: i32,
+    },
+    CreateTopic {
+        name: String,
+        topic_id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    CreatePartition {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        leader: Option<i32>,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    /// Bumps the leader epoch when the leader changes and the partition epoch on every change.
+    ChangePartition {
+        topic_id: Uuid,
+        partition: i32,
+        leader: LeaderChange,
+        /// `None` keeps the current ISR.
+        isr: Option<Vec<i32>>,
+    },
+    DeleteTopic {
+        topic_id: Uuid,
+    },
+    /// `value: None` removes the override.
+    SetTopicConfig {
+        topic_id: Uuid,
+        name: String,
+        value: Option<String>,
+    },
+}

@@ -1,0 +1,221 @@
+//! Random cluster histories driven only through the controller's decisions: whatever the order of
+//! registrations, fencings, unfencings, topic creations and deletions, the controller's records
+//! apply cleanly and the image keeps the invariants brokers and clients rely on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use skiff_metadata::{
+    create_topic_records, fence_broker_records, unfence_broker_records, CreateTopicError,
+    MetadataImage, MetadataRecord, PlacementError,
+};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Register(i32),
+    Fence(i32),
+    Unfence(i32),
+    Unregister(i32),
+    CreateTopic { partitions: i32, rf: i16 },
+    DeleteTopic(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..6i32).prop_map(Op::Register),
+        2 => (0..6i32).prop_map(Op::Fence),
+        2 => (0..6i32).prop_map(Op::Unfence),
+        1 => (0..6i32).prop_map(Op::Unregister),
+        3 => (1..7i32, 1..4i16).prop_map(|(partitions, rf)| Op::CreateTopic { partitions, rf }),
+        1 => any::<usize>().prop_map(Op::DeleteTopic),
+    ]
+}
+
+struct Cluster {
+    image: MetadataImage,
+    /// `None`: brokers have no rack; `Some(k)`: broker `id` is on rack `id % k`.
+    rack_count: Option<i32>,
+    topics_created: u128,
+}
+
+impl Cluster {
+    fn apply(&mut self, records: &[MetadataRecord]) {
+        for record in records {
+            let next = self.image.offset().map_or(0, |o| o + 1);
+            self.image
+                .apply(next, record)
+                .unwrap_or_else(|e| panic!("controller record {record:?} refused: {e}"));
+        }
+    }
+
+    fn live_brokers(&self) -> Vec<i32> {
+        self.image
+            .brokers()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
+    fn run(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match *op {
+            Op::Register(id) => {
+                let record = MetadataRecord::RegisterBroker {
+                    id,
+                    endpoints: vec![format!("broker-{id}:9092")],
+                    rack: self.rack_count.map(|k| format!("rack-{}", id % k)),
+                    incarnation: Uuid::from_u128(self.image.offset().map_or(0, |o| o + 1).into()),
+                };
+                let next = self.image.offset().map_or(0, |o| o + 1);
+                let already_live = self.image.broker(id).is_some_and(|b| !b.fenced);
+                prop_assert_eq!(self.image.apply(next, &record).is_err(), already_live);
+            }
+            Op::Fence(id) => {
+                let records = fence_broker_records(&self.image, id);
+                self.apply(&records);
+            }
+            Op::Unfence(id) => {
+                let records = unfence_broker_records(&self.image, id);
+                self.apply(&records);
+            }
+            Op::Unregister(id) => {
+                let hosts_replicas = self
+                    .image
+                    .partitions()
+                    .any(|(_, _, p)| p.replicas.contains(&id));
+                let allowed = self.image.broker(id).is_some() && !hosts_replicas;
+                let next = self.image.offset().map_or(0, |o| o + 1);
+                let result = self
+                    .image
+                    .apply(next, &MetadataRecord::UnregisterBroker { id });
+                prop_assert_eq!(result.is_ok(), allowed);
+            }
+            Op::CreateTopic { partitions, rf } => self.create_topic(partitions, rf)?,
+            Op::DeleteTopic(pick) => {
+                let ids: Vec<Uuid> = self.image.topics().map(|t| t.topic_id).collect();
+                if !ids.is_empty() {
+                    self.apply(&[MetadataRecord::DeleteTopic {
+                        topic_id: ids[pick % ids.len()],
+                    }]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create_topic(&mut self, partitions: i32, rf: i16) -> Result<(), TestCaseError> {
+        self.topics_created += 1;
+        let topic_id = Uuid::from_u128(self.topics_created);
+        let live = self.live_brokers();
+        let result = create_topic_records(
+            &self.image,
+            &format!("topic-{}", self.topics_created),
+            topic_id,
+            partitions,
+            rf,
+            BTreeMap::new(),
+        );
+        if rf as usize > live.len() {
+            prop_assert_eq!(
+                result,
+                Err(CreateTopicError::Placement(
+                    PlacementError::InvalidReplicationFactor {
+                        requested: rf,
+                        live: live.len(),
+                    }
+                ))
+            );
+            return Ok(());
+        }
+        self.apply(&result.expect("enough live brokers"));
+
+        let mut replica_counts: BTreeMap<i32, usize> = live.iter().map(|&b| (b, 0)).collect();
+        let mut leader_counts = replica_counts.clone();
+        let live_racks: BTreeSet<Option<String>> = live
+            .iter()
+            .map(|&b| self.image.broker(b).unwrap().rack.clone())
+            .collect();
+        for partition in 0..partitions {
+            let p = self.image.partition(topic_id, partition).unwrap();
+            prop_assert_eq!(p.replicas.len(), rf as usize);
+            *leader_counts.get_mut(&p.leader.unwrap()).unwrap() += 1;
+            for replica in &p.replicas {
+                *replica_counts
+                    .get_mut(replica)
+                    .expect("replicas only on unfenced brokers") += 1;
+            }
+            if self.rack_count.is_some() && live_racks.len() >= rf as usize {
+                let racks: BTreeSet<_> = p
+                    .replicas
+                    .iter()
+                    .map(|&b| self.image.broker(b).unwrap().rack.clone())
+                    .collect();
+                prop_assert_eq!(racks.len(), p.replicas.len(), "replicas share a rack");
+            }
+        }
+        if self.rack_count.is_none() {
+            prop_assert!(
+                spread(&replica_counts) <= 1,
+                "replicas {:?}",
+                replica_counts
+            );
+            prop_assert!(spread(&leader_counts) <= 1, "leaders {:?}", leader_counts);
+        }
+        Ok(())
+    }
+}
+
+fn spread(counts: &BTreeMap<i32, usize>) -> usize {
+    counts.values().max().unwrap_or(&0) - counts.values().min().unwrap_or(&0)
+}
+
+fn check_invariants(image: &MetadataImage, before: &MetadataImage) -> Result<(), TestCaseError> {
+    for (topic_id, partition, p) in image.partitions() {
+        let distinct: BTreeSet<_> = p.replicas.iter().collect();
+        prop_assert!(!p.replicas.is_empty() && distinct.len() == p.replicas.len());
+        prop_assert!(p.replicas.iter().all(|&r| image.broker(r).is_some()));
+        let isr: BTreeSet<_> = p.isr.iter().collect();
+        prop_assert!(!p.isr.is_empty() && isr.len() == p.isr.len());
+        prop_assert!(
+            isr.is_subset(&distinct),
+            "ISR {:?} not in {:?}",
+            p.isr,
+            p.replicas
+        );
+        let fenced = |b: i32| image.broker(b).unwrap().fenced;
+        match p.leader {
+            Some(leader) => {
+                prop_assert!(p.isr.contains(&leader));
+                prop_assert!(!fenced(leader), "fenced leader {}", leader);
+            }
+            // Offline only when no in-sync replica could lead.
+            None => prop_assert!(p.isr.iter().all(|&r| fenced(r)), "offline with live ISR"),
+        }
+        // A fenced broker stays in an ISR only as its last member, so it can lead again.
+        if p.isr.iter().any(|&r| fenced(r)) {
+            prop_assert!(p.isr.len() == 1 && p.leader.is_none(), "{:?}", p);
+        }
+        if let Some(old) = before.partition(topic_id, partition) {
+            prop_assert!(p.leader_epoch >= old.leader_epoch);
+            prop_assert!(p.partition_epoch >= old.partition_epoch);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn controller_records_keep_the_image_consistent(
+        rack_count in prop_oneof![Just(None), (1..4i32).prop_map(Some)],
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        let mut cluster = Cluster { image: MetadataImage::new(), rack_count, topics_created: 0 };
+        for op in &ops {
+            let before = cluster.image.clone();
+            cluster.run(op)?;
+            check_invariants(&cluster.image, &before)?;
+        }
+    }
+}

@@ -1365,6 +1365,20 @@ mod tests {
         }
     }
 
+    /// A commit outside any generation (standalone consumers, admin tools).
+    fn simple_commit(group: &str, offsets: &[(&str, i32, i64)]) -> OffsetCommit {
+        OffsetCommit {
+            group_id: group.into(),
+            generation: -1,
+            member_id: String::new(),
+            instance_id: None,
+            offsets: offsets
+                .iter()
+                .map(|&(t, p, o)| (t.to_string(), p, o, -1, None))
+                .collect(),
+        }
+    }
+
     fn config() -> GroupConfig {
         GroupConfig {
             initial_rebalance_delay_ms: 100,
@@ -1572,13 +1586,7 @@ mod tests {
         let committed = c.committed("g", "t", 0).unwrap();
         assert_eq!((committed.offset, committed.metadata.as_str()), (42, "m"));
         // A group with members refuses "simple" commits.
-        let simple = OffsetCommit {
-            group_id: "g".into(),
-            generation: -1,
-            member_id: String::new(),
-            instance_id: None,
-            offsets: vec![("t".into(), 0, 1, -1, None)],
-        };
+        let simple = simple_commit("g", &[("t", 0, 1)]);
         assert_eq!(
             c.commit_offsets(simple, 300).0,
             vec![code(ResponseError::IllegalGeneration)]
@@ -1762,16 +1770,7 @@ mod tests {
     #[test]
     fn deleting_a_topic_forgets_its_committed_offsets() {
         let mut c = GroupCoordinator::new(config());
-        let commit = OffsetCommit {
-            group_id: "solo".into(),
-            generation: -1,
-            member_id: String::new(),
-            instance_id: None,
-            offsets: vec![
-                ("gone".into(), 0, 5, -1, None),
-                ("kept".into(), 0, 6, -1, None),
-            ],
-        };
+        let commit = simple_commit("solo", &[("gone", 0, 5), ("kept", 0, 6)]);
         c.commit_offsets(commit, 0);
         let effects = c.remove_topic_offsets("gone");
         assert_eq!(effects.writes.len(), 1);
@@ -1782,16 +1781,7 @@ mod tests {
     #[test]
     fn offsets_that_could_not_be_persisted_are_put_back() {
         let mut c = GroupCoordinator::new(config());
-        let commit = |offset| OffsetCommit {
-            group_id: "solo".into(),
-            generation: -1,
-            member_id: String::new(),
-            instance_id: None,
-            offsets: vec![
-                ("t".into(), 0, offset, -1, None),
-                ("t".into(), 1, offset, -1, None),
-            ],
-        };
+        let commit = |offset| simple_commit("solo", &[("t", 0, offset), ("t", 1, offset)]);
         c.commit_offsets(commit(5), 0);
         let before = vec![
             (("t".to_string(), 0), c.committed("solo", "t", 0).cloned()),
@@ -1822,13 +1812,7 @@ mod tests {
         assert!(
             matches!(r, Reply::Now(JoinResult { error, .. }) if error == code(ResponseError::InvalidRequest))
         );
-        let commit = OffsetCommit {
-            group_id: "g".repeat(MAX_NAME_BYTES + 1),
-            generation: -1,
-            member_id: String::new(),
-            instance_id: None,
-            offsets: vec![("t".into(), 0, 1, -1, None)],
-        };
+        let commit = simple_commit(&"g".repeat(MAX_NAME_BYTES + 1), &[("t", 0, 1)]);
         assert_eq!(
             c.commit_offsets(commit, 0).0,
             vec![code(ResponseError::InvalidGroupId)]
@@ -1904,13 +1888,7 @@ mod tests {
             offsets_retention_ms: 1_000,
             ..config()
         });
-        let simple = OffsetCommit {
-            group_id: "solo".into(),
-            generation: -1,
-            member_id: String::new(),
-            instance_id: None,
-            offsets: vec![("t".into(), 0, 3, -1, None)],
-        };
+        let simple = simple_commit("solo", &[("t", 0, 3)]);
         assert_eq!(c.commit_offsets(simple, 0).0, vec![0]);
         let effects = c.tick(5_000);
         assert!(c.group("solo").is_none());

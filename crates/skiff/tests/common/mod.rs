@@ -68,29 +68,17 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(self.data_dir.path().join("data"))
-            .arg("--kafka-addr")
-            .arg(self.bootstrap())
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", self.http_port))
-            .args(["--gossip-addr", &format!("127.0.0.1:{}", self.gossip_port)])
-            .args(&self.extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("skiff binary runs");
+        let child = spawn_serve(
+            &[],
+            &self.data_dir.path().join("data"),
+            [
+                self.bootstrap(),
+                format!("127.0.0.1:{}", self.http_port),
+                format!("127.0.0.1:{}", self.gossip_port),
+            ],
+            &self.extra_args,
+            &self.log_path,
+        );
         self.child = Some(child);
         self.wait_healthy();
     }
@@ -165,6 +153,51 @@ impl Broker {
         assert!(self.child.is_none(), "stop the broker first");
         self.spawn();
     }
+}
+
+/// Starts `skiff serve` (behind `prefix`, e.g. `ip netns exec NS`) on the Kafka, HTTP and gossip
+/// addresses, with the tests' log level (`SKIFF_TEST_LOG`) and stderr appended to `log_path`.
+pub fn spawn_serve(
+    prefix: &[&str],
+    data_dir: &Path,
+    [kafka, http, gossip]: [String; 3],
+    extra_args: &[String],
+    log_path: &Path,
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap();
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(env!("CARGO_BIN_EXE_skiff"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_skiff")),
+    };
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--kafka-addr",
+            &kafka,
+            "--http-addr",
+            &http,
+            "--gossip-addr",
+            &gossip,
+        ])
+        .args(extra_args)
+        .env(
+            "RUST_LOG",
+            std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("skiff binary runs")
 }
 
 /// A minimal HTTP/1.1 exchange for the tests' own use; the body if the answer was 200.

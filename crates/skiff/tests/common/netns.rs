@@ -163,38 +163,13 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log_path)
-            .unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &node.namespace,
-                env!("CARGO_BIN_EXE_skiff"),
-                "serve",
-            ])
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args([
-                "--kafka-addr",
-                &node.kafka_addr(),
-                "--http-addr",
-                &node.http_addr(),
-                "--gossip-addr",
-                &node.gossip_addr(),
-            ])
-            .args(&node.extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("ip netns exec skiff");
+        let child = super::spawn_serve(
+            &["ip", "netns", "exec", &node.namespace],
+            &node.data_dir,
+            [node.kafka_addr(), node.http_addr(), node.gossip_addr()],
+            &node.extra_args,
+            &node.log_path,
+        );
         node.child = Some(child);
     }
 

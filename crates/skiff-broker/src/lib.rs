@@ -1,10 +1,11 @@
 //! The Kafka-facing half of a Skiff broker: request handlers (`KafkaApis`), the partitions this
-//! broker hosts (`ReplicaManager`), the persisted topic registry, and the TCP server that frames
-//! requests and bounds what each connection may hold.
+//! broker hosts (`ReplicaManager`) kept in step with the metadata image (`MetadataPublisher`),
+//! and the TCP server that frames requests and bounds what each connection may hold.
 
 pub mod apis;
 pub mod config;
 pub mod group;
+pub mod metadata_publisher;
 pub mod producer_ids;
 pub mod replica_manager;
 pub mod server;

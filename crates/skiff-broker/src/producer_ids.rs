@@ -1,64 +1,28 @@
-//! Producer ids for idempotent producers. Ids are handed out from blocks whose upper bound is
-//! persisted before the first id of the block is used, so an id is never given twice, even
-//! after a crash (the rest of a block is skipped after a restart, as Kafka does).
+//! Producer ids for idempotent producers. The controller hands each broker blocks of ids through
+//! the metadata log (`AllocateProducerIds`), so no two brokers ever give out the same id and a
+//! restarted broker never reuses one: it asks for a fresh block instead of resuming its last.
 
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-
-const BLOCK_SIZE: i64 = 1000;
-
-#[derive(Debug)]
-pub struct ProducerIdAllocator {
-    path: PathBuf,
+/// The unused rest of this broker's current block.
+#[derive(Debug, Default)]
+pub struct ProducerIdBlock {
     next: i64,
-    block_end: i64,
+    end: i64,
 }
 
-impl ProducerIdAllocator {
-    pub fn open(data_dir: &Path) -> io::Result<Self> {
-        let path = data_dir.join("producer-id-block");
-        let next = match fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse().map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} does not hold a producer id", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
-        };
-        Ok(Self {
-            path,
-            next,
-            block_end: next,
+impl ProducerIdBlock {
+    /// The next id, or `None` when the block is used up and a new one is needed.
+    pub fn take(&mut self) -> Option<i64> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
         })
     }
 
-    pub fn next_id(&mut self) -> io::Result<i64> {
-        if self.next == self.block_end {
-            let end = self.next + BLOCK_SIZE;
-            write_atomically(&self.path, end.to_string().as_bytes())?;
-            self.block_end = end;
-        }
-        let id = self.next;
-        self.next += 1;
-        Ok(id)
+    /// Starts handing out ids from `start..start + len`.
+    pub fn refill(&mut self, start: i64, len: i64) {
+        self.next = start;
+        self.end = start.saturating_add(len);
     }
-}
-
-/// Writes `contents` to `path` through a synced temporary file and a rename, so a crash leaves
-/// either the old or the new contents.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -66,13 +30,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_never_reused_across_restarts() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut first = ProducerIdAllocator::open(dir.path()).unwrap();
-        assert_eq!(first.next_id().unwrap(), 0);
-        assert_eq!(first.next_id().unwrap(), 1);
-        drop(first);
-        let mut second = ProducerIdAllocator::open(dir.path()).unwrap();
-        assert_eq!(second.next_id().unwrap(), BLOCK_SIZE);
+    fn a_block_is_used_up_then_refilled() {
+        let mut block = ProducerIdBlock::default();
+        assert_eq!(block.take(), None);
+        block.refill(1000, 2);
+        assert_eq!(block.take(), Some(1000));
+        assert_eq!(block.take(), Some(1001));
+        assert_eq!(block.take(), None);
     }
 }

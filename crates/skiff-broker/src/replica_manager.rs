@@ -1,22 +1,21 @@
-//! The partitions this broker hosts: one `Log` per partition, opened from the topic registry,
-//! plus the wake-up that long-polling fetches wait on.
+//! The partitions this broker hosts: one `Log` per partition, opened and closed as the metadata
+//! image assigns them (see `metadata_publisher`), plus the wake-up that long-polling fetches
+//! wait on.
 //!
-//! Lock order: the topic registry's lock (in `KafkaApis`) before `partitions`, `partitions`
-//! before a partition's log. A log's lock is held for one append or one index lookup, never
+//! Lock order: `partitions` before a partition's state, then its log. A log's lock is held for one append or one index lookup, never
 //! across an await or while record bytes are read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use skiff_log::{Log, LogConfig, LogError};
+use skiff_log::{Log, LogError};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::topics::TopicMeta;
+use crate::topic_config::TopicConfigs;
 
 /// Milliseconds since the Unix epoch, the clock Kafka timestamps use.
 pub fn now_ms() -> i64 {
@@ -26,13 +25,33 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What the metadata image says about a hosted partition.
+#[derive(Debug, Clone)]
+pub struct PartitionState {
+    /// This broker is the partition's leader and serves produce and fetch for it.
+    pub leading: bool,
+    pub leader_epoch: i32,
+    pub configs: Arc<TopicConfigs>,
+}
+
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    state: RwLock<PartitionState>,
     log: Mutex<Log>,
 }
 
 impl Partition {
+    pub fn state(&self) -> PartitionState {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The leader epoch when this broker leads the partition.
+    pub fn leader_epoch_if_leading(&self) -> Option<i32> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.leading.then_some(state.leader_epoch)
+    }
+
     pub fn log(&self) -> MutexGuard<'_, Log> {
         // A panic while holding the lock cannot leave the log half-written in a way a reader
         // could see: appends write the file before updating offsets. Keep serving.
@@ -50,117 +69,112 @@ pub struct ReplicaManager {
     data_dir: PathBuf,
     /// Topic name -> partitions by index; looked up by `&str` on every request, without
     /// allocating.
-    partitions: RwLock<HashMap<String, Vec<Arc<Partition>>>>,
+    partitions: RwLock<HashMap<String, Vec<Option<Arc<Partition>>>>>,
     appended: Notify,
 }
 
 impl ReplicaManager {
-    /// Opens (recovering if needed) the log of every partition of `topics`, and removes partition
-    /// directories of topics that were deleted but whose files outlived a crash.
-    pub fn open<'a>(
-        data_dir: &Path,
-        topics: impl IntoIterator<Item = &'a TopicMeta>,
-    ) -> Result<Self, LogError> {
-        let manager = Self {
+    /// Starts with no partitions: the metadata publisher opens the logs the image assigns here.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
             data_dir: data_dir.to_path_buf(),
             partitions: RwLock::new(HashMap::new()),
             appended: Notify::new(),
-        };
-        let mut expected = HashSet::new();
-        for topic in topics {
-            for index in 0..topic.partitions {
-                expected.insert(format!("{}-{index}", topic.name));
-            }
-            manager.add_partitions(topic, 0)?;
         }
-        manager.remove_orphans(&expected)?;
-        Ok(manager)
     }
 
-    fn remove_orphans(&self, expected: &HashSet<String>) -> io::Result<()> {
-        for entry in fs::read_dir(&self.data_dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let looks_like_partition = name
-                .rsplit_once('-')
-                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            if entry.file_type()?.is_dir() && looks_like_partition && !expected.contains(&name) {
-                warn!(dir = %name, "removing the log of a deleted topic");
-                fs::remove_dir_all(entry.path())?;
+    /// Opens (recovering if needed) or creates the log of one partition, or updates the state
+    /// of one already open.
+    pub fn host_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        state: PartitionState,
+    ) -> Result<(), LogError> {
+        let slot = usize::try_from(index)
+            .map_err(|_| LogError::Io(std::io::Error::other("negative partition index")))?;
+        if let Some(existing) = self.get(topic, index) {
+            let config_changed = existing.state().configs != state.configs;
+            if config_changed {
+                existing.log().set_config(state.configs.log_config());
             }
+            *existing.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// Opens or creates the logs of partitions `from..topic.partitions`.
-    pub fn add_partitions(&self, topic: &TopicMeta, from: i32) -> Result<(), LogError> {
-        let config = topic.configs.log_config();
-        let now = now_ms();
-        for index in from..topic.partitions {
-            let dir = partition_dir(&self.data_dir, &topic.name, index);
-            let (log, report) = Log::open(&dir, config.clone(), now)?;
-            if report.truncated_bytes > 0 {
-                warn!(topic = %topic.name, partition = index, ?report, "recovered a torn log tail");
-            }
-            let mut partitions = self.write_partitions();
-            let logs = partitions.entry(topic.name.clone()).or_default();
-            if logs.len() != index as usize {
-                return Err(LogError::Io(io::Error::other(format!(
-                    "topic '{}' has {} partition logs, cannot add partition {index}",
-                    topic.name,
-                    logs.len()
-                ))));
-            }
-            logs.push(Arc::new(Partition {
-                topic: topic.name.clone(),
-                index,
-                log: Mutex::new(log),
-            }));
+        let dir = partition_dir(&self.data_dir, topic, index);
+        let (log, report) = Log::open(&dir, state.configs.log_config(), now_ms())?;
+        if report.truncated_bytes > 0 {
+            warn!(
+                topic,
+                partition = index,
+                ?report,
+                "recovered a torn log tail"
+            );
         }
+        let mut partitions = self.write_partitions();
+        let logs = partitions.entry(topic.to_owned()).or_default();
+        if logs.len() <= slot {
+            logs.resize(slot + 1, None);
+        }
+        logs[slot] = Some(Arc::new(Partition {
+            topic: topic.to_owned(),
+            index,
+            state: RwLock::new(state),
+            log: Mutex::new(log),
+        }));
         Ok(())
     }
 
     pub fn delete_topic(&self, topic: &str) -> Result<(), LogError> {
-        self.remove_partitions_from(topic, 0)?;
-        self.write_partitions().remove(topic);
+        let removed = self.write_partitions().remove(topic).unwrap_or_default();
+        for partition in removed.into_iter().flatten() {
+            self.delete_log(partition)?;
+        }
         info!(topic, "deleted topic logs");
         Ok(())
     }
 
-    /// Deletes the logs of partitions `from..` of `topic`.
-    pub fn remove_partitions_from(&self, topic: &str, from: i32) -> Result<(), LogError> {
-        let removed = self
-            .write_partitions()
-            .get_mut(topic)
-            .map(|logs| logs.split_off((from.max(0) as usize).min(logs.len())))
-            .unwrap_or_default();
-        for partition in removed {
-            let index = partition.index;
-            match Arc::try_unwrap(partition) {
-                Ok(partition) => partition
-                    .log
-                    .into_inner()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .delete()?,
-                // A request still holds the partition; remove the files under it, the open
-                // handles stay valid until it finishes.
-                Err(_) => fs::remove_dir_all(partition_dir(&self.data_dir, topic, index))?,
-            }
+    /// Deletes the log of one partition that is no longer assigned here.
+    pub fn remove_partition(&self, topic: &str, index: i32) -> Result<(), LogError> {
+        let removed = usize::try_from(index).ok().and_then(|slot| {
+            self.write_partitions()
+                .get_mut(topic)
+                .and_then(|logs| logs.get_mut(slot).and_then(Option::take))
+        });
+        match removed {
+            Some(partition) => self.delete_log(partition),
+            None => Ok(()),
+        }
+    }
+
+    fn delete_log(&self, partition: Arc<Partition>) -> Result<(), LogError> {
+        let (topic, index) = (partition.topic.clone(), partition.index);
+        match Arc::try_unwrap(partition) {
+            Ok(partition) => partition
+                .log
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .delete()?,
+            // A request still holds the partition; remove the files under it, the open
+            // handles stay valid until it finishes.
+            Err(_) => fs::remove_dir_all(partition_dir(&self.data_dir, &topic, index))?,
         }
         Ok(())
     }
 
-    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        let index = usize::try_from(partition).ok()?;
-        self.read_partitions().get(topic)?.get(index).cloned()
+    /// Every hosted partition as (topic, index).
+    pub fn hosted(&self) -> Vec<(String, i32)> {
+        self.read_partitions()
+            .values()
+            .flatten()
+            .flatten()
+            .map(|p| (p.topic.clone(), p.index))
+            .collect()
     }
 
-    pub fn set_log_config(&self, topic: &str, partitions: i32, config: &LogConfig) {
-        for index in 0..partitions {
-            if let Some(partition) = self.get(topic, index) {
-                partition.log().set_config(config.clone());
-            }
-        }
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let index = usize::try_from(partition).ok()?;
+        self.read_partitions().get(topic)?.get(index)?.clone()
     }
 
     /// Wakes every long-polling fetch so it re-reads.
@@ -176,8 +190,13 @@ impl ReplicaManager {
     /// `/metrics`. Compaction holds the partition's lock while it rewrites a segment.
     pub fn run_log_maintenance(&self) {
         let now = now_ms();
-        let partitions: Vec<Arc<Partition>> =
-            self.read_partitions().values().flatten().cloned().collect();
+        let partitions: Vec<Arc<Partition>> = self
+            .read_partitions()
+            .values()
+            .flatten()
+            .flatten()
+            .cloned()
+            .collect();
         for partition in partitions {
             let mut log = partition.log();
             match log.enforce_retention(now) {
@@ -226,6 +245,7 @@ impl ReplicaManager {
             .write_partitions()
             .drain()
             .flat_map(|(_, partitions)| partitions)
+            .flatten()
             .collect();
         for partition in partitions {
             let (topic, index) = (partition.topic.clone(), partition.index);
@@ -245,13 +265,13 @@ impl ReplicaManager {
 
     fn read_partitions(
         &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Arc<Partition>>>> {
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Option<Arc<Partition>>>>> {
         self.partitions.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write_partitions(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Arc<Partition>>>> {
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Option<Arc<Partition>>>>> {
         self.partitions.write().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -197,6 +197,15 @@ pub enum ConfigError {
 }
 
 impl TopicConfigs {
+    /// Overrides that were validated before they entered the metadata log.
+    pub fn from_validated(overrides: BTreeMap<String, String>) -> Self {
+        Self(overrides)
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.0.clone()
+    }
+
     /// Validates and builds overrides from (name, value) pairs; a `None` value means the default.
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,

@@ -12,6 +12,9 @@ pub mod tag {
     pub const NODE_ID: &str = "id";
     pub const KAFKA_ADDR: &str = "kafka";
     pub const RAFT_ADDR: &str = "raft";
+    /// The metadata cluster a member belongs to, once it knows; members of other clusters
+    /// sharing the gossip pool are ignored by the controller.
+    pub const CLUSTER_ID: &str = "cluster";
     pub const HTTP_ADDR: &str = "http";
     pub const RACK: &str = "rack";
     pub const ROLE: &str = "role";

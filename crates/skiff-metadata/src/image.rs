@@ -33,6 +33,8 @@ pub struct PartitionRegistration {
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ImageError {
+    #[error("producer id block {start}+{len} overlaps ids already handed out (next free: {next})")]
+    InvalidProducerIdBlock { start: i64, len: i64, next: i64 },
     #[error("record offset {offset} is not after the last applied offset {last}")]
     OffsetNotIncreasing { offset: u64, last: u64 },
     #[error("unknown broker {0}")]
@@ -61,6 +63,14 @@ pub enum ImageError {
     },
 }
 
+/// Why a batch was refused: which record, and what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("record {index} of the batch was refused: {error}")]
+pub struct BatchError {
+    pub index: usize,
+    pub error: ImageError,
+}
+
 /// The cluster state as of the last applied metadata record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataImage {
@@ -69,11 +79,24 @@ pub struct MetadataImage {
     topics: BTreeMap<Uuid, TopicImage>,
     topic_ids_by_name: BTreeMap<String, Uuid>,
     partitions: BTreeMap<(Uuid, i32), PartitionRegistration>,
+    /// The first producer id no block has handed out yet.
+    next_producer_id: i64,
+    /// Each broker's latest producer id block, `(start, len)`.
+    producer_id_blocks: BTreeMap<i32, (i64, i64)>,
 }
 
 impl MetadataImage {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The latest block of producer ids handed to `broker`, as `(start, len)`.
+    pub fn producer_id_block(&self, broker: i32) -> Option<(i64, i64)> {
+        self.producer_id_blocks.get(&broker).copied()
+    }
+
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
     }
 
     /// Offset of the last applied record; `None` for an empty image.
@@ -112,14 +135,142 @@ impl MetadataImage {
         self.partitions.iter().map(|(&(t, p), reg)| (t, p, reg))
     }
 
+    /// Partitions of one topic as `(partition index, registration)`, ordered by index; empty for
+    /// an unknown topic.
+    pub fn partitions_of(
+        &self,
+        topic_id: Uuid,
+    ) -> impl Iterator<Item = (i32, &PartitionRegistration)> {
+        self.partitions
+            .range((topic_id, i32::MIN)..=(topic_id, i32::MAX))
+            .map(|(&(_, partition), reg)| (partition, reg))
+    }
+
+    /// How many partitions the topic has; 0 for an unknown topic. The controller numbers them
+    /// from 0 without gaps, so this is also the index the next new partition gets.
+    pub fn partition_count(&self, topic_id: Uuid) -> i32 {
+        i32::try_from(self.partitions_of(topic_id).count()).unwrap_or(i32::MAX)
+    }
+
     /// Applies one record. Everything is validated before anything is changed, so on error the
     /// image (offset included) is exactly what it was.
     pub fn apply(&mut self, offset: u64, record: &MetadataRecord) -> Result<(), ImageError> {
-        if let Some(last) = self.offset {
-            if offset <= last {
-                return Err(ImageError::OffsetNotIncreasing { offset, last });
+        self.check_offset(offset)?;
+        self.apply_record(record)?;
+        self.offset = Some(offset);
+        Ok(())
+    }
+
+    /// Applies the records of one log entry as a unit at `offset`: each record sees the effects
+    /// of the ones before it (a `CreateTopic` then its `CreatePartition`s), and on error the image
+    /// is exactly what it was, so a half-applied entry can never be observed. An empty batch
+    /// only moves the offset. An offset that does not increase is reported at index 0.
+    pub fn apply_batch(
+        &mut self,
+        offset: u64,
+        records: &[MetadataRecord],
+    ) -> Result<(), BatchError> {
+        self.check_offset(offset)
+            .map_err(|error| BatchError { index: 0, error })?;
+        let mut next = self.clone();
+        next.apply_unversioned(records)?;
+        next.offset = Some(offset);
+        *self = next;
+        Ok(())
+    }
+
+    /// Applies records in order without touching the offset, for callers that work on a scratch
+    /// copy. On error the records before the failing one stay applied.
+    pub(crate) fn apply_unversioned(
+        &mut self,
+        records: &[MetadataRecord],
+    ) -> Result<(), BatchError> {
+        for (index, record) in records.iter().enumerate() {
+            self.apply_record(record)
+                .map_err(|error| BatchError { index, error })?;
+        }
+        Ok(())
+    }
+
+    /// Records that rebuild this image when applied in order to an empty one (at any offset), so
+    /// they serve as the Raft snapshot of the metadata log. Brokers come first because
+    /// partitions refer to them. A bare `FenceBroker` can leave a fenced broker leading a
+    /// partition, and `CreatePartition` refuses a fenced leader, so such brokers are unfenced
+    /// while their partitions are created and fenced again after.
+    pub fn to_records(&self) -> Vec<MetadataRecord> {
+        let fenced_leaders: BTreeSet<i32> = self
+            .partitions
+            .values()
+            .filter_map(|p| p.leader)
+            .filter(|leader| self.brokers.get(leader).is_some_and(|b| b.fenced))
+            .collect();
+        let mut records = Vec::new();
+        for broker in self.brokers.values() {
+            records.push(MetadataRecord::RegisterBroker {
+                id: broker.id,
+                endpoints: broker.endpoints.clone(),
+                rack: broker.rack.clone(),
+                incarnation: broker.incarnation,
+            });
+            if !broker.fenced || fenced_leaders.contains(&broker.id) {
+                records.push(MetadataRecord::UnfenceBroker { id: broker.id });
             }
         }
+        records.extend(
+            self.topics
+                .values()
+                .map(|topic| MetadataRecord::CreateTopic {
+                    name: topic.name.clone(),
+                    topic_id: topic.topic_id,
+                    configs: topic.configs.clone(),
+                }),
+        );
+        records.extend(self.partitions.iter().map(|(&(topic_id, partition), reg)| {
+            MetadataRecord::CreatePartition {
+                topic_id,
+                partition,
+                replicas: reg.replicas.clone(),
+                isr: reg.isr.clone(),
+                leader: reg.leader,
+                leader_epoch: reg.leader_epoch,
+                partition_epoch: reg.partition_epoch,
+            }
+        }));
+        records.extend(
+            fenced_leaders
+                .into_iter()
+                .map(|id| MetadataRecord::FenceBroker { id }),
+        );
+        let mut blocks: Vec<(i32, (i64, i64))> = self
+            .producer_id_blocks
+            .iter()
+            .map(|(b, block)| (*b, *block))
+            .collect();
+        blocks.sort_by_key(|(_, (start, _))| *start);
+        records.extend(
+            blocks
+                .into_iter()
+                .map(
+                    |(broker, (block_start, block_len))| MetadataRecord::AllocateProducerIds {
+                        broker,
+                        block_start,
+                        block_len,
+                    },
+                ),
+        );
+        records
+    }
+
+    fn check_offset(&self, offset: u64) -> Result<(), ImageError> {
+        match self.offset {
+            Some(last) if offset <= last => Err(ImageError::OffsetNotIncreasing { offset, last }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Validates one record against the image and applies it; the offset is the caller's.
+    /// Everything is validated before anything is changed.
+    fn apply_record(&mut self, record: &MetadataRecord) -> Result<(), ImageError> {
         match record {
             MetadataRecord::RegisterBroker {
                 id,
@@ -256,6 +407,25 @@ impl MetadataImage {
                 current.isr = new_isr;
                 current.partition_epoch += 1;
             }
+            MetadataRecord::AllocateProducerIds {
+                broker,
+                block_start,
+                block_len,
+            } => {
+                if *block_start < self.next_producer_id
+                    || *block_len < 1
+                    || block_start.checked_add(*block_len).is_none()
+                {
+                    return Err(ImageError::InvalidProducerIdBlock {
+                        start: *block_start,
+                        len: *block_len,
+                        next: self.next_producer_id,
+                    });
+                }
+                self.next_producer_id = block_start + block_len;
+                self.producer_id_blocks
+                    .insert(*broker, (*block_start, *block_len));
+            }
             MetadataRecord::DeleteTopic { topic_id } => {
                 let name = self.known_topic(*topic_id)?.name.clone();
                 self.topics.remove(topic_id);
@@ -279,7 +449,6 @@ impl MetadataImage {
                 };
             }
         }
-        self.offset = Some(offset);
         Ok(())
     }
 
@@ -664,5 +833,123 @@ mod tests {
             refused(&mut image, unknown),
             ImageError::UnknownTopicId(Uuid::from_u128(8))
         );
+    }
+
+    #[test]
+    fn apply_batch_applies_all_records_as_one_entry() {
+        let mut image = MetadataImage::new();
+        let batch = [
+            register(1),
+            MetadataRecord::UnfenceBroker { id: 1 },
+            MetadataRecord::CreateTopic {
+                name: "t".into(),
+                topic_id: TOPIC,
+                configs: BTreeMap::new(),
+            },
+            create_partition(0, &[1], Some(1)),
+        ];
+        image.apply_batch(5, &batch).unwrap();
+        assert_eq!(image.offset(), Some(5));
+        assert_eq!(image.partition(TOPIC, 0).unwrap().leader, Some(1));
+        assert!(!image.broker(1).unwrap().fenced);
+    }
+
+    #[test]
+    fn refused_batch_changes_nothing_and_names_the_record() {
+        let mut image = cluster();
+        let before = image.clone();
+        let batch = [register(4), MetadataRecord::UnfenceBroker { id: 9 }];
+        assert_eq!(
+            image.apply_batch(8, &batch),
+            Err(BatchError {
+                index: 1,
+                error: ImageError::UnknownBroker(9)
+            })
+        );
+        assert_eq!(image, before);
+        assert_eq!(
+            image.apply_batch(7, &[register(4)]),
+            Err(BatchError {
+                index: 0,
+                error: ImageError::OffsetNotIncreasing { offset: 7, last: 7 }
+            })
+        );
+        assert_eq!(image, before);
+    }
+
+    #[test]
+    fn empty_batch_only_moves_the_offset() {
+        let mut image = cluster();
+        let before = image.clone();
+        image.apply_batch(20, &[]).unwrap();
+        assert_eq!(image.offset(), Some(20));
+        assert_eq!(image.to_records(), before.to_records());
+        assert!(image.apply_batch(20, &[]).is_err());
+    }
+
+    #[test]
+    fn partitions_of_lists_one_topic_in_index_order() {
+        let mut image = cluster();
+        applied(&mut image, create_partition(2, &[2], Some(2)));
+        applied(&mut image, create_partition(1, &[3], Some(3)));
+        let other = Uuid::from_u128(8);
+        applied(
+            &mut image,
+            MetadataRecord::CreateTopic {
+                name: "u".into(),
+                topic_id: other,
+                configs: BTreeMap::new(),
+            },
+        );
+        let indexes: Vec<i32> = image.partitions_of(TOPIC).map(|(p, _)| p).collect();
+        assert_eq!(indexes, vec![0, 1, 2]);
+        assert_eq!(image.partitions_of(TOPIC).nth(1).unwrap().1.leader, Some(3));
+        assert_eq!(image.partition_count(TOPIC), 3);
+        assert_eq!(image.partition_count(other), 0);
+        assert_eq!(image.partition_count(Uuid::from_u128(9)), 0);
+    }
+
+    fn rebuilt(image: &MetadataImage) -> MetadataImage {
+        let mut rebuilt = MetadataImage::new();
+        rebuilt
+            .apply_batch(image.offset().unwrap(), &image.to_records())
+            .unwrap();
+        rebuilt
+    }
+
+    #[test]
+    fn to_records_rebuild_the_image() {
+        let mut image = cluster();
+        applied(&mut image, register(4));
+        applied(
+            &mut image,
+            MetadataRecord::SetTopicConfig {
+                topic_id: TOPIC,
+                name: "retention.ms".into(),
+                value: Some("1000".into()),
+            },
+        );
+        applied(&mut image, change(LeaderChange::Elect(2), Some(&[2, 3])));
+        assert_eq!(rebuilt(&image), image);
+    }
+
+    #[test]
+    fn to_records_rebuild_a_fenced_leader_and_a_fenced_last_isr_member() {
+        let mut image = cluster();
+        // A bare FenceBroker leaves broker 1 leading; the controller would have moved leadership.
+        applied(&mut image, MetadataRecord::FenceBroker { id: 1 });
+        applied(&mut image, create_partition(1, &[2], Some(2)));
+        applied(
+            &mut image,
+            MetadataRecord::ChangePartition {
+                topic_id: TOPIC,
+                partition: 1,
+                leader: LeaderChange::Offline,
+                isr: None,
+            },
+        );
+        applied(&mut image, MetadataRecord::FenceBroker { id: 2 });
+        assert_eq!(image.partition(TOPIC, 0).unwrap().leader, Some(1));
+        assert_eq!(rebuilt(&image), image);
     }
 }

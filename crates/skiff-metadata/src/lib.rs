@@ -1,14 +1,24 @@
 //! Cluster metadata for Skiff, Kafka's KRaft model without I/O: the records the controller appends
-//! to the metadata log, the image every broker builds by applying them, and the controller's
-//! decisions (placement, leader elections on fencing) as pure functions of that image.
+//! to the metadata log, the image every broker builds by applying them, the controller's
+//! decisions (placement, leader elections on fencing, client requests) as pure functions of that
+//! image, and the planner that turns gossip membership into Raft membership and broker records.
 
 mod controller;
 mod image;
+mod quorum;
 mod record;
+mod request;
 
 pub use controller::{
     create_topic_records, fence_broker_records, place_replicas, unfence_broker_records,
     CreateTopicError, PlacementError,
 };
-pub use image::{BrokerRegistration, ImageError, MetadataImage, PartitionRegistration, TopicImage};
+pub use image::{
+    BatchError, BrokerRegistration, ImageError, MetadataImage, PartitionRegistration, TopicImage,
+};
+pub use quorum::{
+    plan_brokers, plan_quorum, GossipMember, MemberHealth, QuorumAction, QuorumPlan,
+    QuorumSettings, RaftMembership,
+};
 pub use record::{LeaderChange, MetadataRecord};
+pub use request::{decide, ControllerError, ControllerRequest};

@@ -66,4 +66,11 @@ pub enum MetadataRecord {
         name: String,
         value: Option<String>,
     },
+    /// Hands `broker` the producer ids `block_start..block_start + block_len` for idempotent
+    /// producers. Blocks never overlap, so an id is never given to two producers in the cluster.
+    AllocateProducerIds {
+        broker: i32,
+        block_start: i64,
+        block_len: i64,
+    },
 }

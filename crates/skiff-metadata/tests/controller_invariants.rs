@@ -203,6 +203,18 @@ fn check_invariants(image: &MetadataImage, before: &MetadataImage) -> Result<(),
     Ok(())
 }
 
+/// The snapshot records rebuild the image, racks and fencing included.
+fn check_snapshot(image: &MetadataImage) -> Result<(), TestCaseError> {
+    if let Some(offset) = image.offset() {
+        let mut rebuilt = MetadataImage::new();
+        rebuilt
+            .apply_batch(offset, &image.to_records())
+            .map_err(|e| TestCaseError::fail(format!("snapshot refused: {e}")))?;
+        prop_assert_eq!(&rebuilt, image);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -216,6 +228,7 @@ proptest! {
             let before = cluster.image.clone();
             cluster.run(op)?;
             check_invariants(&cluster.image, &before)?;
+            check_snapshot(&cluster.image)?;
         }
     }
 }

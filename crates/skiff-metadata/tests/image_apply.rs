@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use skiff_metadata::{LeaderChange, MetadataImage, MetadataRecord};
+use skiff_metadata::{BatchError, LeaderChange, MetadataImage, MetadataRecord};
 use uuid::Uuid;
 
 fn broker_ids() -> impl Strategy<Value = Vec<i32>> {
@@ -111,6 +111,63 @@ proptest! {
                     image.topic_by_name(&topic.name).map(|t| t.topic_id),
                     Some(topic.topic_id)
                 );
+            }
+        }
+    }
+}
+
+/// The image rebuilt from its snapshot records, at the same offset so that whole images compare.
+fn rebuilt(image: &MetadataImage) -> Result<MetadataImage, TestCaseError> {
+    let mut rebuilt = MetadataImage::new();
+    match image.offset() {
+        Some(offset) => rebuilt
+            .apply_batch(offset, &image.to_records())
+            .map_err(|e| TestCaseError::fail(format!("snapshot refused: {e}")))?,
+        None => prop_assert!(image.to_records().is_empty()),
+    }
+    Ok(rebuilt)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn snapshot_records_rebuild_every_image(records in prop::collection::vec(record(), 1..80)) {
+        let mut image = MetadataImage::new();
+        for (offset, record) in (0..).zip(&records) {
+            // Refused records are part of the random history too; they just change nothing.
+            if image.apply(offset, record).is_ok() {
+                prop_assert_eq!(&rebuilt(&image)?, &image);
+            }
+        }
+    }
+
+    #[test]
+    fn batches_apply_like_their_records_in_order_or_not_at_all(
+        batches in prop::collection::vec(prop::collection::vec(record(), 0..6), 1..30),
+    ) {
+        let mut image = MetadataImage::new();
+        for (batch_number, batch) in (1u64..).zip(&batches) {
+            let offset = batch_number * 100;
+            let mut one_by_one = image.clone();
+            let sequential = (offset - 99..).zip(batch).enumerate().try_for_each(
+                |(index, (record_offset, record))| {
+                    one_by_one
+                        .apply(record_offset, record)
+                        .map_err(|error| BatchError { index, error })
+                },
+            );
+            let before = image.clone();
+            match image.apply_batch(offset, batch) {
+                Ok(()) => {
+                    prop_assert_eq!(sequential, Ok(()));
+                    prop_assert_eq!(image.offset(), Some(offset));
+                    prop_assert_eq!(image.to_records(), one_by_one.to_records());
+                }
+                Err(error) => {
+                    prop_assert_eq!(sequential, Err(error));
+                    prop_assert_eq!(&image, &before);
+                }
             }
         }
     }

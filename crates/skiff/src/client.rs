@@ -1,5 +1,5 @@
-//! `skiff members`, `skiff event` and `skiff query`: the gossip operations of any broker's HTTP
-//! admin API from the command line, as Serf's CLI offers them.
+//! `skiff members`, `skiff event` and `skiff query` (the gossip operations, as Serf's CLI offers
+//! them) and `skiff raft stats|join|remove`: any broker's HTTP admin API from the command line.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -100,5 +100,31 @@ pub fn query(
     for (member, response) in responses {
         println!("{member}: {}", response.as_str().unwrap_or_default());
     }
+    Ok(())
+}
+
+/// `skiff raft stats`: the quorum as the broker at `target` sees it, as JSON.
+pub fn raft_stats(target: &AdminTarget) -> anyhow::Result<()> {
+    let url = target.url("/raft/stats");
+    let stats = answer(agent().get(&url).call(), &url)?;
+    println!("{}", serde_json::to_string_pretty(&stats)?);
+    Ok(())
+}
+
+/// `skiff raft join`: adds a node to the metadata quorum (through any broker).
+pub fn raft_join(target: &AdminTarget, node_id: u64, raft_address: &str) -> anyhow::Result<()> {
+    let url = target.url("/raft/join");
+    let body = json!({ "node_id": node_id, "raft_address": raft_address });
+    let reply = answer(agent().post(&url).send_json(&body), &url)?;
+    println!("node {node_id} joined at log index {}", reply["log_index"]);
+    Ok(())
+}
+
+/// `skiff raft remove`: removes a node from the metadata quorum (through any broker).
+pub fn raft_remove(target: &AdminTarget, node_id: u64) -> anyhow::Result<()> {
+    let url = target.url("/raft/remove");
+    let body = json!({ "node_id": node_id });
+    let reply = answer(agent().post(&url).send_json(&body), &url)?;
+    println!("node {node_id} removed at log index {}", reply["log_index"]);
     Ok(())
 }

@@ -33,6 +33,8 @@ pub struct Identity {
     pub gossip_addr: SocketAddr,
     pub node_id: i32,
     pub kafka_addr: String,
+    pub raft_addr: String,
+    pub cluster_id: Option<String>,
     pub http_addr: SocketAddr,
     pub rack: Option<String>,
 }
@@ -55,6 +57,10 @@ pub async fn start(
     tags.insert(tag::NODE_ID.into(), identity.node_id.to_string());
     tags.insert(tag::KAFKA_ADDR.into(), identity.kafka_addr);
     tags.insert(tag::HTTP_ADDR.into(), identity.http_addr.to_string());
+    tags.insert(tag::RAFT_ADDR.into(), identity.raft_addr);
+    if let Some(cluster_id) = identity.cluster_id {
+        tags.insert(tag::CLUSTER_ID.into(), cluster_id);
+    }
     tags.insert(tag::ROLE.into(), "broker".into());
     tags.insert(tag::VERSION.into(), env!("CARGO_PKG_VERSION").into());
     if let Some(rack) = identity.rack {

@@ -1,7 +1,9 @@
-//! The HTTP admin listener: `/health`, Prometheus `/metrics`, and the gossip operations
+//! The HTTP admin listener: `/health`, Prometheus `/metrics`, the gossip operations
 //! `GET /v1/members`, `POST /v1/event`, `POST /v1/query`, `PUT /v1/tags` (JSON, as Serf's
-//! agent offers them).
+//! agent offers them), and the metadata quorum's `GET /raft/stats`, `POST /raft/join` and
+//! `POST /raft/remove` for operators who manage membership by hand.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -12,6 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use skiff_gossip::{GossipHandle, MemberStatus, QueryFilter, QueryOptions, QueryUpdate};
+use skiff_raft::{ForwardRequest, MetadataRaft, SubmitError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -36,12 +39,14 @@ pub fn install_metrics() -> anyhow::Result<Metrics> {
 struct AppState {
     metrics: Metrics,
     gossip: GossipHandle,
+    raft: Arc<MetadataRaft>,
 }
 
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
     gossip: GossipHandle,
+    raft: Arc<MetadataRaft>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -54,7 +59,17 @@ pub async fn serve(
         .route("/v1/event", post(user_event))
         .route("/v1/query", post(query))
         .route("/v1/tags", axum::routing::put(update_tags))
-        .with_state(AppState { metrics, gossip });
+        .route(
+            "/raft/stats",
+            get(|State(s): State<AppState>| async move { Json(s.raft.stats()) }),
+        )
+        .route("/raft/join", post(raft_join))
+        .route("/raft/remove", post(raft_remove))
+        .with_state(AppState {
+            metrics,
+            gossip,
+            raft,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
@@ -214,5 +229,55 @@ async fn query(State(state): State<AppState>, Json(request): Json<QueryRequest>)
     (
         StatusCode::OK,
         Json(json!({ "acks": acks, "responses": responses })),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RaftNodeRequest {
+    node_id: u64,
+    #[serde(default)]
+    raft_address: Option<String>,
+}
+
+fn submit_reply(result: Result<u64, SubmitError>) -> Reply {
+    match result {
+        Ok(log_index) => (StatusCode::OK, Json(json!({ "log_index": log_index }))),
+        Err(e @ (SubmitError::Unavailable(_) | SubmitError::NotLeader { .. })) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn raft_join(State(state): State<AppState>, Json(request): Json<RaftNodeRequest>) -> Reply {
+    let Some(raft_addr) = request.raft_address.filter(|a| !a.trim().is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "raft_address is required");
+    };
+    if raft_addr.parse::<std::net::SocketAddr>().is_err() && !raft_addr.contains(':') {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("raft_address {raft_addr:?} is not HOST:PORT"),
+        );
+    }
+    submit_reply(
+        state
+            .raft
+            .submit(ForwardRequest::Join {
+                node_id: request.node_id,
+                raft_addr,
+            })
+            .await,
+    )
+}
+
+async fn raft_remove(State(state): State<AppState>, Json(request): Json<RaftNodeRequest>) -> Reply {
+    submit_reply(
+        state
+            .raft
+            .submit(ForwardRequest::Remove {
+                node_id: request.node_id,
+            })
+            .await,
     )
 }

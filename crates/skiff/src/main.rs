@@ -1,17 +1,23 @@
 //! `skiff`: the command-line entry point.
 
 mod client;
+mod dev;
 mod gossip;
 mod http;
+mod quorum;
 mod settings;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use skiff_broker::metadata_publisher::MetadataPublisher;
+use skiff_broker::replica_manager::ReplicaManager;
 use skiff_broker::{serve, KafkaApis, Listener};
+use skiff_metadata::QuorumSettings;
+use skiff_raft::{MetadataRaft, RaftSettings};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -46,6 +52,19 @@ enum Command {
         #[arg(long)]
         coalesce: bool,
     },
+    /// The metadata quorum: stats, and membership changes by hand.
+    #[command(subcommand)]
+    Raft(RaftCommand),
+    /// Start a local cluster of N brokers on loopback ports, bootstrapped and joined, and print
+    /// its bootstrap servers. Ctrl-C stops them all.
+    Dev {
+        /// Brokers to start.
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// Parent of the brokers' data dirs (node-1, node-2, ...).
+        #[arg(long, default_value = "skiff-dev")]
+        data_dir: std::path::PathBuf,
+    },
     /// Query every member and print acknowledgements and responses (from --event-handler).
     Query {
         #[command(flatten)]
@@ -56,6 +75,28 @@ enum Command {
         /// How long to collect answers, in ms.
         #[arg(long)]
         timeout_ms: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RaftCommand {
+    /// Role, term, leader, commit and applied index, voters, observers, follower progress.
+    Stats(client::AdminTarget),
+    /// Add a node to the quorum as an observer (the controller promotes voters as needed).
+    Join {
+        #[command(flatten)]
+        target: client::AdminTarget,
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        raft_address: String,
+    },
+    /// Remove a node from the quorum; the last voter cannot be removed.
+    Remove {
+        #[command(flatten)]
+        target: client::AdminTarget,
+        #[arg(long)]
+        node_id: u64,
     },
 }
 
@@ -71,6 +112,22 @@ fn main() -> anyhow::Result<()> {
                 .block_on(run(settings, started))
         }
         Command::Members(target) => client::members(&target),
+        Command::Raft(RaftCommand::Stats(target)) => client::raft_stats(&target),
+        Command::Raft(RaftCommand::Join {
+            target,
+            node_id,
+            raft_address,
+        }) => client::raft_join(&target, node_id, &raft_address),
+        Command::Raft(RaftCommand::Remove { target, node_id }) => {
+            client::raft_remove(&target, node_id)
+        }
+        Command::Dev { nodes, data_dir } => {
+            init_logging("info", false)?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(dev::run(nodes, &data_dir))
+        }
         Command::Event {
             target,
             name,
@@ -115,6 +172,34 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     let http_listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let replicas = Arc::new(ReplicaManager::new(&data_dir));
+    let mut raft_settings = RaftSettings::new(
+        broker.node_id as u64,
+        settings.raft_addr,
+        data_dir.join("metadata"),
+    );
+    raft_settings.advertised_addr = settings.advertised_raft_addr.clone();
+    raft_settings.snapshot_entries = settings.raft_snapshot_entries;
+    let raft = MetadataRaft::start(
+        raft_settings,
+        Arc::new(MetadataPublisher::new(broker.node_id, replicas.clone())),
+    )
+    .await
+    .context("cannot start the metadata quorum")?;
+    let has_state = raft.has_state()?;
+    if settings.bootstrap && has_state {
+        bail!(skiff_raft::BootstrapError::AlreadyInitialized(
+            raft.cluster_id()
+        ));
+    }
+    if !settings.join.is_empty() && !has_state && !settings.node_id_given {
+        bail!("a broker that joins a cluster needs its own --node-id, unique in the cluster");
+    }
+    if !has_state && settings.join.is_empty() {
+        raft.bootstrap().await?;
+    }
     let gossip = gossip::start(
         gossip::Identity {
             name: settings.node_name.clone().unwrap_or_else(|| {
@@ -126,6 +211,8 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
                 "{}:{}",
                 broker.advertised_kafka_addr.0, broker.advertised_kafka_addr.1
             ),
+            raft_addr: settings.advertised_raft_addr.clone(),
+            cluster_id: raft.cluster_id(),
             http_addr: settings.http_addr,
             rack: broker.rack.clone(),
             reconnect_timeout: settings.reconnect_timeout,
@@ -137,12 +224,35 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     )
     .await
     .context("cannot start gossip")?;
-    let apis = Arc::new(
-        tokio::task::spawn_blocking(move || KafkaApis::open(broker))
-            .await?
-            .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
-    );
     let (stop, shutdown) = watch::channel(false);
+    let driver = tokio::spawn(quorum::drive(
+        raft.clone(),
+        gossip.clone(),
+        QuorumSettings {
+            target_voters: settings.controller_voters,
+            replace_failed_voter_after_ms: settings.replace_failed_voter_after.as_millis() as u64,
+        },
+        shutdown.clone(),
+    ));
+    // The admin API answers while a joining broker waits, so operators can watch it join.
+    let http = tokio::spawn(http::serve(
+        http_listener,
+        metrics.clone(),
+        gossip.clone(),
+        raft.clone(),
+        shutdown.clone(),
+    ));
+    wait_until_registered(&raft, broker.node_id).await;
+    let apis = {
+        let (raft, replicas) = (raft.clone(), replicas.clone());
+        Arc::new(
+            tokio::task::spawn_blocking(move || KafkaApis::open(broker, raft, replicas))
+                .await?
+                .with_context(|| {
+                    format!("cannot open the data directory {}", data_dir.display())
+                })?,
+        )
+    };
     // Retention, segment rolling by age, timed flushes, consumer lag and histogram upkeep.
     let maintenance = tokio::spawn(every(
         apis.config().log_check_interval,
@@ -165,12 +275,6 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
             move || apis.run_group_timers()
         },
     ));
-    let http = tokio::spawn(http::serve(
-        http_listener,
-        metrics,
-        gossip.clone(),
-        shutdown.clone(),
-    ));
     let kafka = tokio::spawn(serve(apis.clone(), listener, shutdown));
     info!(
         kafka = %kafka_addr,
@@ -191,9 +295,35 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     http.await??;
     maintenance.await?;
     group_timers.await?;
+    driver.await?;
+    raft.shutdown().await;
     tokio::task::spawn_blocking(move || apis.shutdown()).await?;
     info!("logs flushed and closed; bye");
     Ok(())
+}
+
+/// Waits until the controller has registered this broker and unfenced it, so the first clients
+/// find it in Metadata. A broker that joins waits for gossip and the controller; after a minute
+/// it serves anyway, and says so.
+async fn wait_until_registered(raft: &MetadataRaft, node_id: i32) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if raft
+            .image()
+            .broker(node_id)
+            .is_some_and(|broker| !broker.fenced)
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            warn!(
+                node_id,
+                "the controller has not registered this broker yet; serving anyway"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

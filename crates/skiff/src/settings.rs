@@ -56,9 +56,31 @@ pub struct ServeArgs {
     /// [default: skiff-<node id>-<gossip port>]
     #[arg(long, env = "SKIFF_NODE_NAME")]
     node_name: Option<String>,
-    /// This broker's id [default: 1]
+    /// This broker's id, unique in the cluster; also its Raft node id. Required with --join on
+    /// a new data dir [default: 1]
     #[arg(long, env = "SKIFF_NODE_ID")]
     node_id: Option<i32>,
+    /// TCP address of the Raft metadata quorum [default: 127.0.0.1:9093]
+    #[arg(long, env = "SKIFF_RAFT_ADDR")]
+    raft_addr: Option<SocketAddr>,
+    /// HOST:PORT other brokers use to reach this one's Raft address [default: the Raft address]
+    #[arg(long, env = "SKIFF_ADVERTISED_RAFT_ADDR")]
+    advertised_raft_addr: Option<String>,
+    /// Start a new cluster with this broker as its first controller. Without --join this is
+    /// what an empty data dir does anyway; refused when the data dir already has a cluster
+    #[arg(long, env = "SKIFF_BOOTSTRAP")]
+    #[serde(default)]
+    bootstrap: bool,
+    /// How many brokers vote in the metadata quorum (1, 3 or 5); the rest follow it as
+    /// observers [default: 3]
+    #[arg(long, env = "SKIFF_CONTROLLER_VOTERS")]
+    controller_voters: Option<usize>,
+    /// A voter failed for this long is replaced by a healthy observer, in seconds [default: 30]
+    #[arg(long, env = "SKIFF_CONTROLLER_REPLACE_FAILED_VOTER_SECS")]
+    controller_replace_failed_voter_secs: Option<u64>,
+    /// Metadata log entries between snapshots [default: 1000]
+    #[arg(long, env = "SKIFF_RAFT_SNAPSHOT_ENTRIES")]
+    raft_snapshot_entries: Option<u64>,
     /// Rack reported to clients
     #[arg(long, env = "SKIFF_RACK")]
     rack: Option<String>,
@@ -103,7 +125,8 @@ pub struct ServeArgs {
     /// [default: 10080]
     #[arg(long, env = "SKIFF_OFFSETS_RETENTION_MINUTES")]
     offsets_retention_minutes: Option<i64>,
-    /// Log filter, e.g. info or skiff_broker=debug (RUST_LOG wins when set) [default: info]
+    /// Log filter, e.g. info or skiff_broker=debug (RUST_LOG wins when set)
+    /// [default: info,openraft=warn]
     #[arg(long, env = "SKIFF_LOG_LEVEL")]
     log_level: Option<String>,
     /// Log as JSON lines instead of text
@@ -113,6 +136,13 @@ pub struct ServeArgs {
 
 pub struct Settings {
     pub broker: BrokerConfig,
+    pub raft_addr: SocketAddr,
+    pub advertised_raft_addr: String,
+    pub node_id_given: bool,
+    pub bootstrap: bool,
+    pub controller_voters: usize,
+    pub replace_failed_voter_after: Duration,
+    pub raft_snapshot_entries: u64,
     pub http_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
     pub join: Vec<String>,
@@ -258,22 +288,57 @@ impl ServeArgs {
             }
             broker.offsets_retention_ms = v.saturating_mul(60_000);
         }
+        let raft_addr =
+            pick!(raft_addr).unwrap_or_else(|| "127.0.0.1:9093".parse().expect("valid"));
+        let advertised_raft_addr = match pick!(advertised_raft_addr) {
+            Some(addr) => {
+                let (host, port) = parse_host_port(&addr)?;
+                format!("{host}:{port}")
+            }
+            None if raft_addr.ip().is_unspecified() => bail!(
+                "the Raft address {raft_addr} is unspecified; give --advertised-raft-addr so other brokers can reach it"
+            ),
+            None => raft_addr.to_string(),
+        };
+        let controller_voters = pick!(controller_voters).unwrap_or(3);
+        if ![1, 3, 5].contains(&controller_voters) {
+            bail!("controller voters must be 1, 3 or 5, not {controller_voters}");
+        }
+        let raft_snapshot_entries = pick!(raft_snapshot_entries).unwrap_or(1000);
+        if raft_snapshot_entries < 10 {
+            bail!("raft snapshot entries must be at least 10, not {raft_snapshot_entries}");
+        }
+        let node_id_given = self.node_id.is_some() || file.node_id.is_some();
+        let join = if self.join.is_empty() {
+            file.join
+        } else {
+            self.join
+        };
+        let bootstrap = self.bootstrap || file.bootstrap;
+        if bootstrap && !join.is_empty() {
+            bail!("--bootstrap starts a new cluster and --join joins one: give one of them");
+        }
         Ok(Settings {
             broker,
+            raft_addr,
+            advertised_raft_addr,
+            node_id_given,
+            bootstrap,
+            controller_voters,
+            replace_failed_voter_after: Duration::from_secs(
+                pick!(controller_replace_failed_voter_secs).unwrap_or(30),
+            ),
+            raft_snapshot_entries,
             http_addr: pick!(http_addr).unwrap_or_else(|| "127.0.0.1:9644".parse().expect("valid")),
             gossip_addr: pick!(gossip_addr)
                 .unwrap_or_else(|| "127.0.0.1:7946".parse().expect("valid")),
-            join: if self.join.is_empty() {
-                file.join
-            } else {
-                self.join
-            },
+            join,
             node_name: pick!(node_name),
             event_handler: pick!(event_handler),
             gossip_key: pick!(gossip_key).map(|k| parse_key(&k)).transpose()?,
             reconnect_timeout: pick!(reconnect_timeout_secs).map(Duration::from_secs),
             tombstone_timeout: pick!(tombstone_timeout_secs).map(Duration::from_secs),
-            log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
+            log_level: pick!(log_level).unwrap_or_else(|| "info,openraft=warn".into()),
             log_format_json: pick!(log_json).unwrap_or(false),
         })
     }

@@ -3,81 +3,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
+use common::wire::Client;
 use common::Broker;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use skiff_log::testing::BatchBuilder;
-
-struct Client {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Client {
-    fn connect(broker: &Broker) -> Self {
-        let stream = TcpStream::connect(broker.bootstrap()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Self {
-            stream,
-            correlation: 0,
-        }
-    }
-
-    fn send_raw(&mut self, frame: &[u8]) {
-        self.stream.write_all(frame).unwrap();
-    }
-
-    fn send<R: Encodable + HeaderVersion>(&mut self, api: ApiKey, version: i16, body: &R) {
-        self.correlation += 1;
-        let mut buf = BytesMut::new();
-        RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("bad-input-test")))
-            .encode(&mut buf, R::header_version(version))
-            .unwrap();
-        body.encode(&mut buf, version).unwrap();
-        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&buf);
-        self.send_raw(&frame);
-    }
-
-    /// The next response frame without its size, or None if the broker closed the connection.
-    fn receive(&mut self) -> Option<Bytes> {
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).ok()?;
-        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut frame).ok()?;
-        Some(Bytes::from(frame))
-    }
-
-    fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
-        &mut self,
-        api: ApiKey,
-        version: i16,
-        body: &Req,
-    ) -> Resp {
-        self.send(api, version, body);
-        let mut frame = self.receive().expect("a response");
-        let header = ResponseHeader::decode(&mut frame, Resp::header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation);
-        Resp::decode(&mut frame, version).unwrap()
-    }
-
-    fn is_closed(&mut self) -> bool {
-        self.receive().is_none()
-    }
-}
 
 fn create_topic(
     client: &mut Client,
@@ -117,7 +50,7 @@ fn produce(client: &mut Client, topic: &'static str, acks: i16, batch: Vec<u8>) 
 }
 
 fn still_serves(broker: &Broker) {
-    let mut client = Client::connect(broker);
+    let mut client = Client::connect(&broker.bootstrap());
     let response: ApiVersionsResponse =
         client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(response.error_code, 0);
@@ -126,11 +59,11 @@ fn still_serves(broker: &Broker) {
 #[test]
 fn oversized_frame_closes_only_that_connection() {
     let broker = Broker::start_with(&["--max-frame-bytes", "65536"]);
-    let mut client = Client::connect(&broker);
+    let mut client = Client::connect(&broker.bootstrap());
     // Claims 1 GiB and sends nothing more: the broker must refuse from the size alone.
     client.send_raw(&(1i32 << 30).to_be_bytes());
     assert!(client.is_closed());
-    let mut negative = Client::connect(&broker);
+    let mut negative = Client::connect(&broker.bootstrap());
     negative.send_raw(&(-5i32).to_be_bytes());
     assert!(negative.is_closed());
     still_serves(&broker);
@@ -139,12 +72,12 @@ fn oversized_frame_closes_only_that_connection() {
 #[test]
 fn unknown_api_key_and_garbage_close_the_connection() {
     let broker = Broker::start();
-    let mut client = Client::connect(&broker);
+    let mut client = Client::connect(&broker.bootstrap());
     client.send_raw(&[0, 0, 0, 8, 0x03, 0xe7, 0, 0, 0, 0, 0, 1]);
     assert!(client.is_closed());
 
     // A Metadata v1 header followed by a topics array that claims far more than the frame holds.
-    let mut client = Client::connect(&broker);
+    let mut client = Client::connect(&broker.bootstrap());
     let mut frame = vec![0, 0, 0, 0, 0, 3, 0, 1, 0, 0, 0, 9, 0xff, 0xff];
     frame.extend_from_slice(&i32::MAX.to_be_bytes());
     let len = (frame.len() - 4) as i32;
@@ -153,7 +86,7 @@ fn unknown_api_key_and_garbage_close_the_connection() {
     assert!(client.is_closed());
 
     // Fetch at a version never advertised.
-    let mut client = Client::connect(&broker);
+    let mut client = Client::connect(&broker.bootstrap());
     client.send_raw(&[0, 0, 0, 10, 0, 1, 0, 99, 0, 0, 0, 2, 0xff, 0xff]);
     assert!(client.is_closed());
     still_serves(&broker);
@@ -162,7 +95,7 @@ fn unknown_api_key_and_garbage_close_the_connection() {
 #[test]
 fn api_versions_too_new_gets_a_v0_error_with_the_supported_range() {
     let broker = Broker::start();
-    let mut client = Client::connect(&broker);
+    let mut client = Client::connect(&broker.bootstrap());
     client.send_raw(&[0, 0, 0, 10, 0, 18, 0, 99, 0, 0, 0, 5, 0xff, 0xff]);
     let mut frame = client.receive().unwrap();
     assert_eq!(frame.get_i32(), 5);
@@ -184,7 +117,7 @@ fn api_versions_too_new_gets_a_v0_error_with_the_supported_range() {
 #[test]
 fn corrupt_oversized_and_invalid_produce_requests_get_precise_errors() {
     let broker = Broker::start();
-    let mut client = Client::connect(&broker);
+    let mut client = Client::connect(&broker.bootstrap());
     assert_eq!(
         create_topic(&mut client, "strict", &[("max.message.bytes", "1000")]),
         0
@@ -253,7 +186,7 @@ fn corrupt_oversized_and_invalid_produce_requests_get_precise_errors() {
 #[test]
 fn idempotent_sequences_are_checked_like_kafka() {
     let broker = Broker::start();
-    let mut client = Client::connect(&broker);
+    let mut client = Client::connect(&broker.bootstrap());
     assert_eq!(create_topic(&mut client, "seq", &[]), 0);
     let init: InitProducerIdResponse = client.call(
         ApiKey::InitProducerId,
@@ -300,7 +233,7 @@ fn idempotent_sequences_are_checked_like_kafka() {
     let mut broker = broker;
     broker.kill9();
     broker.restart();
-    let mut client = Client::connect(&broker);
+    let mut client = Client::connect(&broker.bootstrap());
     assert_eq!(produce(&mut client, "seq", -1, batch(0, epoch + 1)), (0, 4));
     assert_eq!(produce(&mut client, "seq", -1, batch(2, epoch + 1)), (0, 6));
 }
@@ -308,7 +241,7 @@ fn idempotent_sequences_are_checked_like_kafka() {
 #[test]
 fn produce_v0_to_v2_is_refused_per_partition_and_the_connection_stays() {
     let broker = Broker::start();
-    let mut client = Client::connect(&broker);
+    let mut client = Client::connect(&broker.bootstrap());
     // Produce v2: header (client id "c"), acks 1, timeout, one topic with one partition.
     let mut frame = vec![0, 0, 0, 2, 0, 0, 0, 42, 0, 1, b'c', 0, 1, 0, 0, 3, 232];
     frame.extend_from_slice(&[0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 0, 0, 4]);

@@ -220,6 +220,8 @@ fn encrypted_gossip_admits_only_members_with_the_key() {
     let _member = Broker::start_with(&[
         "--node-name",
         "keyed-member",
+        "--node-id",
+        "2",
         "--join",
         &join,
         "--gossip-key",
@@ -228,12 +230,14 @@ fn encrypted_gossip_admits_only_members_with_the_key() {
     let _stranger = Broker::start_with(&[
         "--node-name",
         "stranger",
+        "--node-id",
+        "3",
         "--join",
         &join,
         "--gossip-key",
         &"a5".repeat(32),
     ]);
-    let _plain = Broker::start_with(&["--node-name", "plain", "--join", &join]);
+    let _plain = Broker::start_with(&["--node-name", "plain", "--node-id", "4", "--join", &join]);
     wait_status(&seed, "keyed-member", "alive");
     std::thread::sleep(Duration::from_secs(3));
     let names: Vec<String> = members(&seed)

@@ -121,8 +121,7 @@ fn wait_seen(cluster: &Cluster, observers: &[usize], subject: usize, status: &st
 
 #[test]
 fn five_namespaced_brokers_gossip_through_one_seed() {
-    let seed = "10.99.{cluster}.1:7946";
-    let mut cluster = Cluster::start(5, &["--node-name", "node{node}", "--join", seed]);
+    let mut cluster = Cluster::start_joined(5, &["--node-name", "node{node}"]);
     let all: Vec<usize> = (0..5).collect();
     for subject in 0..5 {
         wait_seen(&cluster, &all, subject, "alive");

@@ -11,7 +11,9 @@ use kafka_protocol::messages::{
     DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use tracing::{info, warn};
+use skiff_metadata::ControllerRequest;
+use skiff_raft::{ForwardRequest, SubmitError};
+use tracing::info;
 use uuid::Uuid;
 
 use super::{code, message, KafkaApis};
@@ -36,25 +38,72 @@ fn fail(error: ResponseError, text: impl Into<String>) -> Failure {
     }
 }
 
+/// The Kafka error for a cluster write the controller did not make.
+pub(super) fn submit_failure(error: SubmitError) -> Failure {
+    match error {
+        SubmitError::Controller(e) => Failure {
+            error_code: e.kafka_error_code(),
+            message: e.to_string(),
+        },
+        SubmitError::Invalid(m) => fail(ResponseError::InvalidRequest, m),
+        SubmitError::Unavailable(m) => fail(ResponseError::RequestTimedOut, m),
+        SubmitError::NotLeader { .. } => fail(
+            ResponseError::NotController,
+            "the controller moved while the request was forwarded",
+        ),
+        SubmitError::Rejected(m) => fail(ResponseError::UnknownServerError, m),
+    }
+}
+
 impl KafkaApis {
+    /// Sends a cluster write to the controller and waits until this broker's image has it.
+    pub(super) async fn submit(
+        &self,
+        request: ControllerRequest,
+        validate_only: bool,
+    ) -> Result<(), Failure> {
+        self.cluster
+            .submit(ForwardRequest::Controller {
+                request,
+                validate_only,
+            })
+            .await
+            .map(|_| ())
+            .map_err(submit_failure)
+    }
+
+    /// Replicas are not copied between brokers yet, so a replication factor above 1 would
+    /// promise durability the cluster does not give; the controller refuses factors above the
+    /// live brokers with its own message.
     fn check_replication(&self, replication_factor: i16) -> Result<(), Failure> {
+        let live = self
+            .topics()
+            .image()
+            .brokers()
+            .filter(|b| !b.fenced)
+            .count();
         match replication_factor {
             -1 | 1 => Ok(()),
+            n if n < 1 || n as usize > live => Err(fail(
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {n} must be between 1 and the {live} live brokers"),
+            )),
             n => Err(fail(
                 ResponseError::InvalidReplicationFactor,
-                format!("replication factor {n} is larger than the 1 available broker"),
+                format!("replication factor {n}: Skiff does not replicate partitions between brokers yet; use 1"),
             )),
         }
     }
 
     /// Creates a topic (or only checks that it could be created). `num_partitions` and
     /// `replication_factor` of -1 take the broker defaults.
-    pub(super) fn create_topic(
+    pub(super) async fn create_topic(
         &self,
         name: &str,
         num_partitions: i32,
         replication_factor: i16,
         configs: TopicConfigs,
+        assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<TopicMeta, Failure> {
         if name == OFFSETS_TOPIC {
@@ -68,82 +117,100 @@ impl KafkaApis {
             num_partitions,
             replication_factor,
             configs,
+            assignments,
             validate_only,
         )
+        .await
     }
 
     /// `create_topic` without the guard on internal topic names.
-    pub(super) fn create_topic_unchecked(
+    pub(super) async fn create_topic_unchecked(
         &self,
         name: &str,
         num_partitions: i32,
         replication_factor: i16,
         configs: TopicConfigs,
+        assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<TopicMeta, Failure> {
         validate_topic_name(name).map_err(|m| fail(ResponseError::InvalidTopicException, m))?;
-        let partitions = match num_partitions {
-            -1 => self.config.default_partitions,
-            n if (1..=MAX_PARTITIONS_PER_TOPIC).contains(&n) => n,
-            n => {
+        let partitions = match (num_partitions, &assignments) {
+            (_, Some(assigned)) => assigned.len() as i32,
+            (-1, None) => self.config.default_partitions,
+            (n, None) if (1..=MAX_PARTITIONS_PER_TOPIC).contains(&n) => n,
+            (n, None) => {
                 return Err(fail(
                     ResponseError::InvalidPartitions,
                     format!("partition count {n} is not between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
                 ))
             }
         };
-        self.check_replication(replication_factor)?;
-        let mut topics = self.topics_mut();
-        if topics.get(name).is_some() {
+        match &assignments {
+            Some(assigned) => {
+                if let Some(list) = assigned.iter().find(|list| list.len() > 1) {
+                    return Err(fail(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("assignment {list:?} has more than one replica; Skiff does not replicate partitions between brokers yet"),
+                    ));
+                }
+            }
+            None => self.check_replication(replication_factor)?,
+        }
+        if self.topics().get(name).is_some() {
             return Err(fail(
                 ResponseError::TopicAlreadyExists,
                 format!("topic '{name}' already exists"),
             ));
         }
-        let topic = TopicMeta {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
+        let topic_id = Uuid::new_v4();
+        self.submit(
+            ControllerRequest::CreateTopic {
+                name: name.to_owned(),
+                topic_id,
+                partitions: if assignments.is_some() {
+                    -1
+                } else {
+                    partitions
+                },
+                replication_factor: if assignments.is_some() { -1 } else { 1 },
+                configs: configs.to_map(),
+                assignments,
+            },
+            validate_only,
+        )
+        .await?;
+        if !validate_only {
+            info!(topic = name, partitions, "created topic");
+        }
+        Ok(TopicMeta {
+            name: name.to_owned(),
+            id: topic_id,
             partitions,
             configs,
-        };
-        if validate_only {
-            return Ok(topic);
-        }
-        topics
-            .put(topic.clone())
-            .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
-        if let Err(e) = self.replicas.add_partitions(&topic, 0) {
-            warn!(topic = name, error = %e, "creating partition logs failed");
-            let _ = self.replicas.delete_topic(name);
-            let _ = topics.remove(name);
-            return Err(fail(ResponseError::KafkaStorageError, e.to_string()));
-        }
-        info!(topic = name, partitions, "created topic");
-        Ok(topic)
+        })
     }
 
-    pub(super) fn create_topics(
+    pub(super) async fn create_topics(
         &self,
         request: CreateTopicsRequest,
         version: i16,
     ) -> CreateTopicsResponse {
-        let results = request
-            .topics
-            .into_iter()
-            .map(|wanted| {
-                let name = wanted.name.clone();
-                let result = CreatableTopicResult::default().with_name(name.clone());
-                let configs = TopicConfigs::from_pairs(
-                    wanted
-                        .configs
-                        .iter()
-                        .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
-                )
-                .map_err(|e| fail(ResponseError::InvalidConfig, e.to_string()));
-                let manual_assignment = !wanted.assignments.is_empty();
-                let created = configs.and_then(|configs| {
-                    if manual_assignment {
-                        self.check_manual_assignment(
+        let mut results = Vec::with_capacity(request.topics.len());
+        for wanted in request.topics {
+            let name = wanted.name.clone();
+            let result = CreatableTopicResult::default().with_name(name.clone());
+            let created = match TopicConfigs::from_pairs(
+                wanted
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
+            ) {
+                Err(e) => Err(fail(ResponseError::InvalidConfig, e.to_string())),
+                Ok(configs) => {
+                    let assignments = if wanted.assignments.is_empty() {
+                        Ok(None)
+                    } else {
+                        check_manual_assignment(
                             wanted.assignments.iter().map(|a| {
                                 (
                                     a.partition_index,
@@ -152,92 +219,57 @@ impl KafkaApis {
                             }),
                             wanted.num_partitions,
                             wanted.replication_factor,
-                        )?;
-                    }
-                    let partitions = if manual_assignment {
-                        wanted.assignments.len() as i32
-                    } else {
-                        wanted.num_partitions
+                        )
+                        .map(Some)
                     };
-                    self.create_topic(
-                        name.as_str(),
-                        partitions,
-                        if manual_assignment {
-                            -1
-                        } else {
-                            wanted.replication_factor
-                        },
-                        configs,
-                        request.validate_only,
-                    )
-                });
-                match created {
-                    Ok(topic) => result
-                        .with_topic_id(topic.id)
-                        .with_num_partitions(topic.partitions)
-                        .with_replication_factor(1)
-                        .with_configs((version >= 5).then(|| {
-                            TOPIC_CONFIGS
-                                .iter()
-                                .map(|def| {
-                                    CreatableTopicConfigs::default()
-                                        .with_name(StrBytes::from_static_str(def.name))
-                                        .with_value(Some(StrBytes::from_string(
-                                            topic.configs.value(def),
-                                        )))
-                                        .with_config_source(super::configs::source_of(
-                                            &topic.configs,
-                                            def,
-                                        ))
-                                })
-                                .collect()
-                        })),
-                    Err(failure) => result
-                        .with_error_code(failure.error_code)
-                        .with_error_message(message(failure.message))
-                        .with_num_partitions(-1)
-                        .with_replication_factor(-1),
+                    match assignments {
+                        Err(f) => Err(f),
+                        Ok(assignments) => {
+                            self.create_topic(
+                                name.as_str(),
+                                wanted.num_partitions,
+                                wanted.replication_factor,
+                                configs,
+                                assignments,
+                                request.validate_only,
+                            )
+                            .await
+                        }
+                    }
                 }
-            })
-            .collect();
+            };
+            results.push(match created {
+                Ok(topic) => result
+                    .with_topic_id(topic.id)
+                    .with_num_partitions(topic.partitions)
+                    .with_replication_factor(1)
+                    .with_configs((version >= 5).then(|| {
+                        TOPIC_CONFIGS
+                            .iter()
+                            .map(|def| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(StrBytes::from_static_str(def.name))
+                                    .with_value(Some(StrBytes::from_string(
+                                        topic.configs.value(def),
+                                    )))
+                                    .with_config_source(super::configs::source_of(
+                                        &topic.configs,
+                                        def,
+                                    ))
+                            })
+                            .collect()
+                    })),
+                Err(failure) => result
+                    .with_error_code(failure.error_code)
+                    .with_error_message(message(failure.message))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
+            });
+        }
         CreateTopicsResponse::default().with_topics(results)
     }
 
-    /// Explicit replica assignments must name only this broker, once per partition, for
-    /// partitions 0..n.
-    fn check_manual_assignment(
-        &self,
-        assignments: impl Iterator<Item = (i32, Vec<i32>)>,
-        num_partitions: i32,
-        replication_factor: i16,
-    ) -> Result<(), Failure> {
-        if num_partitions != -1 || replication_factor != -1 {
-            return Err(fail(
-                ResponseError::InvalidRequest,
-                "give either replica assignments or a partition count and replication factor",
-            ));
-        }
-        for (expected, (index, brokers)) in assignments.enumerate() {
-            if index != expected as i32 {
-                return Err(fail(
-                    ResponseError::InvalidReplicaAssignment,
-                    format!("assignments must cover partitions 0..n in order, found {index}"),
-                ));
-            }
-            if brokers != [self.config.node_id] {
-                return Err(fail(
-                    ResponseError::InvalidReplicaAssignment,
-                    format!(
-                        "partition {index} is assigned to brokers {brokers:?}; the only broker is {}",
-                        self.config.node_id
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn delete_topics(
+    pub(super) async fn delete_topics(
         &self,
         request: DeleteTopicsRequest,
         version: i16,
@@ -256,35 +288,37 @@ impl KafkaApis {
                 .map(|n| (Some(n), Uuid::nil()))
                 .collect()
         };
-        let responses = wanted
-            .into_iter()
-            .map(|(name, id)| {
-                let result = DeletableTopicResult::default()
-                    .with_name(name.clone())
-                    .with_topic_id(id);
-                match self.delete_topic(name.as_ref().map(|n| n.as_str()), id) {
+        let mut responses = Vec::with_capacity(wanted.len());
+        for (name, id) in wanted {
+            let result = DeletableTopicResult::default()
+                .with_name(name.clone())
+                .with_topic_id(id);
+            responses.push(
+                match self
+                    .delete_topic(name.as_ref().map(|n| n.as_str()), id)
+                    .await
+                {
                     Ok(topic) => result
                         .with_name(Some(TopicName(StrBytes::from_string(topic.name))))
                         .with_topic_id(topic.id),
                     Err(failure) => result
                         .with_error_code(failure.error_code)
                         .with_error_message(message(failure.message)),
-                }
-            })
-            .collect();
+                },
+            );
+        }
         DeleteTopicsResponse::default().with_responses(responses)
     }
 
-    fn delete_topic(&self, name: Option<&str>, id: Uuid) -> Result<TopicMeta, Failure> {
-        let mut topics = self.topics_mut();
+    async fn delete_topic(&self, name: Option<&str>, id: Uuid) -> Result<TopicMeta, Failure> {
         let topic = match name {
-            Some(name) => topics.get(name).cloned().ok_or_else(|| {
+            Some(name) => self.topics().get(name).ok_or_else(|| {
                 fail(
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{name}' does not exist"),
                 )
             })?,
-            None => topics.by_id(id).cloned().ok_or_else(|| {
+            None => self.topics().by_id(id).ok_or_else(|| {
                 fail(
                     ResponseError::UnknownTopicId,
                     format!("no topic has id {id}"),
@@ -297,87 +331,111 @@ impl KafkaApis {
                 format!("{OFFSETS_TOPIC} is internal and cannot be deleted"),
             ));
         }
-        topics
-            .remove(&topic.name)
-            .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
-        // The registry no longer names the topic; leftover files after a failure here are
-        // removed at the next start.
-        if let Err(e) = self.replicas.delete_topic(&topic.name) {
-            warn!(topic = %topic.name, error = %e, "removing partition logs failed");
-        }
-        drop(topics);
+        self.submit(ControllerRequest::DeleteTopic { topic_id: topic.id }, false)
+            .await?;
         self.forget_committed_offsets(&topic.name);
         Ok(topic)
     }
 
-    pub(super) fn create_partitions(
+    pub(super) async fn create_partitions(
         &self,
         request: CreatePartitionsRequest,
     ) -> CreatePartitionsResponse {
-        let results = request
-            .topics
-            .into_iter()
-            .map(|wanted| {
-                let result = CreatePartitionsTopicResult::default().with_name(wanted.name.clone());
-                let outcome = (|| {
-                    let mut topics = self.topics_mut();
-                    let mut topic = topics.get(wanted.name.as_str()).cloned().ok_or_else(|| {
-                        fail(
-                            ResponseError::UnknownTopicOrPartition,
-                            format!("topic '{}' does not exist", wanted.name.as_str()),
-                        )
-                    })?;
-                    let current = topic.partitions;
-                    if wanted.count <= current || wanted.count > MAX_PARTITIONS_PER_TOPIC {
-                        return Err(fail(
-                            ResponseError::InvalidPartitions,
-                            format!(
-                                "topic has {current} partitions; the new count must be above it and at most {MAX_PARTITIONS_PER_TOPIC}, not {}",
-                                wanted.count
-                            ),
-                        ));
-                    }
-                    if let Some(assignments) = &wanted.assignments {
-                        let expected = (wanted.count - current) as usize;
-                        let valid = assignments.len() == expected
-                            && assignments
-                                .iter()
-                                .all(|a| a.broker_ids.iter().map(|b| b.0).eq([self.config.node_id]));
-                        if !valid {
-                            return Err(fail(
-                                ResponseError::InvalidReplicaAssignment,
-                                format!(
-                                    "expected {expected} assignments naming only broker {}",
-                                    self.config.node_id
-                                ),
-                            ));
-                        }
-                    }
-                    if request.validate_only {
-                        return Ok(());
-                    }
-                    topic.partitions = wanted.count;
-                    topics
-                        .put(topic.clone())
-                        .map_err(|e| fail(ResponseError::KafkaStorageError, e.to_string()))?;
-                    if let Err(e) = self.replicas.add_partitions(&topic, current) {
-                        // Undo the half-done change, so the registry and the logs agree.
-                        let _ = self.replicas.remove_partitions_from(&topic.name, current);
-                        topic.partitions = current;
-                        let _ = topics.put(topic);
-                        return Err(fail(ResponseError::KafkaStorageError, e.to_string()));
-                    }
-                    info!(topic = %topic.name, from = current, to = wanted.count, "added partitions");
-                    Ok(())
-                })();
-                match outcome {
-                    Ok(()) => result,
-                    Err(failure) => result
-                        .with_error_code(failure.error_code)
-                        .with_error_message(message(failure.message)),
-                }
-            })
-            .collect();
+        let mut results = Vec::with_capacity(request.topics.len());
+        for wanted in request.topics {
+            let result = CreatePartitionsTopicResult::default().with_name(wanted.name.clone());
+            let outcome = self
+                .add_partitions(
+                    wanted.name.as_str(),
+                    wanted.count,
+                    wanted.assignments.as_ref().map(|assignments| {
+                        assignments
+                            .iter()
+                            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                            .collect()
+                    }),
+                    request.validate_only,
+                )
+                .await;
+            results.push(match outcome {
+                Ok(()) => result,
+                Err(failure) => result
+                    .with_error_code(failure.error_code)
+                    .with_error_message(message(failure.message)),
+            });
+        }
         CreatePartitionsResponse::default().with_results(results)
     }
+
+    async fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), Failure> {
+        let topic = self.topics().get(name).ok_or_else(|| {
+            fail(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
+        if count > MAX_PARTITIONS_PER_TOPIC {
+            return Err(fail(
+                ResponseError::InvalidPartitions,
+                format!("a topic has at most {MAX_PARTITIONS_PER_TOPIC} partitions, not {count}"),
+            ));
+        }
+        if let Some(list) = assignments.iter().flatten().find(|list| list.len() > 1) {
+            return Err(fail(
+                ResponseError::InvalidReplicaAssignment,
+                format!("assignment {list:?} has more than one replica; Skiff does not replicate partitions between brokers yet"),
+            ));
+        }
+        self.submit(
+            ControllerRequest::CreatePartitions {
+                topic_id: topic.id,
+                total: count,
+                assignments,
+            },
+            validate_only,
+        )
+        .await?;
+        if !validate_only {
+            info!(
+                topic = name,
+                from = topic.partitions,
+                to = count,
+                "added partitions"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Explicit replica assignments: one list per partition, for partitions 0..n in order, and no
+/// partition count or replication factor beside them. Which brokers they name is the
+/// controller's to check.
+fn check_manual_assignment(
+    assignments: impl Iterator<Item = (i32, Vec<i32>)>,
+    num_partitions: i32,
+    replication_factor: i16,
+) -> Result<Vec<Vec<i32>>, Failure> {
+    if num_partitions != -1 || replication_factor != -1 {
+        return Err(fail(
+            ResponseError::InvalidRequest,
+            "give either replica assignments or a partition count and replication factor",
+        ));
+    }
+    let mut lists = Vec::new();
+    for (expected, (index, brokers)) in assignments.enumerate() {
+        if index != expected as i32 {
+            return Err(fail(
+                ResponseError::InvalidReplicaAssignment,
+                format!("assignments must cover partitions 0..n in order, found {index}"),
+            ));
+        }
+        lists.push(brokers);
+    }
+    Ok(lists)
 }

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use skiff_metadata::ControllerRequest;
 use tracing::info;
 
 use super::admin::Failure;
@@ -260,7 +261,7 @@ impl KafkaApis {
     }
 
     /// Applies `change` to a topic's overrides and stores the result (unless validate_only).
-    fn alter_topic_configs(
+    async fn alter_topic_configs(
         &self,
         resource_type: i8,
         name: &str,
@@ -282,33 +283,32 @@ impl KafkaApis {
                 ))
             }
         }
-        let mut topics = self.topics_mut();
-        let mut topic = topics.get(name).cloned().ok_or_else(|| {
+        let mut topic = self.topics().get(name).ok_or_else(|| {
             failure(
                 ResponseError::UnknownTopicOrPartition,
                 format!("topic '{name}' does not exist"),
             )
         })?;
         change(&mut topic.configs)?;
-        if validate_only {
-            return Ok(());
+        self.submit(
+            ControllerRequest::SetTopicConfigs {
+                topic_id: topic.id,
+                configs: topic.configs.to_map(),
+            },
+            validate_only,
+        )
+        .await?;
+        if !validate_only {
+            info!(topic = name, configs = ?topic.configs, "altered topic configs");
         }
-        let log_config = topic.configs.log_config();
-        topics
-            .put(topic.clone())
-            .map_err(|e| failure(ResponseError::KafkaStorageError, e.to_string()))?;
-        self.replicas
-            .set_log_config(&topic.name, topic.partitions, &log_config);
-        info!(topic = name, configs = ?topic.configs, "altered topic configs");
         Ok(())
     }
 
-    pub(super) fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
-        let responses = request
-            .resources
-            .into_iter()
-            .map(|resource| {
-                let outcome = self.alter_topic_configs(
+    pub(super) async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
+        let mut responses = Vec::with_capacity(request.resources.len());
+        for resource in request.resources {
+            let outcome = self
+                .alter_topic_configs(
                     resource.resource_type,
                     resource.resource_name.as_str(),
                     request.validate_only,
@@ -323,30 +323,29 @@ impl KafkaApis {
                         .map_err(|e| failure(ResponseError::InvalidConfig, e.to_string()))?;
                         Ok(())
                     },
-                );
-                let response = alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(resource.resource_type)
-                    .with_resource_name(resource.resource_name);
-                match outcome {
-                    Ok(()) => response,
-                    Err(f) => response
-                        .with_error_code(f.error_code)
-                        .with_error_message(message(f.message)),
-                }
-            })
-            .collect();
+                )
+                .await;
+            let response = alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name);
+            responses.push(match outcome {
+                Ok(()) => response,
+                Err(f) => response
+                    .with_error_code(f.error_code)
+                    .with_error_message(message(f.message)),
+            });
+        }
         AlterConfigsResponse::default().with_responses(responses)
     }
 
-    pub(super) fn incremental_alter_configs(
+    pub(super) async fn incremental_alter_configs(
         &self,
         request: IncrementalAlterConfigsRequest,
     ) -> IncrementalAlterConfigsResponse {
-        let responses = request
-            .resources
-            .into_iter()
-            .map(|resource| {
-                let outcome = self.alter_topic_configs(
+        let mut responses = Vec::with_capacity(request.resources.len());
+        for resource in request.resources {
+            let outcome = self
+                .alter_topic_configs(
                     resource.resource_type,
                     resource.resource_name.as_str(),
                     request.validate_only,
@@ -361,19 +360,19 @@ impl KafkaApis {
                         }
                         Ok(())
                     },
-                );
-                let response =
-                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_resource_type(resource.resource_type)
-                        .with_resource_name(resource.resource_name);
-                match outcome {
-                    Ok(()) => response,
-                    Err(f) => response
-                        .with_error_code(f.error_code)
-                        .with_error_message(message(f.message)),
-                }
-            })
-            .collect();
+                )
+                .await;
+            let response =
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name);
+            responses.push(match outcome {
+                Ok(()) => response,
+                Err(f) => response
+                    .with_error_code(f.error_code)
+                    .with_error_message(message(f.message)),
+            });
+        }
         IncrementalAlterConfigsResponse::default().with_responses(responses)
     }
 }

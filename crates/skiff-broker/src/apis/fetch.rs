@@ -11,16 +11,24 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
-use super::{code, log_error_code, KafkaApis, LEADER_EPOCH};
+use super::{code, log_error_code, KafkaApis};
+use crate::replica_manager::Partition;
 
-/// The error for a request naming leader epoch `requested` of a partition at `LEADER_EPOCH`
+/// The error for a request naming leader epoch `requested` of a partition at epoch `current`
 /// (-1 means the client does not know the epoch).
-pub(super) fn leader_epoch_error(requested: i32) -> Option<i16> {
+pub(super) fn leader_epoch_error(requested: i32, current: i32) -> Option<i16> {
     match requested {
-        e if e < 0 || e == LEADER_EPOCH => None,
-        e if e > LEADER_EPOCH => Some(code(ResponseError::UnknownLeaderEpoch)),
+        e if e < 0 || e == current => None,
+        e if e > current => Some(code(ResponseError::UnknownLeaderEpoch)),
         _ => Some(code(ResponseError::FencedLeaderEpoch)),
     }
+}
+
+/// The current leader epoch of a partition this broker leads, or the error for one it does not.
+pub(super) fn leading_epoch(partition: &Partition) -> Result<i32, i16> {
+    partition
+        .leader_epoch_if_leading()
+        .ok_or_else(|| code(ResponseError::NotLeaderOrFollower))
 }
 
 impl KafkaApis {
@@ -74,10 +82,16 @@ impl KafkaApis {
                         };
                         let Some(partition) = self.replicas.get(name, p.partition) else {
                             has_error = true;
-                            return data
-                                .with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                            return data.with_error_code(self.not_hosted_error(name, p.partition));
                         };
-                        if let Some(error) = leader_epoch_error(p.current_leader_epoch) {
+                        let epoch = match leading_epoch(&partition) {
+                            Ok(epoch) => epoch,
+                            Err(error) => {
+                                has_error = true;
+                                return data.with_error_code(error);
+                            }
+                        };
+                        if let Some(error) = leader_epoch_error(p.current_leader_epoch, epoch) {
                             has_error = true;
                             return data.with_error_code(error);
                         }

@@ -1,6 +1,6 @@
 //! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete. This
-//! broker coordinates every group.
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete. A group's
+//! coordinator is the leader of its `__consumer_offsets` partition.
 
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 
 use super::{code, message, KafkaApis};
 use crate::group::coordinator::{JoinRequest, JoinResult, OffsetCommit, Reply, SyncResult};
+use crate::group::storage::{partition_for, OFFSETS_TOPIC};
 use crate::group::GroupService;
 use crate::replica_manager::now_ms;
 
@@ -57,32 +58,61 @@ pub struct ClientInfo<'a> {
 }
 
 impl KafkaApis {
-    pub(super) fn find_coordinator(
+    /// The broker leading the `__consumer_offsets` partition of `group`: its coordinator.
+    fn coordinator_for(&self, group: &str) -> Result<(i32, String, i32), (i16, String)> {
+        let topics = self.topics();
+        let unavailable = |text: String| (code(ResponseError::CoordinatorNotAvailable), text);
+        let offsets = topics
+            .get(OFFSETS_TOPIC)
+            .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC} does not exist yet")))?;
+        let index = partition_for(group, offsets.partitions);
+        let image = topics.image();
+        let leader = image
+            .partition(offsets.id, index)
+            .and_then(|p| p.leader)
+            .ok_or_else(|| {
+                unavailable(format!("{OFFSETS_TOPIC} partition {index} has no leader"))
+            })?;
+        let endpoint = image
+            .broker(leader)
+            .and_then(|b| b.endpoints.first().cloned())
+            .ok_or_else(|| unavailable(format!("broker {leader} has no endpoint")))?;
+        let (host, port) = endpoint
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_matches(|c| c == '[' || c == ']').to_owned(),
+                    p.parse().ok()?,
+                ))
+            })
+            .ok_or_else(|| unavailable(format!("broker {leader} has endpoint {endpoint:?}")))?;
+        Ok((leader, host, port))
+    }
+
+    pub(super) async fn find_coordinator(
         &self,
         request: FindCoordinatorRequest,
         version: i16,
     ) -> FindCoordinatorResponse {
-        let (host, port) = &self.config.advertised_kafka_addr;
         let offsets_topic = if request.key_type == KEY_TYPE_GROUP {
-            self.ensure_offsets_topic()
+            self.ensure_offsets_topic().await
         } else {
             Ok(())
         };
-        let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
+        let answer = |key_type: i8, key: &str| -> Result<(i32, String, i32), (i16, String)> {
             if let Err(failure) = &offsets_topic {
-                (
+                Err((
                     code(ResponseError::CoordinatorNotAvailable),
-                    message(failure.message.clone()),
-                )
+                    failure.message.clone(),
+                ))
             } else if key_type == KEY_TYPE_GROUP {
-                (0, None)
+                self.coordinator_for(key)
             } else {
-                (
+                Err((
                     code(ResponseError::CoordinatorNotAvailable),
-                    message(
-                        "only consumer-group coordinators exist; transactions are not supported",
-                    ),
-                )
+                    "only consumer-group coordinators exist; transactions are not supported"
+                        .to_owned(),
+                ))
             }
         };
         if version >= 4 {
@@ -90,40 +120,35 @@ impl KafkaApis {
                 .coordinator_keys
                 .iter()
                 .map(|key| {
-                    let (error_code, error_message) = answer(request.key_type);
-                    Coordinator::default()
-                        .with_key(key.clone())
-                        .with_node_id(BrokerId(if error_code == 0 {
-                            self.config.node_id
-                        } else {
-                            -1
-                        }))
-                        .with_host(if error_code == 0 { s(host) } else { s("") })
-                        .with_port(if error_code == 0 {
-                            i32::from(*port)
-                        } else {
-                            -1
-                        })
-                        .with_error_code(error_code)
-                        .with_error_message(error_message)
+                    let found = Coordinator::default().with_key(key.clone());
+                    match answer(request.key_type, key.as_str()) {
+                        Ok((node_id, host, port)) => found
+                            .with_node_id(BrokerId(node_id))
+                            .with_host(s(&host))
+                            .with_port(port),
+                        Err((error_code, text)) => found
+                            .with_node_id(BrokerId(-1))
+                            .with_host(s(""))
+                            .with_port(-1)
+                            .with_error_code(error_code)
+                            .with_error_message(message(text)),
+                    }
                 })
                 .collect();
             return FindCoordinatorResponse::default().with_coordinators(coordinators);
         }
-        let (error_code, error_message) = answer(request.key_type);
-        let response = FindCoordinatorResponse::default()
-            .with_error_code(error_code)
-            .with_error_message(if version >= 1 { error_message } else { None });
-        if error_code != 0 {
-            return response
+        match answer(request.key_type, request.key.as_str()) {
+            Ok((node_id, host, port)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(node_id))
+                .with_host(s(&host))
+                .with_port(port),
+            Err((error_code, text)) => FindCoordinatorResponse::default()
+                .with_error_code(error_code)
+                .with_error_message(if version >= 1 { message(text) } else { None })
                 .with_node_id(BrokerId(-1))
                 .with_host(s(""))
-                .with_port(-1);
+                .with_port(-1),
         }
-        response
-            .with_node_id(BrokerId(self.config.node_id))
-            .with_host(s(host))
-            .with_port(i32::from(*port))
     }
 
     pub(super) async fn join_group(

@@ -1,4 +1,4 @@
-//! Metadata and DescribeCluster: this broker is every partition's leader and the controller.
+//! Metadata and DescribeCluster, answered from this broker's metadata image.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -10,42 +10,90 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use skiff_metadata::MetadataImage;
 use uuid::Uuid;
 
-use super::{code, KafkaApis, LEADER_EPOCH};
+use super::{code, KafkaApis};
 use crate::group::storage::OFFSETS_TOPIC;
 use crate::topics::TopicMeta;
 
 /// Kafka's "authorized operations not requested" marker.
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
+/// Splits a registered `host:port` endpoint; IPv6 hosts keep their brackets off.
+fn split_endpoint(endpoint: &str) -> Option<(String, i32)> {
+    let (host, port) = endpoint.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// The brokers clients may talk to: registered and not fenced.
+fn live_brokers(image: &MetadataImage) -> Vec<(i32, String, i32, Option<String>)> {
+    image
+        .brokers()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let (host, port) = split_endpoint(b.endpoints.first()?)?;
+            Some((b.id, host, port, b.rack.clone()))
+        })
+        .collect()
+}
+
+fn topic_metadata(image: &MetadataImage, topic: &TopicMeta) -> MetadataResponseTopic {
+    let fenced = |id: &i32| image.broker(*id).is_none_or(|b| b.fenced);
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_is_internal(topic.name == OFFSETS_TOPIC)
+        .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
+        .with_partitions(
+            image
+                .partitions_of(topic.id)
+                .map(|(index, reg)| {
+                    let ids = |list: &[i32]| list.iter().copied().map(BrokerId).collect();
+                    MetadataResponsePartition::default()
+                        .with_error_code(match reg.leader {
+                            Some(_) => 0,
+                            None => code(ResponseError::LeaderNotAvailable),
+                        })
+                        .with_partition_index(index)
+                        .with_leader_id(BrokerId(reg.leader.unwrap_or(-1)))
+                        .with_leader_epoch(reg.leader_epoch)
+                        .with_replica_nodes(ids(&reg.replicas))
+                        .with_isr_nodes(ids(&reg.isr))
+                        .with_offline_replicas(
+                            reg.replicas
+                                .iter()
+                                .filter(|id| fenced(id))
+                                .copied()
+                                .map(BrokerId)
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+}
+
 impl KafkaApis {
-    fn node_id(&self) -> BrokerId {
-        BrokerId(self.config.node_id)
+    /// The current controller as a broker id, -1 while none is known.
+    fn controller_id(&self) -> BrokerId {
+        BrokerId(
+            self.cluster
+                .leader()
+                .and_then(|id| i32::try_from(id).ok())
+                .unwrap_or(-1),
+        )
     }
 
-    fn topic_metadata(&self, topic: &TopicMeta) -> MetadataResponseTopic {
-        let me = vec![self.node_id()];
-        MetadataResponseTopic::default()
-            .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
-            .with_topic_id(topic.id)
-            .with_is_internal(topic.name == OFFSETS_TOPIC)
-            .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
-            .with_partitions(
-                (0..topic.partitions)
-                    .map(|index| {
-                        MetadataResponsePartition::default()
-                            .with_partition_index(index)
-                            .with_leader_id(self.node_id())
-                            .with_leader_epoch(LEADER_EPOCH)
-                            .with_replica_nodes(me.clone())
-                            .with_isr_nodes(me.clone())
-                    })
-                    .collect(),
-            )
+    fn cluster_id(&self) -> String {
+        self.cluster.cluster_id().unwrap_or_default()
     }
 
-    pub(super) fn metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
+    pub(super) async fn metadata(
+        &self,
+        request: MetadataRequest,
+        version: i16,
+    ) -> MetadataResponse {
         // v0: an empty list means all topics; v1+: null means all, empty means none.
         let requested = match request.topics {
             Some(topics) if !(version == 0 && topics.is_empty()) => Some(topics),
@@ -54,47 +102,64 @@ impl KafkaApis {
         let allow_auto_create =
             self.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
         let topics = match requested {
-            None => self
-                .topics()
-                .all()
-                .map(|t| self.topic_metadata(t))
-                .collect(),
-            Some(requested) => requested
-                .into_iter()
-                .map(|wanted| self.metadata_for(wanted.name, wanted.topic_id, allow_auto_create))
-                .collect(),
+            None => {
+                let topics = self.topics();
+                topics
+                    .all()
+                    .map(|t| topic_metadata(topics.image(), &t))
+                    .collect()
+            }
+            Some(requested) => {
+                let mut answers = Vec::with_capacity(requested.len());
+                for wanted in requested {
+                    answers.push(
+                        self.metadata_for(wanted.name, wanted.topic_id, allow_auto_create)
+                            .await,
+                    );
+                }
+                answers
+            }
         };
-        let (host, port) = &self.config.advertised_kafka_addr;
+        let image = self.topics().image().clone();
         MetadataResponse::default()
-            .with_brokers(vec![MetadataResponseBroker::default()
-                .with_node_id(self.node_id())
-                .with_host(StrBytes::from_string(host.clone()))
-                .with_port(i32::from(*port))
-                .with_rack(self.config.rack.clone().map(StrBytes::from_string))])
-            .with_cluster_id(Some(StrBytes::from_string(
-                self.topics().cluster_id().to_string(),
-            )))
-            .with_controller_id(self.node_id())
+            .with_brokers(
+                live_brokers(&image)
+                    .into_iter()
+                    .map(|(id, host, port, rack)| {
+                        MetadataResponseBroker::default()
+                            .with_node_id(BrokerId(id))
+                            .with_host(StrBytes::from_string(host))
+                            .with_port(port)
+                            .with_rack(rack.map(StrBytes::from_string))
+                    })
+                    .collect(),
+            )
+            .with_cluster_id(Some(StrBytes::from_string(self.cluster_id())))
+            .with_controller_id(self.controller_id())
             .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
             .with_topics(topics)
     }
 
-    fn metadata_for(
+    async fn metadata_for(
         &self,
         name: Option<TopicName>,
         topic_id: Uuid,
         allow_auto_create: bool,
     ) -> MetadataResponseTopic {
         let Some(name) = name else {
-            return match self.topics().by_id(topic_id) {
-                Some(topic) => self.topic_metadata(topic),
+            let topics = self.topics();
+            return match topics.by_id(topic_id) {
+                Some(topic) => topic_metadata(topics.image(), &topic),
                 None => MetadataResponseTopic::default()
                     .with_topic_id(topic_id)
                     .with_error_code(code(ResponseError::UnknownTopicId)),
             };
         };
-        if let Some(topic) = self.topics().get(name.as_str()) {
-            return self.topic_metadata(topic);
+        {
+            let topics = self.topics();
+            if let Some(topic) = topics.get(name.as_str()) {
+                return topic_metadata(topics.image(), &topic);
+            }
         }
         let unknown = |error: ResponseError| {
             MetadataResponseTopic::default()
@@ -105,18 +170,20 @@ impl KafkaApis {
         if !allow_auto_create {
             return unknown(ResponseError::UnknownTopicOrPartition);
         }
-        match self.create_topic(name.as_str(), -1, -1, Default::default(), false) {
-            Ok(topic) => self.topic_metadata(&topic),
-            Err(failure) if failure.error_code == code(ResponseError::TopicAlreadyExists) => {
-                match self.topics().get(name.as_str()) {
-                    Some(topic) => self.topic_metadata(topic),
-                    None => unknown(ResponseError::UnknownTopicOrPartition),
-                }
-            }
+        let created = self
+            .create_topic(name.as_str(), -1, -1, Default::default(), None, false)
+            .await;
+        match created {
             Err(failure) if failure.error_code == code(ResponseError::InvalidTopicException) => {
                 unknown(ResponseError::InvalidTopicException)
             }
-            Err(_) => unknown(ResponseError::LeaderNotAvailable),
+            Ok(_) | Err(_) => {
+                let topics = self.topics();
+                match topics.get(name.as_str()) {
+                    Some(topic) => topic_metadata(topics.image(), &topic),
+                    None => unknown(ResponseError::LeaderNotAvailable),
+                }
+            }
         }
     }
 
@@ -124,17 +191,22 @@ impl KafkaApis {
         &self,
         _request: DescribeClusterRequest,
     ) -> DescribeClusterResponse {
-        let (host, port) = &self.config.advertised_kafka_addr;
+        let image = self.topics().image().clone();
         DescribeClusterResponse::default()
-            .with_cluster_id(StrBytes::from_string(
-                self.topics().cluster_id().to_string(),
-            ))
-            .with_controller_id(self.node_id())
+            .with_cluster_id(StrBytes::from_string(self.cluster_id()))
+            .with_controller_id(self.controller_id())
             .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
-            .with_brokers(vec![DescribeClusterBroker::default()
-                .with_broker_id(self.node_id())
-                .with_host(StrBytes::from_string(host.clone()))
-                .with_port(i32::from(*port))
-                .with_rack(self.config.rack.clone().map(StrBytes::from_string))])
+            .with_brokers(
+                live_brokers(&image)
+                    .into_iter()
+                    .map(|(id, host, port, rack)| {
+                        DescribeClusterBroker::default()
+                            .with_broker_id(BrokerId(id))
+                            .with_host(StrBytes::from_string(host))
+                            .with_port(port)
+                            .with_rack(rack.map(StrBytes::from_string))
+                    })
+                    .collect(),
+            )
     }
 }

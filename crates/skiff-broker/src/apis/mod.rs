@@ -9,13 +9,14 @@ mod metadata;
 mod offsets;
 mod produce;
 
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use kafka_protocol::protocol::StrBytes;
 use skiff_log::LogError;
 use skiff_protocol::{api_versions_response, Request, RequestBody, ResponseBody};
+use skiff_raft::MetadataRaft;
 use tracing::warn;
 
 pub use groups::ClientInfo;
@@ -24,19 +25,16 @@ use crate::config::BrokerConfig;
 use crate::group::coordinator::{GroupConfig, GroupCoordinator};
 use crate::group::storage::OFFSETS_TOPIC;
 use crate::group::GroupService;
-use crate::producer_ids::ProducerIdAllocator;
+use crate::producer_ids::ProducerIdBlock;
 use crate::replica_manager::ReplicaManager;
 use crate::topic_config::TopicConfigs;
-use crate::topics::TopicStore;
-
-/// The leader epoch of every partition of a single broker: leadership never moves.
-pub const LEADER_EPOCH: i32 = 0;
+use crate::topics::Topics;
 
 pub struct KafkaApis {
     config: BrokerConfig,
-    topics: RwLock<TopicStore>,
-    replicas: ReplicaManager,
-    producer_ids: Mutex<ProducerIdAllocator>,
+    cluster: Arc<MetadataRaft>,
+    replicas: Arc<ReplicaManager>,
+    producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
     groups: GroupService,
 }
 
@@ -74,13 +72,15 @@ fn log_error_code(error: &LogError) -> i16 {
 }
 
 impl KafkaApis {
-    /// Opens the broker's state in `config.data_dir`, recovering every partition log.
-    pub fn open(config: BrokerConfig) -> anyhow::Result<Self> {
+    /// The broker's handlers over `replicas`, which the metadata publisher keeps in step with
+    /// `cluster`'s image. Loads consumer groups from the hosted `__consumer_offsets` partitions.
+    pub fn open(
+        config: BrokerConfig,
+        cluster: Arc<MetadataRaft>,
+        replicas: Arc<ReplicaManager>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let topics = TopicStore::open(&config.data_dir)?;
-        let replicas = ReplicaManager::open(&config.data_dir, topics.all())?;
-        let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
-        let offsets_partitions = topics
+        let offsets_partitions = Topics::new(cluster.image())
             .get(OFFSETS_TOPIC)
             .map_or(config.offsets_topic_partitions, |t| t.partitions);
         let groups = GroupService::new(
@@ -96,27 +96,21 @@ impl KafkaApis {
         );
         let apis = Self {
             config,
-            topics: RwLock::new(topics),
+            cluster,
             replicas,
-            producer_ids: Mutex::new(producer_ids),
+            producer_ids: tokio::sync::Mutex::new(ProducerIdBlock::default()),
             groups,
         };
-        apis.open_offsets_topic()?;
+        let loaded = apis.groups.load(&apis.replicas)?;
+        if loaded > 0 {
+            tracing::info!(records = loaded, "loaded consumer groups");
+        }
         Ok(apis)
     }
 
-    /// Loads every group from `__consumer_offsets`, if it exists yet.
-    fn open_offsets_topic(&self) -> anyhow::Result<()> {
-        if self.topics().get(OFFSETS_TOPIC).is_some() {
-            let loaded = self.groups.load(&self.replicas)?;
-            tracing::info!(records = loaded, "loaded consumer groups");
-        }
-        Ok(())
-    }
-
     /// Creates `__consumer_offsets` when the first client looks for a group coordinator, as
-    /// Kafka does, so a broker that never sees groups neither pays for nor shows the topic.
-    fn ensure_offsets_topic(&self) -> Result<(), admin::Failure> {
+    /// Kafka does, so a cluster that never sees groups neither pays for nor shows the topic.
+    async fn ensure_offsets_topic(&self) -> Result<(), admin::Failure> {
         if self.topics().get(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
@@ -125,15 +119,19 @@ impl KafkaApis {
             ("segment.bytes", Some("104857600")),
         ])
         .expect("valid internal topic configs");
-        match self.create_topic_unchecked(
-            OFFSETS_TOPIC,
-            self.groups.offsets_partitions(),
-            -1,
-            configs,
-            false,
-        ) {
+        match self
+            .create_topic_unchecked(
+                OFFSETS_TOPIC,
+                self.groups.offsets_partitions(),
+                -1,
+                configs,
+                None,
+                false,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(f) if f.error_code == code(ResponseError::TopicAlreadyExists) => Ok(()),
+            Err(_) if self.topics().get(OFFSETS_TOPIC).is_some() => Ok(()),
             Err(f) => Err(f),
         }
     }
@@ -166,12 +164,26 @@ impl KafkaApis {
         &self.replicas
     }
 
-    fn topics(&self) -> RwLockReadGuard<'_, TopicStore> {
-        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when it
+    /// exists elsewhere, so clients refresh their metadata, UNKNOWN_TOPIC_OR_PARTITION when it
+    /// does not exist at all.
+    fn not_hosted_error(&self, topic: &str, index: i32) -> i16 {
+        let topics = self.topics();
+        let exists = topics
+            .image()
+            .topic_by_name(topic)
+            .and_then(|t| topics.image().partition(t.topic_id, index))
+            .is_some();
+        if exists {
+            code(ResponseError::NotLeaderOrFollower)
+        } else {
+            code(ResponseError::UnknownTopicOrPartition)
+        }
     }
 
-    fn topics_mut(&self) -> RwLockWriteGuard<'_, TopicStore> {
-        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    /// The topics of the current metadata image.
+    fn topics(&self) -> Topics {
+        Topics::new(self.cluster.image())
     }
 
     /// Answers one request; `None` means no response is sent (Produce with acks=0).
@@ -179,7 +191,7 @@ impl KafkaApis {
         let version = request.version();
         Some(match request.body {
             RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(api_versions_response(0)),
-            RequestBody::Metadata(r) => ResponseBody::Metadata(self.metadata(r, version)),
+            RequestBody::Metadata(r) => ResponseBody::Metadata(self.metadata(r, version).await),
             RequestBody::Produce(r) => return self.produce(r, version).map(ResponseBody::Produce),
             RequestBody::Fetch(r) => ResponseBody::Fetch(self.fetch(r, version).await),
             RequestBody::ListOffsets(r) => ResponseBody::ListOffsets(self.list_offsets(r, version)),
@@ -188,29 +200,29 @@ impl KafkaApis {
             }
             RequestBody::DeleteRecords(r) => ResponseBody::DeleteRecords(self.delete_records(r)),
             RequestBody::CreateTopics(r) => {
-                ResponseBody::CreateTopics(self.create_topics(r, version))
+                ResponseBody::CreateTopics(self.create_topics(r, version).await)
             }
             RequestBody::DeleteTopics(r) => {
-                ResponseBody::DeleteTopics(self.delete_topics(r, version))
+                ResponseBody::DeleteTopics(self.delete_topics(r, version).await)
             }
             RequestBody::CreatePartitions(r) => {
-                ResponseBody::CreatePartitions(self.create_partitions(r))
+                ResponseBody::CreatePartitions(self.create_partitions(r).await)
             }
             RequestBody::DescribeConfigs(r) => {
                 ResponseBody::DescribeConfigs(self.describe_configs(r, version))
             }
-            RequestBody::AlterConfigs(r) => ResponseBody::AlterConfigs(self.alter_configs(r)),
+            RequestBody::AlterConfigs(r) => ResponseBody::AlterConfigs(self.alter_configs(r).await),
             RequestBody::IncrementalAlterConfigs(r) => {
-                ResponseBody::IncrementalAlterConfigs(self.incremental_alter_configs(r))
+                ResponseBody::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
             }
             RequestBody::DescribeCluster(r) => {
                 ResponseBody::DescribeCluster(self.describe_cluster(r))
             }
             RequestBody::InitProducerId(r) => {
-                ResponseBody::InitProducerId(self.init_producer_id(r))
+                ResponseBody::InitProducerId(self.init_producer_id(r).await)
             }
             RequestBody::FindCoordinator(r) => {
-                ResponseBody::FindCoordinator(self.find_coordinator(r, version))
+                ResponseBody::FindCoordinator(self.find_coordinator(r, version).await)
             }
             RequestBody::JoinGroup(r) => {
                 ResponseBody::JoinGroup(self.join_group(r, version, client).await)
@@ -230,7 +242,7 @@ impl KafkaApis {
     /// Idempotent producers only: transactions need a transaction coordinator Skiff does not
     /// have yet, so a transactional id is refused as an unsupported feature. A producer that
     /// already has an id (KIP-360 epoch bump) keeps it with the next epoch.
-    fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
         let response = InitProducerIdResponse::default();
         if request.transactional_id.is_some() {
             return response
@@ -246,21 +258,45 @@ impl KafkaApis {
                 .with_producer_id(request.producer_id)
                 .with_producer_epoch(request.producer_epoch + 1);
         }
-        let allocated = self
-            .producer_ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_id();
-        match allocated {
+        match self.next_producer_id().await {
             Ok(id) => response.with_producer_id(id.into()).with_producer_epoch(0),
             Err(e) => {
-                warn!(error = %e, "could not persist the producer id block");
+                warn!(error = %e, "could not get a producer id block from the controller");
                 response
                     .with_error_code(code(ResponseError::CoordinatorNotAvailable))
                     .with_producer_id((-1).into())
                     .with_producer_epoch(-1)
             }
         }
+    }
+
+    /// The next id of this broker's block, asking the controller for a new block when it is
+    /// used up.
+    async fn next_producer_id(&self) -> Result<i64, skiff_raft::SubmitError> {
+        let mut block = self.producer_ids.lock().await;
+        if let Some(id) = block.take() {
+            return Ok(id);
+        }
+        let broker = self.config.node_id;
+        self.cluster
+            .submit(skiff_raft::ForwardRequest::Controller {
+                request: skiff_metadata::ControllerRequest::AllocateProducerIds { broker },
+                validate_only: false,
+            })
+            .await?;
+        let (start, len) = self
+            .cluster
+            .image()
+            .producer_id_block(broker)
+            .ok_or_else(|| {
+                skiff_raft::SubmitError::Rejected(
+                    "the new producer id block is not in the image".into(),
+                )
+            })?;
+        block.refill(start, len);
+        block.take().ok_or_else(|| {
+            skiff_raft::SubmitError::Rejected("the new producer id block is empty".into())
+        })
     }
 
     /// Runs retention, segment rolling by age and timed flushes.

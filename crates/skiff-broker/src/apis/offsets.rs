@@ -15,8 +15,8 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 
-use super::fetch::leader_epoch_error;
-use super::{code, log_error_code, KafkaApis, LEADER_EPOCH};
+use super::fetch::{leader_epoch_error, leading_epoch};
+use super::{code, log_error_code, KafkaApis};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -29,8 +29,6 @@ impl KafkaApis {
         request: ListOffsetsRequest,
         version: i16,
     ) -> ListOffsetsResponse {
-        // v0-v3 responses have no leader epoch field.
-        let leader_epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
         let topics = request
             .topics
             .into_iter()
@@ -46,12 +44,19 @@ impl KafkaApis {
                         let Some(partition) =
                             self.replicas.get(topic.name.as_str(), p.partition_index)
                         else {
-                            return response
-                                .with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                            return response.with_error_code(
+                                self.not_hosted_error(topic.name.as_str(), p.partition_index),
+                            );
                         };
-                        if let Some(error) = leader_epoch_error(p.current_leader_epoch) {
+                        let epoch = match leading_epoch(&partition) {
+                            Ok(epoch) => epoch,
+                            Err(error) => return response.with_error_code(error),
+                        };
+                        if let Some(error) = leader_epoch_error(p.current_leader_epoch, epoch) {
                             return response.with_error_code(error);
                         }
+                        // v0-v3 responses have no leader epoch field.
+                        let leader_epoch = if version >= 4 { epoch } else { -1 };
                         let log = partition.log();
                         let found = match p.timestamp {
                             LATEST => Ok(Some((log.log_end_offset(), -1))),
@@ -81,8 +86,8 @@ impl KafkaApis {
         ListOffsetsResponse::default().with_topics(topics)
     }
 
-    /// Every batch of a single broker carries `LEADER_EPOCH`, so that epoch ends at the log end;
-    /// a later epoch is unknown and an earlier one never existed.
+    /// A partition lives on one broker and its log is never truncated by a leader change, so
+    /// every epoch up to the current one ends at the log end; a later epoch is unknown.
     pub(super) fn offset_for_leader_epoch(
         &self,
         request: OffsetForLeaderEpochRequest,
@@ -101,18 +106,23 @@ impl KafkaApis {
                             .with_end_offset(-1);
                         let Some(partition) = self.replicas.get(topic.topic.as_str(), p.partition)
                         else {
-                            return response
-                                .with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                            return response.with_error_code(
+                                self.not_hosted_error(topic.topic.as_str(), p.partition),
+                            );
                         };
-                        if let Some(error) = leader_epoch_error(p.current_leader_epoch) {
+                        let epoch = match leading_epoch(&partition) {
+                            Ok(epoch) => epoch,
+                            Err(error) => return response.with_error_code(error),
+                        };
+                        if let Some(error) = leader_epoch_error(p.current_leader_epoch, epoch) {
                             return response.with_error_code(error);
                         }
-                        if p.leader_epoch > LEADER_EPOCH {
+                        if p.leader_epoch > epoch {
                             return response;
                         }
                         let end_offset = partition.log().log_end_offset();
                         response
-                            .with_leader_epoch(LEADER_EPOCH)
+                            .with_leader_epoch(p.leader_epoch.max(0))
                             .with_end_offset(end_offset)
                     })
                     .collect();
@@ -139,9 +149,13 @@ impl KafkaApis {
                         let Some(partition) =
                             self.replicas.get(topic.name.as_str(), p.partition_index)
                         else {
-                            return response
-                                .with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                            return response.with_error_code(
+                                self.not_hosted_error(topic.name.as_str(), p.partition_index),
+                            );
                         };
+                        if let Err(error) = leading_epoch(&partition) {
+                            return response.with_error_code(error);
+                        }
                         let mut log = partition.log();
                         // -1 means "up to the high watermark".
                         let offset = if p.offset == -1 {

@@ -9,7 +9,7 @@ use skiff_log::batch::{set_log_append_time, validate_batch, BatchError, BatchIte
 use skiff_log::AppendOutcome;
 use tracing::debug;
 
-use super::{code, log_error_code, message, KafkaApis, LEADER_EPOCH};
+use super::{code, log_error_code, message, KafkaApis};
 use crate::group::storage::OFFSETS_TOPIC;
 use crate::replica_manager::now_ms;
 
@@ -81,17 +81,6 @@ impl KafkaApis {
                 .with_error_message(message(text))
                 .with_base_offset(-1)
         };
-        let Some((max_message_bytes, log_append_time)) = self.topics().get(topic).map(|t| {
-            (
-                t.configs.max_message_bytes(),
-                t.configs.uses_log_append_time(),
-            )
-        }) else {
-            return failed(
-                code(ResponseError::UnknownTopicOrPartition),
-                format!("topic '{topic}' does not exist"),
-            );
-        };
         if topic == OFFSETS_TOPIC {
             return failed(
                 code(ResponseError::InvalidTopicException),
@@ -100,10 +89,21 @@ impl KafkaApis {
         }
         let Some(partition) = self.replicas.get(topic, index) else {
             return failed(
-                code(ResponseError::UnknownTopicOrPartition),
-                format!("topic '{topic}' has no partition {index}"),
+                self.not_hosted_error(topic, index),
+                format!("this broker does not lead partition {index} of topic '{topic}'"),
             );
         };
+        let state = partition.state();
+        if !state.leading {
+            return failed(
+                code(ResponseError::NotLeaderOrFollower),
+                format!("this broker does not lead partition {index} of topic '{topic}'"),
+            );
+        }
+        let (max_message_bytes, log_append_time) = (
+            state.configs.max_message_bytes(),
+            state.configs.uses_log_append_time(),
+        );
         let Some(records) = records.filter(|r| !r.is_empty()) else {
             return failed(
                 code(ResponseError::CorruptMessage),
@@ -130,7 +130,9 @@ impl KafkaApis {
                 set_log_append_time(&mut batches[range.clone()], now);
             }
         }
-        let outcome = partition.log().append(&mut batches, LEADER_EPOCH, now);
+        let outcome = partition
+            .log()
+            .append(&mut batches, state.leader_epoch, now);
         match outcome {
             Ok(AppendOutcome::Appended {
                 base_offset,

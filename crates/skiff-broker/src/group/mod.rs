@@ -161,15 +161,15 @@ impl GroupService {
             *offset += 1;
         }
         for (index, builder) in by_partition {
-            let partition = replicas.get(OFFSETS_TOPIC, index).ok_or_else(|| {
+            let not_here = || {
                 LogError::Io(std::io::Error::other(format!(
-                    "{OFFSETS_TOPIC} partition {index} is missing"
+                    "this broker does not lead {OFFSETS_TOPIC} partition {index}"
                 )))
-            })?;
+            };
+            let partition = replicas.get(OFFSETS_TOPIC, index).ok_or_else(not_here)?;
+            let epoch = partition.leader_epoch_if_leading().ok_or_else(not_here)?;
             let mut batch = builder.build();
-            partition
-                .log()
-                .append(&mut batch, crate::apis::LEADER_EPOCH, now)?;
+            partition.log().append(&mut batch, epoch, now)?;
         }
         replicas.notify_appended();
         Ok(())

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod netns;
+pub mod wire;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -17,6 +18,7 @@ pub struct Broker {
     pub kafka_port: u16,
     pub http_port: u16,
     pub gossip_port: u16,
+    pub raft_port: u16,
     extra_args: Vec<String>,
     log_path: PathBuf,
 }
@@ -52,6 +54,7 @@ impl Broker {
             kafka_port: free_port(),
             http_port: free_port(),
             gossip_port: free_udp_port(),
+            raft_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log_path,
         };
@@ -75,6 +78,7 @@ impl Broker {
                 self.bootstrap(),
                 format!("127.0.0.1:{}", self.http_port),
                 format!("127.0.0.1:{}", self.gossip_port),
+                format!("127.0.0.1:{}", self.raft_port),
             ],
             &self.extra_args,
             &self.log_path,
@@ -155,12 +159,12 @@ impl Broker {
     }
 }
 
-/// Starts `skiff serve` (behind `prefix`, e.g. `ip netns exec NS`) on the Kafka, HTTP and gossip
-/// addresses, with the tests' log level (`SKIFF_TEST_LOG`) and stderr appended to `log_path`.
+/// Starts `skiff serve` (behind `prefix`, e.g. `ip netns exec NS`) on the Kafka, HTTP, gossip
+/// and Raft addresses, with the tests' log level (`SKIFF_TEST_LOG`) and stderr appended to `log_path`.
 pub fn spawn_serve(
     prefix: &[&str],
     data_dir: &Path,
-    [kafka, http, gossip]: [String; 3],
+    [kafka, http, gossip, raft]: [String; 4],
     extra_args: &[String],
     log_path: &Path,
 ) -> Child {
@@ -188,6 +192,8 @@ pub fn spawn_serve(
             &http,
             "--gossip-addr",
             &gossip,
+            "--raft-addr",
+            &raft,
         ])
         .args(extra_args)
         .env(

@@ -54,6 +54,10 @@ impl Node {
         format!("{}:7946", self.ip)
     }
 
+    pub fn raft_addr(&self) -> String {
+        format!("{}:9093", self.ip)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -89,6 +93,24 @@ impl Cluster {
     /// `extra_args` (`{ip}`, `{node}` and `{cluster}` replaced by the node's address, its index
     /// and the cluster's subnet number, so `10.99.{cluster}.1` is the first node).
     pub fn start(n: usize, extra_args: &[&str]) -> Self {
+        Self::start_each(n, |_| extra_args.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// One cluster: node 0 (broker id 1) bootstraps it, the others (ids 2..) join through node
+    /// 0's gossip address; every node also gets `extra_args`.
+    pub fn start_joined(n: usize, extra_args: &[&str]) -> Self {
+        Self::start_each(n, |i| {
+            let mut args = vec!["--node-id".to_string(), (i + 1).to_string()];
+            if i > 0 {
+                args.extend(["--join".to_string(), "10.99.{cluster}.1:7946".to_string()]);
+            }
+            args.extend(extra_args.iter().map(|a| a.to_string()));
+            args
+        })
+    }
+
+    /// Like `start`, with each node's flags from `args_of(index)`.
+    pub fn start_each(n: usize, args_of: impl Fn(usize) -> Vec<String>) -> Self {
         assert!(
             unsafe { libc::geteuid() } == 0,
             "the multi-host harness creates network namespaces and needs root"
@@ -129,7 +151,7 @@ impl Cluster {
                 data_dir: cluster.work_dir.path().join(format!("node{i}")),
                 log_path: cluster.work_dir.path().join(format!("node{i}.log")),
                 child: None,
-                extra_args: extra_args
+                extra_args: args_of(i)
                     .iter()
                     .map(|a| {
                         a.replace("{ip}", &ip)
@@ -166,7 +188,12 @@ impl Cluster {
         let child = super::spawn_serve(
             &["ip", "netns", "exec", &node.namespace],
             &node.data_dir,
-            [node.kafka_addr(), node.http_addr(), node.gossip_addr()],
+            [
+                node.kafka_addr(),
+                node.http_addr(),
+                node.gossip_addr(),
+                node.raft_addr(),
+            ],
             &node.extra_args,
             &node.log_path,
         );

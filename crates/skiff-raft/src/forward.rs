@@ -1,0 +1,49 @@
+//! Requests any node may send to the controller (the Raft leader), and their answers.
+
+use serde::{Deserialize, Serialize};
+use skiff_metadata::{ControllerError, ControllerRequest, MetadataRecord};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardRequest {
+    /// A cluster write from a Kafka client; the controller decides the records from its image.
+    Controller {
+        request: ControllerRequest,
+        validate_only: bool,
+    },
+    /// Records decided by the caller, which must be the leader's own driver.
+    Records(Vec<MetadataRecord>),
+    /// An operator adds a node by hand (`POST /raft/join`).
+    Join { node_id: u64, raft_addr: String },
+    /// An operator removes a node by hand (`POST /raft/remove`).
+    Remove { node_id: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardReply {
+    /// Committed and applied on the controller at this log index.
+    Done {
+        log_index: u64,
+    },
+    Failed(SubmitError),
+}
+
+/// Why a cluster write did not happen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Error)]
+pub enum SubmitError {
+    /// The controller refused the request; maps onto a Kafka error code.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The records did not apply to the image (a concurrent change won).
+    #[error("the metadata change was rejected: {0}")]
+    Rejected(String),
+    /// The request is wrong whatever the cluster state (unknown node, last voter...).
+    #[error("{0}")]
+    Invalid(String),
+    /// No controller could be reached in time: no quorum, or an election is running.
+    #[error("no controller is available: {0}")]
+    Unavailable(String),
+    /// Internal: this node is not the leader; the sender retries at `leader`.
+    #[error("not the controller")]
+    NotLeader { leader: Option<u64> },
+}

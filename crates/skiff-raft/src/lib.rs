@@ -1,0 +1,17 @@
+//! Skiff's metadata quorum: openraft (pinned, wrapped here and nowhere else) with a redb log
+//! store, a small TCP transport, and a state machine that applies `skiff-metadata` records.
+//! The Raft leader is the cluster's controller.
+
+mod forward;
+mod network;
+mod node;
+mod state_machine;
+mod store;
+mod types;
+
+pub use forward::{ForwardRequest, SubmitError};
+pub use node::{
+    BootstrapError, FollowerStats, Membership, MetadataRaft, RaftPeer, RaftSettings, RaftStats,
+    StartError,
+};
+pub use state_machine::MetadataListener;

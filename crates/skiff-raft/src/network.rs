@@ -1,0 +1,307 @@
+//! Raft's transport: one TCP connection per peer client, each message a 4-byte big-endian length
+//! and a JSON body, one request in flight per connection. Every request names the sender and the
+//! cluster it belongs to, so a node of another cluster, or a node this one does not know, is
+//! refused before its message reaches Raft.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::forward::{ForwardReply, ForwardRequest};
+use crate::types::{Snapshot, SnapshotMeta, TypeConfig, Vote};
+
+/// Largest message accepted: a snapshot of a large cluster fits, a garbage length does not.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    pub cluster_id: Option<String>,
+    pub from: u64,
+    pub rpc: Rpc,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Rpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: String,
+    },
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+    Forward(ForwardRequest),
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+    Forward(ForwardReply),
+    /// The receiver will not take this message from this sender; the text says why.
+    Refused(String),
+}
+
+pub(crate) async fn write_message<T: Serialize>(
+    stream: &mut TcpStream,
+    message: &T,
+) -> io::Result<()> {
+    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",
+                body.len()
+            ),
+        ));
+    }
+    let mut framed = Vec::with_capacity(4 + body.len());
+    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&body);
+    stream.write_all(&framed).await
+}
+
+pub(crate) async fn read_message<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
+    let len = stream.read_u32().await? as usize;
+    if len > MAX_MESSAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message length {len} exceeds {MAX_MESSAGE_BYTES}"),
+        ));
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await?;
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Decides whether a message may reach Raft, and hands it over. Implemented by the node.
+pub(crate) trait RpcHandler: Send + Sync + 'static {
+    fn handle(&self, envelope: Envelope) -> impl Future<Output = Reply> + Send;
+}
+
+/// Accepts peer connections until the listener fails; each connection is served in order.
+pub(crate) async fn serve<H: RpcHandler>(listener: TcpListener, handler: Arc<H>) {
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "accepting a Raft connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            loop {
+                let envelope: Envelope = match read_message(&mut stream).await {
+                    Ok(envelope) => envelope,
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::UnexpectedEof {
+                            debug!(%peer, error = %e, "dropping Raft connection");
+                        }
+                        return;
+                    }
+                };
+                let reply = handler.handle(envelope).await;
+                if write_message(&mut stream, &reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Who this node is when it talks to peers.
+#[derive(Clone)]
+pub(crate) struct LocalIdentity {
+    pub node_id: u64,
+    pub shared: Arc<crate::state_machine::SharedState>,
+}
+
+/// A connection to one peer, opened on first use and again after any failure.
+pub(crate) struct PeerClient {
+    identity: LocalIdentity,
+    target: u64,
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl PeerClient {
+    pub(crate) fn new(identity: LocalIdentity, target: u64, addr: String) -> Self {
+        Self {
+            identity,
+            target,
+            addr,
+            stream: None,
+        }
+    }
+
+    pub(crate) async fn call(&mut self, rpc: Rpc, timeout: Duration) -> io::Result<Reply> {
+        let envelope = Envelope {
+            cluster_id: self.identity.shared.cluster_id(),
+            from: self.identity.node_id,
+            rpc,
+        };
+        let result = tokio::time::timeout(timeout, self.exchange(&envelope)).await;
+        match result {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "node {} at {} did not answer in {timeout:?}",
+                        self.target, self.addr
+                    ),
+                ))
+            }
+        }
+    }
+
+    async fn exchange(&mut self, envelope: &Envelope) -> io::Result<Reply> {
+        if self.stream.is_none() {
+            let addr: SocketAddr = tokio::net::lookup_host(&self.addr)
+                .await?
+                .next()
+                .ok_or_else(|| io::Error::other(format!("{} does not resolve", self.addr)))?;
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            stream.set_nodelay(true)?;
+            self.stream = Some(stream);
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        write_message(stream, envelope).await?;
+        read_message(stream).await
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&io::Error::other(e.to_string())))
+}
+
+fn unexpected(reply: Reply) -> RPCError<TypeConfig> {
+    match reply {
+        Reply::Refused(reason) => unreachable(format!("refused: {reason}")),
+        _ => unreachable("the peer answered with the wrong message type"),
+    }
+}
+
+pub(crate) struct NetworkFactory {
+    pub identity: LocalIdentity,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        PeerClient::new(self.identity.clone(), target, node.addr.clone())
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Rpc::Append(rpc), option.soft_ttl()).await {
+            Ok(Reply::Append(response)) => Ok(response),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Rpc::Vote(rpc), option.soft_ttl()).await {
+            Ok(Reply::Vote(response)) => Ok(response),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Rpc::PreVote(rpc), option.soft_ttl()).await {
+            Ok(Reply::Vote(response)) => Ok(response),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let data = String::from_utf8(snapshot.snapshot)
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        let rpc = Rpc::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data,
+        };
+        let timeout = option.hard_ttl();
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = self.call(rpc, timeout) => match result {
+                Ok(Reply::Snapshot(response)) => Ok(response),
+                Ok(other) => Err(StreamingError::Unreachable(Unreachable::new(&io::Error::other(
+                    match other {
+                        Reply::Refused(reason) => format!("refused: {reason}"),
+                        _ => "the peer answered with the wrong message type".to_owned(),
+                    },
+                )))),
+                Err(e) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+            },
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Rpc::TransferLeader(req), option.soft_ttl()).await {
+            Ok(Reply::TransferLeader(response)) => Ok(response),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+}

@@ -1,0 +1,746 @@
+//! `MetadataRaft`: one node of the metadata quorum. It owns the openraft instance, its store and
+//! its transport, and offers the rest of Skiff three things: the applied image, cluster writes
+//! that reach the controller from any node, and membership changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::ForwardToLeader;
+use openraft::Instant as _;
+use openraft::{
+    BasicNode, ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy, TryAsRef,
+};
+use serde::Serialize;
+use skiff_metadata::{decide, MetadataImage, MetadataRecord};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::forward::{ForwardReply, ForwardRequest, SubmitError};
+use crate::network::{self, Envelope, LocalIdentity, NetworkFactory, PeerClient, Reply, Rpc};
+use crate::state_machine::{MetadataListener, SharedState, StateMachine};
+use crate::store::{LogStore, RaftDb, CLUSTER_ID_KEY, NODE_ID_KEY};
+use crate::types::{Command, CommandOutcome, Raft, Snapshot, TypeConfig};
+
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    pub node_id: u64,
+    /// Where the transport listens.
+    pub listen_addr: SocketAddr,
+    /// Where peers reach this node; the listen address unless it is unspecified (0.0.0.0).
+    pub advertised_addr: String,
+    pub data_dir: PathBuf,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// A snapshot is taken after this many entries; older entries are then purged.
+    pub snapshot_entries: u64,
+    /// How long a cluster write waits for a controller before it fails.
+    pub write_timeout: Duration,
+}
+
+impl RaftSettings {
+    pub fn new(node_id: u64, listen_addr: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            node_id,
+            listen_addr,
+            advertised_addr: listen_addr.to_string(),
+            data_dir,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 900,
+            snapshot_entries: 1000,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("metadata storage: {0}")]
+    Storage(#[from] io::Error),
+    #[error("invalid Raft settings: {0}")]
+    Config(String),
+    #[error("cannot listen for Raft on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("Raft failed to start: {0}")]
+    Raft(String),
+    #[error("this data dir belongs to node {stored}, not {given}: a node's id is fixed with its data dir")]
+    NodeIdChanged { stored: u64, given: u64 },
+}
+
+#[derive(Debug, Error)]
+pub enum BootstrapError {
+    #[error("this data dir already belongs to a cluster{}; it restarts without --bootstrap", .0.as_deref().map(|id| format!(" ({id})")).unwrap_or_default())]
+    AlreadyInitialized(Option<String>),
+    #[error("bootstrap failed: {0}")]
+    Raft(String),
+}
+
+/// `GET /raft/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RaftStats {
+    pub node_id: u64,
+    pub cluster_id: Option<String>,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub metadata_offset: Option<u64>,
+    pub voters: Vec<RaftPeer>,
+    pub observers: Vec<RaftPeer>,
+    /// Leader only: per follower, the last replicated index and ms since the last heartbeat ack.
+    pub followers: Vec<FollowerStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RaftPeer {
+    pub node_id: u64,
+    pub raft_address: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FollowerStats {
+    pub node_id: u64,
+    pub matched_index: Option<u64>,
+    pub last_contact_ms: Option<u64>,
+}
+
+/// The voters and observers (learners) of the current membership, with their addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: BTreeMap<u64, String>,
+    pub learners: BTreeMap<u64, String>,
+}
+
+pub struct MetadataRaft {
+    raft: Raft,
+    shared: Arc<SharedState>,
+    db: RaftDb,
+    settings: RaftSettings,
+    /// Serializes controller decisions, so each is made on the image its predecessor produced.
+    controller: tokio::sync::Mutex<()>,
+    identity: LocalIdentity,
+}
+
+struct Handler {
+    node: std::sync::Weak<MetadataRaft>,
+}
+
+impl MetadataRaft {
+    /// Opens the node's store, starts its transport and Raft. A node with state rejoins its
+    /// cluster on its own; a fresh one waits to be bootstrapped or added by a leader.
+    pub async fn start(
+        settings: RaftSettings,
+        listener: Arc<dyn MetadataListener>,
+    ) -> Result<Arc<Self>, StartError> {
+        let db = RaftDb::open(&settings.data_dir)?;
+        match db.get_meta::<u64>(NODE_ID_KEY)? {
+            Some(stored) if stored != settings.node_id => {
+                return Err(StartError::NodeIdChanged {
+                    stored,
+                    given: settings.node_id,
+                })
+            }
+            Some(_) => {}
+            None => db.put_meta(NODE_ID_KEY, &settings.node_id)?,
+        }
+        let cluster_id: Option<String> = db.get_meta(CLUSTER_ID_KEY)?;
+        let committed = db.committed()?;
+        let shared = Arc::new(SharedState::new(cluster_id, listener));
+        let state_machine = StateMachine::open(db.clone(), shared.clone())?;
+        let config = Config {
+            cluster_name: "skiff".into(),
+            heartbeat_interval: settings.heartbeat_ms,
+            election_timeout_min: settings.election_timeout_min_ms,
+            election_timeout_max: settings.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_entries),
+            max_in_snapshot_log_to_keep: settings.snapshot_entries / 10,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let identity = LocalIdentity {
+            node_id: settings.node_id,
+            shared: shared.clone(),
+        };
+        let tcp = TcpListener::bind(settings.listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.listen_addr,
+                source,
+            })?;
+        let raft = Raft::new(
+            settings.node_id,
+            Arc::new(config),
+            NetworkFactory {
+                identity: identity.clone(),
+            },
+            LogStore::new(db.clone()),
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        // The committed log after the last snapshot is re-applied before anything reads the image.
+        if let Some(committed) = committed {
+            let mut applied = shared.applied_index();
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                applied.wait_for(|&a| a >= committed.index),
+            )
+            .await
+            .map_err(|_| {
+                StartError::Raft(format!(
+                    "replaying the metadata log up to index {} took over a minute",
+                    committed.index
+                ))
+            })?
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        }
+        let node = Arc::new(Self {
+            raft,
+            shared,
+            db,
+            settings,
+            controller: tokio::sync::Mutex::new(()),
+            identity,
+        });
+        tokio::spawn(network::serve(
+            tcp,
+            Arc::new(Handler {
+                node: Arc::downgrade(&node),
+            }),
+        ));
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.settings.node_id
+    }
+
+    pub fn advertised_addr(&self) -> &str {
+        &self.settings.advertised_addr
+    }
+
+    /// True when this data dir has taken part in a cluster before.
+    pub fn has_state(&self) -> io::Result<bool> {
+        self.db.has_state()
+    }
+
+    pub fn cluster_id(&self) -> Option<String> {
+        self.shared.cluster_id()
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.shared.image()
+    }
+
+    /// Starts a new cluster with this node as its only voter and a fresh cluster id.
+    pub async fn bootstrap(&self) -> Result<String, BootstrapError> {
+        if self
+            .has_state()
+            .map_err(|e| BootstrapError::Raft(e.to_string()))?
+        {
+            return Err(BootstrapError::AlreadyInitialized(self.cluster_id()));
+        }
+        let mut members = BTreeMap::new();
+        members.insert(
+            self.settings.node_id,
+            BasicNode {
+                addr: self.settings.advertised_addr.clone(),
+            },
+        );
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| BootstrapError::Raft(e.to_string()))?;
+        let cluster_id = Uuid::new_v4().simple().to_string();
+        let deadline = Instant::now() + self.settings.write_timeout;
+        loop {
+            match self
+                .raft
+                .client_write(Command::Bootstrap {
+                    cluster_id: cluster_id.clone(),
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline && e.forward_to_leader().is_some() => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(BootstrapError::Raft(e.to_string())),
+            }
+        }
+        info!(
+            cluster_id,
+            node_id = self.settings.node_id,
+            "bootstrapped a new cluster"
+        );
+        Ok(cluster_id)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.settings.node_id)
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Waits until the local state machine has applied `index`, up to `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut applied = self.shared.applied_index();
+        tokio::time::timeout(timeout, applied.wait_for(|&a| a >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn membership(&self) -> Membership {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let config = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = config.voter_ids().collect();
+        let mut membership = Membership::default();
+        for (id, node) in config.nodes() {
+            let entry = (*id, node.addr.clone());
+            if voters.contains(id) {
+                membership.voters.insert(entry.0, entry.1);
+            } else {
+                membership.learners.insert(entry.0, entry.1);
+            }
+        }
+        membership
+    }
+
+    pub fn stats(&self) -> RaftStats {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = self.membership();
+        let peers = |m: &BTreeMap<u64, String>| {
+            m.iter()
+                .map(|(id, addr)| RaftPeer {
+                    node_id: *id,
+                    raft_address: addr.clone(),
+                })
+                .collect()
+        };
+        let followers = match &metrics.replication {
+            Some(replication) => replication
+                .iter()
+                .filter(|(id, _)| **id != self.settings.node_id)
+                .map(|(id, matched)| FollowerStats {
+                    node_id: *id,
+                    matched_index: matched.map(|l| l.index),
+                    last_contact_ms: metrics
+                        .heartbeat
+                        .as_ref()
+                        .and_then(|h| h.get(id).cloned().flatten())
+                        .map(|at| at.elapsed().as_millis() as u64),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        RaftStats {
+            node_id: self.settings.node_id,
+            cluster_id: self.cluster_id(),
+            role: match metrics.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "observer",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_owned(),
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            commit_index: metrics.cluster_committed.map(|l| l.index),
+            applied_index: metrics.last_applied.map(|l| l.index),
+            last_log_index: metrics.last_log_index,
+            snapshot_index: metrics.snapshot.map(|l| l.index),
+            metadata_offset: self.image().offset(),
+            voters: peers(&membership.voters),
+            observers: peers(&membership.learners),
+            followers,
+        }
+    }
+
+    /// Sends a cluster write to the controller, wherever it is, and waits until this node has
+    /// applied its result. Retries through elections until `write_timeout`.
+    pub async fn submit(&self, request: ForwardRequest) -> Result<u64, SubmitError> {
+        let deadline = Instant::now() + self.settings.write_timeout;
+        let mut forward_client: Option<(u64, PeerClient)> = None;
+        loop {
+            let leader = self.leader();
+            let attempt = match leader {
+                Some(id) if id == self.settings.node_id => self.execute(request.clone()).await,
+                Some(id) => {
+                    let addr = self.membership_addr(id);
+                    match addr {
+                        None => Err(SubmitError::NotLeader { leader: None }),
+                        Some(addr) => {
+                            let client = match &mut forward_client {
+                                Some((target, client)) if *target == id => client,
+                                slot => {
+                                    *slot = Some((
+                                        id,
+                                        PeerClient::new(self.identity.clone(), id, addr),
+                                    ));
+                                    &mut slot.as_mut().expect("just set").1
+                                }
+                            };
+                            let remaining = deadline.saturating_duration_since(Instant::now());
+                            match client.call(Rpc::Forward(request.clone()), remaining).await {
+                                Ok(Reply::Forward(ForwardReply::Done { log_index })) => {
+                                    Ok(log_index)
+                                }
+                                Ok(Reply::Forward(ForwardReply::Failed(e))) => Err(e),
+                                Ok(Reply::Refused(reason)) => Err(SubmitError::Invalid(reason)),
+                                Ok(_) => Err(SubmitError::Unavailable(
+                                    "the controller answered with the wrong message".into(),
+                                )),
+                                Err(e) => Err(SubmitError::Unavailable(e.to_string())),
+                            }
+                        }
+                    }
+                }
+                None => Err(SubmitError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(log_index) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if !self.wait_applied(log_index, remaining).await {
+                        return Err(SubmitError::Unavailable(format!(
+                            "the change committed at index {log_index} but this node did not apply it in time"
+                        )));
+                    }
+                    return Ok(log_index);
+                }
+                Err(SubmitError::NotLeader { .. }) | Err(SubmitError::Unavailable(_))
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(SubmitError::NotLeader { .. }) => {
+                    return Err(SubmitError::Unavailable(format!(
+                        "no controller was elected within {:?}",
+                        self.settings.write_timeout
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn membership_addr(&self, id: u64) -> Option<String> {
+        let m = self.membership();
+        m.voters.get(&id).or_else(|| m.learners.get(&id)).cloned()
+    }
+
+    fn not_leader(&self) -> SubmitError {
+        SubmitError::NotLeader {
+            leader: self.leader().filter(|&l| l != self.settings.node_id),
+        }
+    }
+
+    fn raft_error<E>(&self, e: openraft::error::RaftError<TypeConfig, E>) -> SubmitError
+    where
+        E: std::fmt::Display + std::fmt::Debug + TryAsRef<ForwardToLeader<TypeConfig>>,
+    {
+        if e.forward_to_leader().is_some() {
+            return self.not_leader();
+        }
+        match e {
+            openraft::error::RaftError::APIError(api) => SubmitError::Invalid(api.to_string()),
+            openraft::error::RaftError::Fatal(f) => SubmitError::Unavailable(f.to_string()),
+        }
+    }
+
+    /// Runs a forwarded request on this node, which must be the leader.
+    async fn execute(&self, request: ForwardRequest) -> Result<u64, SubmitError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        match request {
+            ForwardRequest::Controller {
+                request,
+                validate_only,
+            } => {
+                let _decisions = self.controller.lock().await;
+                let read = self
+                    .raft
+                    .ensure_linearizable(ReadPolicy::ReadIndex)
+                    .await
+                    .map_err(|e| self.raft_error(e))?;
+                let image = self.shared.image();
+                let records = decide(&image, &request)?;
+                if validate_only {
+                    return Ok(read.log_id().index);
+                }
+                self.write(Command::Metadata(records)).await
+            }
+            ForwardRequest::Records(records) => {
+                let _decisions = self.controller.lock().await;
+                self.write(Command::Metadata(records)).await
+            }
+            ForwardRequest::Join { node_id, raft_addr } => self.join(node_id, raft_addr).await,
+            ForwardRequest::Remove { node_id } => self.remove(node_id).await,
+        }
+    }
+
+    async fn write(&self, command: Command) -> Result<u64, SubmitError> {
+        let response = self
+            .raft
+            .client_write(command)
+            .await
+            .map_err(|e| self.raft_error(e))?;
+        match response.data {
+            CommandOutcome::Applied => Ok(response.log_id.index),
+            CommandOutcome::Rejected { reason } => Err(SubmitError::Rejected(reason)),
+        }
+    }
+
+    async fn change(
+        &self,
+        change: ChangeMembers<u64, BasicNode>,
+        retain: bool,
+    ) -> Result<u64, SubmitError> {
+        let response = self
+            .raft
+            .change_membership(change, retain)
+            .await
+            .map_err(|e| self.raft_error(e))?;
+        Ok(response.log_id.index)
+    }
+
+    /// Adds a node as an observer, waits for it to catch up, then makes it a voter if that
+    /// brings the voter count to the next odd number within `max_voters`.
+    async fn join(&self, node_id: u64, raft_addr: String) -> Result<u64, SubmitError> {
+        let membership = self.membership();
+        if let Some(existing) = membership
+            .voters
+            .get(&node_id)
+            .or_else(|| membership.learners.get(&node_id))
+        {
+            if *existing != raft_addr {
+                return Err(SubmitError::Invalid(format!(
+                    "node id {node_id} is already a member at {existing}; node ids are unique, and a new disk needs a new id"
+                )));
+            }
+        }
+        if let Some((other, _)) = membership
+            .voters
+            .iter()
+            .chain(membership.learners.iter())
+            .find(|(id, addr)| **id != node_id && **addr == raft_addr)
+        {
+            return Err(SubmitError::Invalid(format!(
+                "{raft_addr} is already the address of node {other}"
+            )));
+        }
+        let response = self
+            .raft
+            .add_learner(node_id, BasicNode { addr: raft_addr }, true)
+            .await
+            .map_err(|e| self.raft_error(e))?;
+        Ok(response.log_id.index)
+    }
+
+    /// Takes a node out of the membership. The last voter cannot be removed: the cluster
+    /// would have no quorum left to ever change again.
+    async fn remove(&self, node_id: u64) -> Result<u64, SubmitError> {
+        let membership = self.membership();
+        if membership.voters.contains_key(&node_id) {
+            if membership.voters.len() == 1 {
+                return Err(SubmitError::Invalid(format!(
+                    "node {node_id} is the last voter; removing it would leave no quorum"
+                )));
+            }
+            return self
+                .change(
+                    ChangeMembers::RemoveVoters(BTreeSet::from([node_id])),
+                    false,
+                )
+                .await;
+        }
+        if membership.learners.contains_key(&node_id) {
+            return self
+                .change(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+                .await;
+        }
+        Err(SubmitError::Invalid(format!(
+            "node {node_id} is not a member"
+        )))
+    }
+
+    /// Replaces the voter set; nodes that stop voting stay as observers. Leader only.
+    pub async fn set_voters(&self, voters: BTreeSet<u64>) -> Result<u64, SubmitError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.change(ChangeMembers::ReplaceAllVoters(voters), true)
+            .await
+    }
+
+    /// Adds an observer without waiting for it to catch up. Leader only.
+    pub async fn add_observer(&self, node_id: u64, raft_addr: String) -> Result<u64, SubmitError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let response = self
+            .raft
+            .add_learner(node_id, BasicNode { addr: raft_addr }, false)
+            .await
+            .map_err(|e| self.raft_error(e))?;
+        Ok(response.log_id.index)
+    }
+
+    /// Removes a node entirely. Leader only.
+    pub async fn remove_node(&self, node_id: u64) -> Result<u64, SubmitError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.remove(node_id).await
+    }
+
+    /// Hands leadership to the most up-to-date other voter, if any, then stops Raft. Followers
+    /// then elect without waiting out an election timeout.
+    pub async fn shutdown(&self) {
+        if self.is_leader() {
+            let metrics = self.raft.metrics().borrow_watched().clone();
+            let best = metrics.replication.as_ref().and_then(|replication| {
+                let voters: BTreeSet<u64> =
+                    metrics.membership_config.membership().voter_ids().collect();
+                replication
+                    .iter()
+                    .filter(|(id, _)| **id != self.settings.node_id && voters.contains(id))
+                    .max_by_key(|(_, matched)| matched.map(|l| l.index))
+                    .map(|(id, _)| *id)
+            });
+            if let Some(to) = best {
+                if self.raft.trigger().transfer_leader(to).await.is_ok() {
+                    let mut metrics = self.raft.metrics();
+                    let me = Some(self.settings.node_id);
+                    let moved = tokio::time::timeout(
+                        Duration::from_millis(2 * self.settings.election_timeout_max_ms),
+                        async {
+                            while metrics.borrow_watched().current_leader == me {
+                                if metrics.changed().await.is_err() {
+                                    break;
+                                }
+                            }
+                        },
+                    )
+                    .await;
+                    info!(
+                        to,
+                        moved = moved.is_ok(),
+                        "transferred controller leadership"
+                    );
+                }
+            }
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "Raft did not shut down cleanly");
+        }
+    }
+
+    /// The checks every message passes before it reaches Raft.
+    fn admit(&self, envelope: &Envelope) -> Result<(), String> {
+        let mine = self.cluster_id();
+        match (&mine, &envelope.cluster_id) {
+            (Some(mine), Some(theirs)) if mine != theirs => {
+                return Err(format!(
+                    "node {} belongs to cluster {theirs}, this node to cluster {mine}",
+                    envelope.from
+                ))
+            }
+            (Some(mine), None) if !matches!(envelope.rpc, Rpc::Forward(_)) => {
+                return Err(format!(
+                    "node {} has no cluster id; this node belongs to cluster {mine}",
+                    envelope.from
+                ))
+            }
+            _ => {}
+        }
+        if envelope.from == self.settings.node_id {
+            return Err(format!(
+                "node id {} is this node's own id: two nodes share one id",
+                envelope.from
+            ));
+        }
+        if !matches!(envelope.rpc, Rpc::Forward(_)) {
+            let membership = self.membership();
+            let known = membership.voters.contains_key(&envelope.from)
+                || membership.learners.contains_key(&envelope.from);
+            if !(membership.voters.is_empty() || known) {
+                return Err(format!(
+                    "node {} is not a member of this cluster",
+                    envelope.from
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, envelope: Envelope) -> Reply {
+        if let Err(reason) = self.admit(&envelope) {
+            warn!(from = envelope.from, %reason, "refused a Raft message");
+            return Reply::Refused(reason);
+        }
+        let refused = |e: &dyn std::fmt::Display| Reply::Refused(e.to_string());
+        match envelope.rpc {
+            Rpc::Append(rpc) => match self.raft.append_entries(rpc).await {
+                Ok(r) => Reply::Append(r),
+                Err(e) => refused(&e),
+            },
+            Rpc::Vote(rpc) => match self.raft.vote(rpc).await {
+                Ok(r) => Reply::Vote(r),
+                Err(e) => refused(&e),
+            },
+            Rpc::PreVote(rpc) => match self.raft.pre_vote(rpc).await {
+                Ok(r) => Reply::Vote(r),
+                Err(e) => refused(&e),
+            },
+            Rpc::Snapshot { vote, meta, data } => {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: data.into_bytes(),
+                };
+                match self.raft.install_full_snapshot(vote, snapshot).await {
+                    Ok(r) => Reply::Snapshot(r),
+                    Err(e) => refused(&e),
+                }
+            }
+            Rpc::TransferLeader(rpc) => match self.raft.handle_transfer_leader(rpc).await {
+                Ok(r) => Reply::TransferLeader(r),
+                Err(e) => refused(&e),
+            },
+            Rpc::Forward(request) => Reply::Forward(match self.execute(request).await {
+                Ok(log_index) => ForwardReply::Done { log_index },
+                Err(e) => ForwardReply::Failed(e),
+            }),
+        }
+    }
+
+    /// Proposes records decided by this node's own driver; it must be the leader.
+    pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, SubmitError> {
+        self.execute(ForwardRequest::Records(records)).await
+    }
+}
+
+impl network::RpcHandler for Handler {
+    async fn handle(&self, envelope: Envelope) -> Reply {
+        match self.node.upgrade() {
+            Some(node) => node.handle(envelope).await,
+            None => Reply::Refused("this node is shutting down".into()),
+        }
+    }
+}

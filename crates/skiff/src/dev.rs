@@ -1,0 +1,99 @@
+//! `skiff dev --nodes N`: a local cluster for trying Skiff out. Each broker gets the default
+//! ports shifted by 100 per broker (Kafka 9092, 9192, ...; HTTP 9644, 9744, ...; Raft 9093,
+//! 9193, ...; gossip 7946, 8046, ...). Broker 1 bootstraps; the others join it through gossip.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+
+const PORT_STEP: u16 = 100;
+
+struct Ports {
+    kafka: u16,
+    http: u16,
+    raft: u16,
+    gossip: u16,
+}
+
+fn ports(index: u16) -> Ports {
+    let shift = PORT_STEP * index;
+    Ports {
+        kafka: 9092 + shift,
+        http: 9644 + shift,
+        raft: 9093 + shift,
+        gossip: 7946 + shift,
+    }
+}
+
+pub async fn run(nodes: u16, data_dir: &Path) -> anyhow::Result<()> {
+    if !(1..=9).contains(&nodes) {
+        bail!("skiff dev runs 1 to 9 brokers, not {nodes}");
+    }
+    let exe = std::env::current_exe().context("cannot find the skiff executable")?;
+    let seed = ports(0);
+    let mut children: Vec<Child> = Vec::new();
+    for index in 0..nodes {
+        let p = ports(index);
+        let node_id = index + 1;
+        let dir = data_dir.join(format!("node-{node_id}"));
+        let mut command = Command::new(&exe);
+        command
+            .arg("serve")
+            .arg(format!("--node-id={node_id}"))
+            .arg(format!("--data-dir={}", dir.display()))
+            .arg(format!("--kafka-addr=127.0.0.1:{}", p.kafka))
+            .arg(format!("--http-addr=127.0.0.1:{}", p.http))
+            .arg(format!("--raft-addr=127.0.0.1:{}", p.raft))
+            .arg(format!("--gossip-addr=127.0.0.1:{}", p.gossip))
+            .arg(format!("--node-name=skiff-dev-{node_id}"));
+        if index > 0 {
+            command.arg(format!("--join=127.0.0.1:{}", seed.gossip));
+        }
+        match command.spawn() {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                stop(&mut children).await;
+                return Err(e).with_context(|| format!("cannot start broker {node_id}"));
+            }
+        }
+    }
+    let servers: Vec<String> = (0..nodes)
+        .map(|i| format!("127.0.0.1:{}", ports(i).kafka))
+        .collect();
+    println!("bootstrap servers: {}", servers.join(","));
+    println!(
+        "raft stats: skiff raft stats --http-addr 127.0.0.1:{}",
+        seed.http
+    );
+    println!("data in {}; Ctrl-C stops every broker", data_dir.display());
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let exited = async {
+        let waits = children.iter_mut().map(|c| Box::pin(c.wait()));
+        futures_util::future::select_all(waits).await
+    };
+    let result = tokio::select! {
+        _ = interrupt.recv() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+        (status, index, _) = exited => Err(anyhow::anyhow!("broker {} exited: {:?}", index + 1, status)),
+    };
+    stop(&mut children).await;
+    result
+}
+
+/// Asks every broker to shut down gracefully (SIGTERM) and waits for it.
+async fn stop(children: &mut [Child]) {
+    for child in children.iter() {
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) with a pid we spawned and still own.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+    for child in children.iter_mut() {
+        let _ = child.wait().await;
+    }
+}

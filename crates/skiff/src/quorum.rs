@@ -1,0 +1,155 @@
+//! The controller's membership driver, the "Serf and Raft dance": on the Raft leader only, it
+//! reads the gossip view every tick and applies the one next step the pure planners of
+//! `skiff-metadata` call for — broker registration and fencing through the metadata log, and
+//! observer/voter changes to the Raft membership.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use skiff_gossip::{tag, GossipHandle, MemberInfo, MemberStatus};
+use skiff_metadata::{
+    plan_brokers, plan_quorum, GossipMember, MemberHealth, QuorumAction, QuorumSettings,
+    RaftMembership,
+};
+use skiff_raft::MetadataRaft;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How often the leader compares gossip with the cluster state.
+const TICK: Duration = Duration::from_millis(200);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Gossip's view of one member, in the planners' terms. `failed_since` remembers when this
+/// leader first saw each member failed, so a voter is replaced only after it stayed failed.
+fn to_planner_member(
+    member: &MemberInfo,
+    failed_since: &mut HashMap<String, u64>,
+    now: u64,
+) -> Option<GossipMember> {
+    let node_id = member.tags.get(tag::NODE_ID)?.parse().ok()?;
+    let health = match member.status {
+        MemberStatus::Alive => MemberHealth::Alive,
+        MemberStatus::Suspect => MemberHealth::Suspect,
+        MemberStatus::Leaving | MemberStatus::Left => MemberHealth::Left,
+        MemberStatus::Failed => MemberHealth::Failed {
+            since_ms: *failed_since.entry(member.name.clone()).or_insert(now),
+        },
+    };
+    if member.status != MemberStatus::Failed {
+        failed_since.remove(&member.name);
+    }
+    Some(GossipMember {
+        node_id,
+        name: member.name.clone(),
+        raft_addr: member.tags.get(tag::RAFT_ADDR).cloned().unwrap_or_default(),
+        kafka_addr: member
+            .tags
+            .get(tag::KAFKA_ADDR)
+            .cloned()
+            .unwrap_or_default(),
+        rack: member.tags.get(tag::RACK).cloned(),
+        health,
+    })
+}
+
+pub async fn drive(
+    raft: Arc<MetadataRaft>,
+    gossip: GossipHandle,
+    settings: QuorumSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(TICK);
+    let mut failed_since: HashMap<String, u64> = HashMap::new();
+    let mut reported_conflicts: Vec<String> = Vec::new();
+    let mut acted = false;
+    let mut foreign_reported: Vec<String> = Vec::new();
+    loop {
+        // After a change commits, the next step is planned at once: a new broker goes from
+        // unknown to registered to unfenced without waiting out ticks.
+        if !acted {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = ticker.tick() => {}
+            }
+        }
+        acted = false;
+        if !raft.is_leader() {
+            failed_since.clear();
+            continue;
+        }
+        let Ok(gossip_members) = gossip.members().await else {
+            continue;
+        };
+        let now = now_ms();
+        let cluster_id = raft.cluster_id();
+        let (ours, foreign): (Vec<&MemberInfo>, Vec<&MemberInfo>) =
+            gossip_members.iter().partition(|m| {
+                m.tags
+                    .get(tag::CLUSTER_ID)
+                    .is_none_or(|id| Some(id) == cluster_id.as_ref())
+            });
+        for member in foreign {
+            if !foreign_reported.contains(&member.name) {
+                warn!(
+                    member = %member.name,
+                    its_cluster = member.tags.get(tag::CLUSTER_ID).map(String::as_str).unwrap_or_default(),
+                    our_cluster = cluster_id.as_deref().unwrap_or_default(),
+                    "a gossip member belongs to another cluster; it is not registered here"
+                );
+                foreign_reported.push(member.name.clone());
+            }
+        }
+        let members: Vec<GossipMember> = ours
+            .into_iter()
+            .filter_map(|m| to_planner_member(m, &mut failed_since, now))
+            .collect();
+        let records = plan_brokers(&raft.image(), &members);
+        if !records.is_empty() {
+            info!(?records, "broker membership changes");
+            if let Err(e) = raft.propose(records).await {
+                warn!(error = %e, "recording broker membership failed");
+                continue;
+            }
+            acted = true;
+        }
+        let membership = raft.membership();
+        let plan = plan_quorum(
+            now,
+            raft.node_id(),
+            &members,
+            &RaftMembership {
+                voters: membership.voters,
+                learners: membership.learners,
+            },
+            &settings,
+        );
+        if plan.conflicts != reported_conflicts {
+            for conflict in &plan.conflicts {
+                warn!(%conflict, "ignoring conflicting members");
+            }
+            reported_conflicts = plan.conflicts;
+        }
+        let Some(action) = plan.action else {
+            continue;
+        };
+        info!(?action, "metadata quorum change");
+        let result = match action {
+            QuorumAction::AddLearner { node_id, raft_addr } => {
+                raft.add_observer(node_id, raft_addr).await
+            }
+            QuorumAction::SetVoters(voters) => raft.set_voters(voters).await,
+            QuorumAction::RemoveNode(node_id) => raft.remove_node(node_id).await,
+        };
+        match result {
+            Ok(_) => acted = true,
+            Err(e) => warn!(error = %e, "metadata quorum change failed"),
+        }
+    }
+}

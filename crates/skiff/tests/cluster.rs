@@ -1,0 +1,322 @@
+//! Several `skiff serve` processes on loopback forming one cluster: one metadata image seen
+//! alike by every broker, partitions led by different brokers, writes forwarded to the
+//! controller from anywhere, controller failover, restarts, snapshots, and the refusals that
+//! keep a cluster from splitting.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::wire::Client;
+use common::Broker;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, TopicPartitionList};
+use serde_json::Value;
+
+fn stats(broker: &Broker) -> Option<Value> {
+    serde_json::from_str(&broker.http_get("/raft/stats")?).ok()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn voters(broker: &Broker) -> Vec<u64> {
+    stats(broker)
+        .map(|s| {
+            s["voters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["node_id"].as_u64().unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn start_seed(extra: &[&str]) -> Broker {
+    let mut args = vec!["--node-id", "1", "--node-name", "n1"];
+    args.extend_from_slice(extra);
+    Broker::start_with(&args)
+}
+
+fn start_joiner(seed: &Broker, id: &str, extra: &[&str]) -> Broker {
+    let join = format!("127.0.0.1:{}", seed.gossip_port);
+    let name = format!("n{id}");
+    let mut args = vec!["--node-id", id, "--node-name", &name, "--join", &join];
+    args.extend_from_slice(extra);
+    Broker::start_with(&args)
+}
+
+fn create_topic(addr: &str, name: &str, partitions: i32) -> i16 {
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)]);
+    let response: CreateTopicsResponse =
+        Client::connect(addr).call(ApiKey::CreateTopics, 5, &request);
+    response.topics[0].error_code
+}
+
+/// The broker's answer to Metadata for `topic`: controller id, live broker ids and the
+/// (partition, leader) pairs.
+fn metadata(addr: &str, topic: &str) -> (i32, Vec<i32>, Vec<(i32, i32)>) {
+    let request = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned()))))]));
+    let response: MetadataResponse = Client::connect(addr).call(ApiKey::Metadata, 12, &request);
+    let mut brokers: Vec<i32> = response.brokers.iter().map(|b| b.node_id.0).collect();
+    brokers.sort();
+    let mut leaders: Vec<(i32, i32)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    leaders.sort();
+    (response.controller_id.0, brokers, leaders)
+}
+
+fn produce(bootstrap: &str, topic: &str, partitions: i32, count: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for i in 0..count {
+        let value = format!("record-{i}");
+        let key = i.to_string();
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(&key)
+                    .payload(&value)
+                    .partition(i as i32 % partitions),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while values.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            values.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    values.sort();
+    values
+}
+
+fn expected_values(count: usize) -> Vec<String> {
+    let mut values: Vec<String> = (0..count).map(|i| format!("record-{i}")).collect();
+    values.sort();
+    values
+}
+
+#[test]
+fn three_brokers_share_one_image_and_survive_losing_the_controller() {
+    let mut seed = start_seed(&[]);
+    let b2 = start_joiner(&seed, "2", &[]);
+    let b3 = start_joiner(&seed, "3", &[]);
+    wait_until("three voters", Duration::from_secs(30), || {
+        voters(&seed) == [1, 2, 3]
+    });
+
+    // A topic created through one broker is placed on all three, and every broker answers
+    // Metadata with the same assignment and controller.
+    assert_eq!(create_topic(&b2.bootstrap(), "spread", 6), 0);
+    let seen = metadata(&seed.bootstrap(), "spread");
+    assert_eq!(seen.0, 1, "the bootstrapping broker is the controller");
+    assert_eq!(seen.1, [1, 2, 3]);
+    for leader in [1, 2, 3] {
+        let led = seen.2.iter().filter(|(_, l)| *l == leader).count();
+        assert_eq!(led, 2, "leaders are spread evenly: {:?}", seen.2);
+    }
+    for broker in [&b2, &b3] {
+        assert_eq!(metadata(&broker.bootstrap(), "spread"), seen);
+    }
+
+    // librdkafka produces to and consumes from partitions led by different brokers.
+    produce(&b3.bootstrap(), "spread", 6, 60);
+    assert_eq!(
+        consume_all(&seed.bootstrap(), "spread", 6, 60),
+        expected_values(60)
+    );
+
+    // Killing the controller elects another; admin calls through any broker keep working.
+    seed.kill9();
+    wait_until("a new controller", Duration::from_secs(20), || {
+        stats(&b2).is_some_and(|s| matches!(s["leader"].as_u64(), Some(2) | Some(3)))
+    });
+    assert_eq!(create_topic(&b3.bootstrap(), "after-failover", 2), 0);
+    assert_eq!(metadata(&b2.bootstrap(), "after-failover").2.len(), 2);
+
+    // Gossip declares the killed broker failed and the controller fences it: its partitions
+    // go offline (their only replica is gone) instead of pointing clients at a dead broker.
+    wait_until("broker 1 fenced", Duration::from_secs(40), || {
+        let (_, brokers, leaders) = metadata(&b2.bootstrap(), "spread");
+        brokers == [2, 3] && leaders.iter().filter(|(_, l)| *l == -1).count() == 2
+    });
+    assert_eq!(create_topic(&b2.bootstrap(), "placed-on-live", 4), 0);
+    let placed = metadata(&b3.bootstrap(), "placed-on-live");
+    assert!(
+        placed.2.iter().all(|(_, l)| *l == 2 || *l == 3),
+        "{placed:?}"
+    );
+
+    // The killed broker restarts on the same data dir, rejoins without new flags, catches up
+    // and serves its partitions again, with every record intact.
+    seed.restart();
+    wait_until("broker 1 back", Duration::from_secs(40), || {
+        let (_, brokers, leaders) = metadata(&b2.bootstrap(), "spread");
+        brokers == [1, 2, 3] && leaders.iter().all(|(_, l)| *l > 0)
+    });
+    wait_until(
+        "broker 1 sees the topic made while it was down",
+        Duration::from_secs(20),
+        || metadata(&seed.bootstrap(), "after-failover").2.len() == 2,
+    );
+    assert_eq!(
+        consume_all(&b2.bootstrap(), "spread", 6, 60),
+        expected_values(60)
+    );
+}
+
+#[test]
+fn a_new_broker_catches_up_from_a_snapshot() {
+    let seed = start_seed(&["--raft-snapshot-entries", "10"]);
+    for i in 0..25 {
+        assert_eq!(create_topic(&seed.bootstrap(), &format!("t{i}"), 1), 0);
+    }
+    wait_until("a snapshot", Duration::from_secs(20), || {
+        stats(&seed).is_some_and(|s| s["snapshot_index"].as_u64().is_some())
+    });
+    let late = start_joiner(&seed, "2", &[]);
+    wait_until(
+        "the late broker to catch up",
+        Duration::from_secs(30),
+        || {
+            let (Some(leader), Some(follower)) = (stats(&seed), stats(&late)) else {
+                return false;
+            };
+            follower["applied_index"] == leader["commit_index"]
+                && follower["snapshot_index"].as_u64().is_some()
+        },
+    );
+    for i in 0..25 {
+        let (_, _, leaders) = metadata(&late.bootstrap(), &format!("t{i}"));
+        assert_eq!(leaders, [(0, 1)], "topic t{i} on the late broker");
+    }
+}
+
+#[test]
+fn membership_changes_by_hand_and_refusals() {
+    let mut seed = start_seed(&[]);
+    let b2 = start_joiner(&seed, "2", &[]);
+    wait_until("two members", Duration::from_secs(30), || {
+        stats(&seed).is_some_and(|s| {
+            s["voters"].as_array().unwrap().len() + s["observers"].as_array().unwrap().len() == 2
+        })
+    });
+
+    // Remove a node and join it again by hand; each works on the first try.
+    let removed = seed.http_post("/raft/remove", r#"{"node_id": 2}"#);
+    assert!(removed.is_some(), "{}", seed.log());
+    let join = format!(
+        r#"{{"node_id": 2, "raft_address": "127.0.0.1:{}"}}"#,
+        b2.raft_port
+    );
+    assert!(b2.http_post("/raft/join", &join).is_some(), "{}", b2.log());
+    wait_until("node 2 back", Duration::from_secs(20), || {
+        stats(&seed).is_some_and(|s| {
+            s.to_string()
+                .contains(&format!("127.0.0.1:{}", b2.raft_port))
+        })
+    });
+
+    // Clear refusals: the last voter, a malformed request, an address already in use.
+    assert!(seed
+        .http_post("/raft/remove", r#"{"node_id": 1}"#)
+        .is_none());
+    assert!(seed
+        .http_post("/raft/join", r#"{"node_id": "x"}"#)
+        .is_none());
+    assert!(seed.http_post("/raft/join", "not json").is_none());
+    let taken = format!(
+        r#"{{"node_id": 7, "raft_address": "127.0.0.1:{}"}}"#,
+        seed.raft_port
+    );
+    assert!(seed.http_post("/raft/join", &taken).is_none());
+    assert_eq!(voters(&seed)[0], 1, "the cluster still has its controller");
+
+    // A second broker claiming id 1 is ignored, not registered, and the controller keeps going.
+    let join = format!("127.0.0.1:{}", seed.gossip_port);
+    let _impostor =
+        Broker::start_with(&["--node-id", "1", "--node-name", "impostor", "--join", &join]);
+    wait_until(
+        "the conflict to be reported",
+        Duration::from_secs(20),
+        || seed.log().contains("ignoring conflicting members"),
+    );
+    let (controller, brokers, _) = metadata(&seed.bootstrap(), "__none__");
+    assert_eq!((controller, brokers), (1, vec![1, 2]));
+
+    // A data dir that already belongs to a cluster cannot bootstrap another one, and a broker
+    // joining a cluster must bring its own id.
+    seed.terminate();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["serve", "--bootstrap", "--gossip-addr", "127.0.0.1:0"])
+        .args(["--kafka-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--raft-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(seed.data_dir().join("data"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already belongs to a cluster"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let anonymous = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "serve",
+            "--join",
+            "127.0.0.1:1",
+            "--gossip-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--kafka-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--raft-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(seed.data_dir().join("fresh"))
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("--node-id"));
+}

@@ -730,9 +730,16 @@ impl MetadataRaft {
         }
     }
 
-    /// Proposes records decided by this node's own driver; it must be the leader.
+    /// Proposes records decided by this node's own driver, and waits until they are applied
+    /// here, so the driver's next plan sees them.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, SubmitError> {
-        self.execute(ForwardRequest::Records(records)).await
+        let index = self.execute(ForwardRequest::Records(records)).await?;
+        if !self.wait_applied(index, self.settings.write_timeout).await {
+            return Err(SubmitError::Unavailable(format!(
+                "index {index} committed but was not applied in time"
+            )));
+        }
+        Ok(index)
     }
 }
 

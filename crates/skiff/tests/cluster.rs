@@ -320,3 +320,57 @@ fn membership_changes_by_hand_and_refusals() {
     assert!(!anonymous.status.success());
     assert!(String::from_utf8_lossy(&anonymous.stderr).contains("--node-id"));
 }
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Figures for docs/benchmarks.md, not a correctness check: run in release with
+/// `cargo test --release -p skiff --test cluster -- --ignored --nocapture cluster_figures`.
+#[test]
+#[ignore]
+fn cluster_figures() {
+    let mut seed = start_seed(&[]);
+    let b2 = start_joiner(&seed, "2", &[]);
+    let b3 = start_joiner(&seed, "3", &[]);
+    wait_until("three voters", Duration::from_secs(30), || {
+        voters(&seed) == [1, 2, 3]
+    });
+    for (via, label) in [
+        (&seed, "on the controller"),
+        (&b3, "forwarded by a follower"),
+    ] {
+        let mut create = Vec::new();
+        let mut propagation = Vec::new();
+        for i in 0..200 {
+            let name = format!("figure-{}-{i}", via.raft_port);
+            let started = Instant::now();
+            assert_eq!(create_topic(&via.bootstrap(), &name, 1), 0);
+            create.push(started.elapsed());
+            for other in [&seed, &b2, &b3] {
+                while metadata(&other.bootstrap(), &name).2.is_empty() {}
+            }
+            propagation.push(started.elapsed());
+        }
+        create.sort();
+        propagation.sort();
+        eprintln!(
+            "topic create {label}: p50 {:?} p99 {:?}; visible on all 3 brokers: p50 {:?} p99 {:?}",
+            percentile(&create, 0.5),
+            percentile(&create, 0.99),
+            percentile(&propagation, 0.5),
+            percentile(&propagation, 0.99)
+        );
+    }
+    let killed = Instant::now();
+    seed.kill9();
+    while !stats(&b2).is_some_and(|s| matches!(s["leader"].as_u64(), Some(2) | Some(3))) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elected = killed.elapsed();
+    while create_topic(&b3.bootstrap(), "after-kill", 1) != 0 {}
+    eprintln!(
+        "controller SIGKILLed: new controller after {elected:?}, first topic created after {:?}",
+        killed.elapsed()
+    );
+}

@@ -1,0 +1,164 @@
+//! One metadata node in-process: bootstrap, restart from its store, refusals, and what its Raft
+//! port does with messages from strangers and with garbage.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use skiff_metadata::{MetadataImage, MetadataRecord};
+use skiff_raft::{BootstrapError, MetadataListener, MetadataRaft, RaftSettings, StartError};
+
+#[derive(Default)]
+struct Recorder {
+    offsets: Mutex<Vec<Option<u64>>>,
+}
+
+impl MetadataListener for Recorder {
+    fn image_changed(&self, image: &Arc<MetadataImage>) {
+        self.offsets.lock().unwrap().push(image.offset());
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn settings(node_id: u64, dir: &std::path::Path) -> RaftSettings {
+    RaftSettings::new(node_id, free_addr(), dir.to_path_buf())
+}
+
+fn register(id: i32) -> MetadataRecord {
+    MetadataRecord::RegisterBroker {
+        id,
+        endpoints: vec![format!("127.0.0.1:{}", 9000 + id)],
+        rack: None,
+        incarnation: uuid::Uuid::nil(),
+    }
+}
+
+async fn wait_leader(node: &MetadataRaft) {
+    for _ in 0..200 {
+        if node.is_leader() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no leader: {:?}", node.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrapped_node_restarts_with_its_image_and_refuses_to_bootstrap_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let node = MetadataRaft::start(settings(1, dir.path()), recorder.clone())
+        .await
+        .unwrap();
+    assert!(!node.has_state().unwrap());
+    let cluster_id = node.bootstrap().await.unwrap();
+    wait_leader(&node).await;
+    let index = node.propose(vec![register(1)]).await.unwrap();
+    assert!(node.image().broker(1).is_some());
+    assert!(recorder.offsets.lock().unwrap().contains(&Some(index)));
+    node.shutdown().await;
+    drop(node);
+
+    let again = Arc::new(Recorder::default());
+    let node = MetadataRaft::start(settings(1, dir.path()), again.clone())
+        .await
+        .unwrap();
+    assert_eq!(node.cluster_id().as_deref(), Some(cluster_id.as_str()));
+    assert!(
+        node.image().broker(1).is_some(),
+        "the committed log is replayed before start returns"
+    );
+    assert!(matches!(
+        node.bootstrap().await,
+        Err(BootstrapError::AlreadyInitialized(Some(id))) if id == cluster_id
+    ));
+    wait_leader(&node).await;
+    let before = node.image();
+    let refused = node
+        .propose(vec![register(2), MetadataRecord::UnfenceBroker { id: 42 }])
+        .await;
+    assert!(
+        refused.is_err(),
+        "a batch with an invalid record is refused"
+    );
+    assert_eq!(node.image(), before, "and none of it is applied");
+    node.shutdown().await;
+    drop(node);
+
+    let renamed = MetadataRaft::start(settings(2, dir.path()), Arc::new(Recorder::default())).await;
+    assert!(matches!(
+        renamed,
+        Err(StartError::NodeIdChanged {
+            stored: 1,
+            given: 2
+        })
+    ));
+}
+
+fn exchange(addr: SocketAddr, body: &[u8]) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    stream.write_all(&frame).ok()?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).ok()?;
+    Some(String::from_utf8(reply).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_garbage_are_refused_on_the_raft_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(1, dir.path());
+    let addr = settings.listen_addr;
+    let node = MetadataRaft::start(settings, Arc::new(Recorder::default()))
+        .await
+        .unwrap();
+    node.bootstrap().await.unwrap();
+    wait_leader(&node).await;
+    let replies = tokio::task::spawn_blocking(move || {
+        let foreign = br#"{"cluster_id":"another","from":9,"rpc":{"Forward":{"Remove":{"node_id":1}}}}"#;
+        let anonymous = br#"{"cluster_id":null,"from":9,"rpc":{"TransferLeader":{"from_leader":{"leader_id":{"term":1,"node_id":9},"committed":true},"to_node_id":1,"last_log_id":null}}}"#;
+        let garbage = b"{not json";
+        (
+            exchange(addr, foreign),
+            exchange(addr, anonymous),
+            exchange(addr, garbage),
+            {
+                // A length far above the limit closes the connection before any allocation.
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                stream.write_all(&u32::MAX.to_be_bytes()).unwrap();
+                let mut byte = [0u8; 1];
+                matches!(stream.read(&mut byte), Ok(0) | Err(_))
+            },
+        )
+    })
+    .await
+    .unwrap();
+    let foreign = replies.0.expect("a reply to a foreign cluster");
+    assert!(
+        foreign.contains("Refused") && foreign.contains("another"),
+        "{foreign}"
+    );
+    if let Some(anonymous) = replies.1 {
+        assert!(anonymous.contains("Refused"), "{anonymous}");
+    }
+    assert_eq!(replies.2, None, "garbage closes the connection");
+    assert!(replies.3);
+    // The node is unharmed and still the only voter.
+    node.propose(vec![register(1)]).await.unwrap();
+    assert_eq!(node.membership().voters.len(), 1);
+    node.shutdown().await;
+}

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use skiff_metadata::{ControllerError, ControllerRequest, MetadataRecord};
 use thiserror::Error;
 
+use crate::kv::{KvEntry, KvOp, KvWriteResult};
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardRequest {
     /// A cluster write from a Kafka client; the controller decides the records from its image.
@@ -14,9 +16,24 @@ pub enum ForwardRequest {
     /// Records decided by the caller, which must be the leader's own driver.
     Records(Vec<MetadataRecord>),
     /// An operator adds a node by hand (`POST /raft/join`).
-    Join { node_id: u64, raft_addr: String },
+    Join {
+        node_id: u64,
+        raft_addr: String,
+    },
     /// An operator removes a node by hand (`POST /raft/remove`).
-    Remove { node_id: u64 },
+    Remove {
+        node_id: u64,
+    },
+    KvWrite(KvOp),
+    /// A linearizable read of one key.
+    KvGet {
+        key: String,
+    },
+    /// A linearizable read of keys by prefix.
+    KvList {
+        prefix: String,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +43,15 @@ pub enum ForwardReply {
         log_index: u64,
     },
     Failed(SubmitError),
+    KvWritten {
+        log_index: u64,
+        result: KvWriteResult,
+    },
+    KvValue(Option<KvEntry>),
+    KvItems {
+        items: Vec<(String, KvEntry)>,
+        more: bool,
+    },
 }
 
 /// Why a cluster write did not happen.

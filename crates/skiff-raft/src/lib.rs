@@ -3,15 +3,17 @@
 //! The Raft leader is the cluster's controller.
 
 mod forward;
+pub mod kv;
+mod kv_batcher;
 mod network;
 mod node;
 mod state_machine;
 mod store;
 mod types;
 
-pub use forward::{ForwardRequest, SubmitError};
+pub use forward::{ForwardReply, ForwardRequest, SubmitError};
 pub use node::{
     BootstrapError, FollowerStats, Membership, MetadataRaft, RaftPeer, RaftSettings, RaftStats,
-    StartError,
+    Staleness, StartError,
 };
 pub use state_machine::MetadataListener;

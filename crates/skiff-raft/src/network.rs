@@ -189,9 +189,12 @@ impl PeerClient {
                 .await?
                 .next()
                 .ok_or_else(|| io::Error::other(format!("{} does not resolve", self.addr)))?;
+            // Nothing is sent before the connection stands: callers may retry these safely.
+            let not_connected = |what: String| io::Error::new(io::ErrorKind::NotConnected, what);
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+                .map_err(|_| not_connected(format!("connecting to {addr} timed out")))?
+                .map_err(|e| not_connected(format!("cannot connect to {addr}: {e}")))?;
             stream.set_nodelay(true)?;
             self.stream = Some(stream);
         }

@@ -23,6 +23,8 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::forward::{ForwardReply, ForwardRequest, SubmitError};
+use crate::kv::{self, KvEntry, KvOp, KvStore, KvWriteResult};
+use crate::kv_batcher::KvBatcher;
 use crate::network::{self, Envelope, LocalIdentity, NetworkFactory, PeerClient, Reply, Rpc};
 use crate::state_machine::{MetadataListener, SharedState, StateMachine};
 use crate::store::{LogStore, RaftDb, CLUSTER_ID_KEY, NODE_ID_KEY};
@@ -130,7 +132,23 @@ pub struct MetadataRaft {
     /// Serializes controller decisions, so each is made on the image its predecessor produced.
     controller: tokio::sync::Mutex<()>,
     identity: LocalIdentity,
+    /// Connections that forward requests to the leader, several so concurrent requests from
+    /// one node do not queue behind each other.
+    forward_pool: Vec<tokio::sync::Mutex<Option<(u64, PeerClient)>>>,
+    forward_next: std::sync::atomic::AtomicUsize,
+    kv_batcher: KvBatcher,
 }
+
+/// How far a stale read may be behind.
+#[derive(Debug, Clone, Serialize)]
+pub struct Staleness {
+    pub applied_index: u64,
+    /// The highest commit index this node has heard of; the cluster's may be higher.
+    pub known_commit_index: u64,
+    pub leader: Option<u64>,
+}
+
+const FORWARD_CONNECTIONS: usize = 8;
 
 struct Handler {
     node: std::sync::Weak<MetadataRaft>,
@@ -207,6 +225,7 @@ impl MetadataRaft {
             })?
             .map_err(|e| StartError::Raft(e.to_string()))?;
         }
+        let kv_batcher = KvBatcher::start(raft.clone());
         let node = Arc::new(Self {
             raft,
             shared,
@@ -214,6 +233,11 @@ impl MetadataRaft {
             settings,
             controller: tokio::sync::Mutex::new(()),
             identity,
+            forward_pool: (0..FORWARD_CONNECTIONS)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            forward_next: std::sync::atomic::AtomicUsize::new(0),
+            kv_batcher,
         });
         tokio::spawn(network::serve(
             tcp,
@@ -372,71 +396,163 @@ impl MetadataRaft {
         }
     }
 
-    /// Sends a cluster write to the controller, wherever it is, and waits until this node has
-    /// applied its result. Retries through elections until `write_timeout`.
-    pub async fn submit(&self, request: ForwardRequest) -> Result<u64, SubmitError> {
+    /// Sends a request to the leader, wherever it is: runs it here when this node leads,
+    /// forwards it otherwise. Retries while no leader is known or the leader cannot be
+    /// reached, until `write_timeout`; a request that may have reached the leader is not
+    /// retried, so a write is never applied twice.
+    async fn call_leader(&self, request: ForwardRequest) -> Result<ForwardReply, SubmitError> {
         let deadline = Instant::now() + self.settings.write_timeout;
-        let mut forward_client: Option<(u64, PeerClient)> = None;
         loop {
-            let leader = self.leader();
-            let attempt = match leader {
+            let attempt = match self.leader() {
                 Some(id) if id == self.settings.node_id => self.execute(request.clone()).await,
-                Some(id) => {
-                    let addr = self.membership_addr(id);
-                    match addr {
-                        None => Err(SubmitError::NotLeader { leader: None }),
-                        Some(addr) => {
-                            let client = match &mut forward_client {
-                                Some((target, client)) if *target == id => client,
-                                slot => {
-                                    *slot = Some((
-                                        id,
-                                        PeerClient::new(self.identity.clone(), id, addr),
-                                    ));
-                                    &mut slot.as_mut().expect("just set").1
-                                }
-                            };
-                            let remaining = deadline.saturating_duration_since(Instant::now());
-                            match client.call(Rpc::Forward(request.clone()), remaining).await {
-                                Ok(Reply::Forward(ForwardReply::Done { log_index })) => {
-                                    Ok(log_index)
-                                }
-                                Ok(Reply::Forward(ForwardReply::Failed(e))) => Err(e),
-                                Ok(Reply::Refused(reason)) => Err(SubmitError::Invalid(reason)),
-                                Ok(_) => Err(SubmitError::Unavailable(
-                                    "the controller answered with the wrong message".into(),
-                                )),
-                                Err(e) => Err(SubmitError::Unavailable(e.to_string())),
-                            }
-                        }
-                    }
-                }
-                None => Err(SubmitError::NotLeader { leader: None }),
+                Some(id) => self.forward(id, &request, deadline).await,
+                None => Err(self.not_leader()),
             };
             match attempt {
-                Ok(log_index) => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    if !self.wait_applied(log_index, remaining).await {
-                        return Err(SubmitError::Unavailable(format!(
-                            "the change committed at index {log_index} but this node did not apply it in time"
-                        )));
-                    }
-                    return Ok(log_index);
-                }
-                Err(SubmitError::NotLeader { .. }) | Err(SubmitError::Unavailable(_))
-                    if Instant::now() < deadline =>
-                {
+                Err(SubmitError::NotLeader { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(SubmitError::NotLeader { .. }) => {
                     return Err(SubmitError::Unavailable(format!(
-                        "no controller was elected within {:?}",
+                        "no leader was elected within {:?}",
                         self.settings.write_timeout
                     )))
                 }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
+    }
+
+    /// One forwarding attempt. Failing to connect counts as "not leader" (nothing was sent);
+    /// a failure after sending is "unavailable" (the outcome is unknown).
+    async fn forward(
+        &self,
+        leader: u64,
+        request: &ForwardRequest,
+        deadline: Instant,
+    ) -> Result<ForwardReply, SubmitError> {
+        let Some(addr) = self.membership_addr(leader) else {
+            return Err(SubmitError::NotLeader { leader: None });
+        };
+        let mut slot = self.forward_slot().await;
+        let client = match &mut *slot {
+            Some((target, client)) if *target == leader => client,
+            empty => {
+                &mut empty
+                    .insert((leader, PeerClient::new(self.identity.clone(), leader, addr)))
+                    .1
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match client.call(Rpc::Forward(request.clone()), remaining).await {
+            Ok(Reply::Forward(ForwardReply::Failed(e))) => Err(e),
+            Ok(Reply::Forward(reply)) => Ok(reply),
+            Ok(Reply::Refused(reason)) => Err(SubmitError::Invalid(reason)),
+            Ok(_) => Err(SubmitError::Unavailable(
+                "the leader answered with the wrong message".into(),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                Err(SubmitError::NotLeader { leader: None })
+            }
+            Err(e) => Err(SubmitError::Unavailable(format!(
+                "the outcome is unknown: {e}"
+            ))),
+        }
+    }
+
+    /// A free connection of the forwarding pool, or the first one to become free.
+    async fn forward_slot(&self) -> tokio::sync::MutexGuard<'_, Option<(u64, PeerClient)>> {
+        for slot in &self.forward_pool {
+            if let Ok(guard) = slot.try_lock() {
+                return guard;
+            }
+        }
+        let index = self
+            .forward_next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.forward_pool.len();
+        self.forward_pool[index].lock().await
+    }
+
+    /// Sends a cluster write to the controller, wherever it is, and waits until this node has
+    /// applied its result.
+    pub async fn submit(&self, request: ForwardRequest) -> Result<u64, SubmitError> {
+        let log_index = match self.call_leader(request).await? {
+            ForwardReply::Done { log_index } | ForwardReply::KvWritten { log_index, .. } => {
+                log_index
+            }
+            _ => {
+                return Err(SubmitError::Unavailable(
+                    "the leader answered with the wrong message".into(),
+                ))
+            }
+        };
+        if !self
+            .wait_applied(log_index, self.settings.write_timeout)
+            .await
+        {
+            return Err(SubmitError::Unavailable(format!(
+                "the change committed at index {log_index} but this node did not apply it in time"
+            )));
+        }
+        Ok(log_index)
+    }
+
+    /// A key-value write, batched with others on the leader; the result and its log index.
+    pub async fn kv_write(&self, op: KvOp) -> Result<(u64, KvWriteResult), SubmitError> {
+        kv::validate(&op).map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        match self.call_leader(ForwardRequest::KvWrite(op)).await? {
+            ForwardReply::KvWritten { log_index, result } => Ok((log_index, result)),
+            _ => Err(SubmitError::Unavailable(
+                "the leader answered with the wrong message".into(),
+            )),
+        }
+    }
+
+    /// A linearizable read of one key, served by the leader after it confirmed its leadership
+    /// with a quorum (ReadIndex), without writing to the log.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, SubmitError> {
+        match self
+            .call_leader(ForwardRequest::KvGet {
+                key: key.to_owned(),
+            })
+            .await?
+        {
+            ForwardReply::KvValue(entry) => Ok(entry),
+            _ => Err(SubmitError::Unavailable(
+                "the leader answered with the wrong message".into(),
+            )),
+        }
+    }
+
+    /// A linearizable read of up to `limit` keys starting with `prefix`, and whether more exist.
+    pub async fn kv_list(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<(Vec<(String, KvEntry)>, bool), SubmitError> {
+        let request = ForwardRequest::KvList {
+            prefix: prefix.to_owned(),
+            limit: limit.min(kv::MAX_LIST_LIMIT),
+        };
+        match self.call_leader(request).await? {
+            ForwardReply::KvItems { items, more } => Ok((items, more)),
+            _ => Err(SubmitError::Unavailable(
+                "the leader answered with the wrong message".into(),
+            )),
+        }
+    }
+
+    /// Reads this node's own copy of the store (`consistency=stale`), with how far behind the
+    /// cluster it may be.
+    pub fn kv_stale<T>(&self, read: impl FnOnce(&KvStore) -> T) -> (T, Staleness) {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let staleness = Staleness {
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            known_commit_index: metrics.local_committed.map_or(0, |l| l.index),
+            leader: metrics.current_leader,
+        };
+        (self.shared.kv(read), staleness)
     }
 
     fn membership_addr(&self, id: u64) -> Option<String> {
@@ -464,10 +580,11 @@ impl MetadataRaft {
     }
 
     /// Runs a forwarded request on this node, which must be the leader.
-    async fn execute(&self, request: ForwardRequest) -> Result<u64, SubmitError> {
+    async fn execute(&self, request: ForwardRequest) -> Result<ForwardReply, SubmitError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
+        let done = |log_index| ForwardReply::Done { log_index };
         match request {
             ForwardRequest::Controller {
                 request,
@@ -482,16 +599,54 @@ impl MetadataRaft {
                 let image = self.shared.image();
                 let records = decide(&image, &request)?;
                 if validate_only {
-                    return Ok(read.log_id().index);
+                    return Ok(done(read.log_id().index));
                 }
-                self.write(Command::Metadata(records)).await
+                self.write(Command::Metadata(records)).await.map(done)
             }
             ForwardRequest::Records(records) => {
                 let _decisions = self.controller.lock().await;
-                self.write(Command::Metadata(records)).await
+                self.write(Command::Metadata(records)).await.map(done)
             }
-            ForwardRequest::Join { node_id, raft_addr } => self.join(node_id, raft_addr).await,
-            ForwardRequest::Remove { node_id } => self.remove(node_id).await,
+            ForwardRequest::Join { node_id, raft_addr } => {
+                self.join(node_id, raft_addr).await.map(done)
+            }
+            ForwardRequest::Remove { node_id } => self.remove(node_id).await.map(done),
+            ForwardRequest::KvWrite(op) => {
+                kv::validate(&op).map_err(|e| SubmitError::Invalid(e.to_string()))?;
+                let (log_index, result) = self.kv_batcher.write(op).await?;
+                Ok(ForwardReply::KvWritten { log_index, result })
+            }
+            ForwardRequest::KvGet { key } => {
+                self.read_barrier().await?;
+                Ok(ForwardReply::KvValue(
+                    self.shared.kv(|store| store.get(&key).cloned()),
+                ))
+            }
+            ForwardRequest::KvList { prefix, limit } => {
+                self.read_barrier().await?;
+                let (items, more) = self
+                    .shared
+                    .kv(|store| store.list(&prefix, limit.min(kv::MAX_LIST_LIMIT)));
+                Ok(ForwardReply::KvItems { items, more })
+            }
+        }
+    }
+
+    /// ReadIndex: confirms leadership with a quorum and waits until everything committed
+    /// before the read is applied here.
+    async fn read_barrier(&self) -> Result<(), SubmitError> {
+        let read = self
+            .raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| self.raft_error(e))?;
+        let index = read.log_id().index;
+        if self.wait_applied(index, self.settings.write_timeout).await {
+            Ok(())
+        } else {
+            Err(SubmitError::Unavailable(format!(
+                "index {index} was not applied in time"
+            )))
         }
     }
 
@@ -504,6 +659,9 @@ impl MetadataRaft {
         match response.data {
             CommandOutcome::Applied => Ok(response.log_id.index),
             CommandOutcome::Rejected { reason } => Err(SubmitError::Rejected(reason)),
+            CommandOutcome::Kv(_) => Err(SubmitError::Rejected(
+                "a metadata write was answered as a key-value write".into(),
+            )),
         }
     }
 
@@ -724,7 +882,7 @@ impl MetadataRaft {
                 Err(e) => refused(&e),
             },
             Rpc::Forward(request) => Reply::Forward(match self.execute(request).await {
-                Ok(log_index) => ForwardReply::Done { log_index },
+                Ok(reply) => reply,
                 Err(e) => ForwardReply::Failed(e),
             }),
         }
@@ -733,7 +891,10 @@ impl MetadataRaft {
     /// Proposes records decided by this node's own driver, and waits until they are applied
     /// here, so the driver's next plan sees them.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, SubmitError> {
-        let index = self.execute(ForwardRequest::Records(records)).await?;
+        let index = match self.execute(ForwardRequest::Records(records)).await? {
+            ForwardReply::Done { log_index } => log_index,
+            _ => unreachable!("records are answered with Done"),
+        };
         if !self.wait_applied(index, self.settings.write_timeout).await {
             return Err(SubmitError::Unavailable(format!(
                 "index {index} committed but was not applied in time"

@@ -13,6 +13,7 @@ use skiff_metadata::{MetadataImage, MetadataRecord};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::kv::KvStore;
 use crate::store::{RaftDb, CLUSTER_ID_KEY, SNAPSHOT_KEY};
 use crate::types::{
     Command, CommandOutcome, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
@@ -26,6 +27,7 @@ pub trait MetadataListener: Send + Sync + 'static {
 /// What the rest of the node reads: the latest image, the cluster id, the applied index.
 pub struct SharedState {
     image: RwLock<Arc<MetadataImage>>,
+    kv: RwLock<KvStore>,
     cluster_id: RwLock<Option<String>>,
     applied_index: watch::Sender<u64>,
     listener: Arc<dyn MetadataListener>,
@@ -35,6 +37,7 @@ impl SharedState {
     pub(crate) fn new(cluster_id: Option<String>, listener: Arc<dyn MetadataListener>) -> Self {
         Self {
             image: RwLock::new(Arc::new(MetadataImage::new())),
+            kv: RwLock::new(KvStore::default()),
             cluster_id: RwLock::new(cluster_id),
             applied_index: watch::Sender::new(0),
             listener,
@@ -43,6 +46,15 @@ impl SharedState {
 
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the key-value store as this node has applied it.
+    pub fn kv<T>(&self, read: impl FnOnce(&KvStore) -> T) -> T {
+        read(&self.kv.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn kv_mut(&self) -> std::sync::RwLockWriteGuard<'_, KvStore> {
+        self.kv.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn cluster_id(&self) -> Option<String> {
@@ -72,6 +84,8 @@ struct SnapshotData {
     cluster_id: Option<String>,
     metadata_offset: Option<u64>,
     records: Vec<MetadataRecord>,
+    #[serde(default)]
+    kv: KvStore,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,6 +138,7 @@ impl StateMachine {
             self.adopt_cluster_id(id)?;
         }
         self.image = Arc::new(rebuild(data)?);
+        *self.shared.kv_mut() = data.kv.clone();
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.shared.publish(self.image.clone());
@@ -154,6 +169,10 @@ impl StateMachine {
             Command::Bootstrap { cluster_id } => {
                 self.adopt_cluster_id(cluster_id)?;
                 CommandOutcome::Applied
+            }
+            Command::Kv(ops) => {
+                let mut kv = self.shared.kv_mut();
+                CommandOutcome::Kv(ops.iter().map(|op| kv.apply(index, op)).collect())
             }
             Command::Metadata(records) => {
                 let mut image = (*self.image).clone();
@@ -217,6 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             db: self.db.clone(),
             cluster_id: self.shared.cluster_id(),
+            kv: self.shared.kv(Clone::clone),
             image: self.image.clone(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
@@ -257,6 +277,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub struct SnapshotBuilder {
     db: RaftDb,
     cluster_id: Option<String>,
+    kv: KvStore,
     image: Arc<MetadataImage>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
@@ -270,6 +291,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             cluster_id: self.cluster_id.clone(),
             metadata_offset: self.image.offset(),
             records: self.image.to_records(),
+            kv: std::mem::take(&mut self.kv),
         };
         let text = serde_json::to_string(&data).map_err(invalid)?;
         let meta = SnapshotMeta {

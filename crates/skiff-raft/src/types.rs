@@ -5,6 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use skiff_metadata::MetadataRecord;
 
+use crate::kv::{KvOp, KvWriteResult};
+
 /// One entry of the metadata log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -12,6 +14,8 @@ pub enum Command {
     Bootstrap { cluster_id: String },
     /// Controller records, applied to the image atomically as one metadata offset.
     Metadata(Vec<MetadataRecord>),
+    /// Key-value writes from many clients, batched into one entry; each succeeds or fails alone.
+    Kv(Vec<KvOp>),
 }
 
 impl fmt::Display for Command {
@@ -19,6 +23,7 @@ impl fmt::Display for Command {
         match self {
             Command::Bootstrap { cluster_id } => write!(f, "Bootstrap({cluster_id})"),
             Command::Metadata(records) => write!(f, "Metadata({} records)", records.len()),
+            Command::Kv(ops) => write!(f, "Kv({} writes)", ops.len()),
         }
     }
 }
@@ -28,6 +33,7 @@ impl fmt::Display for Command {
 pub enum CommandOutcome {
     Applied,
     Rejected { reason: String },
+    Kv(Vec<KvWriteResult>),
 }
 
 openraft::declare_raft_types!(

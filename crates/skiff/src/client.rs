@@ -128,3 +128,76 @@ pub fn raft_remove(target: &AdminTarget, node_id: u64) -> anyhow::Result<()> {
     println!("node {node_id} removed at log index {}", reply["log_index"]);
     Ok(())
 }
+
+fn store_url(target: &AdminTarget, key: &str, query: &[(&str, String)]) -> String {
+    let mut url = target.url(&format!("/store/{key}"));
+    for (i, (name, value)) in query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(name);
+        url.push('=');
+        url.push_str(value);
+    }
+    url
+}
+
+/// `skiff kv get`: prints the value (linearizable unless `stale`).
+pub fn kv_get(target: &AdminTarget, key: &str, stale: bool) -> anyhow::Result<()> {
+    let query: Vec<(&str, String)> = if stale {
+        vec![("consistency", "stale".into())]
+    } else {
+        Vec::new()
+    };
+    let url = store_url(target, key, &query);
+    let entry = answer(agent().get(&url).call(), &url)?;
+    println!("{}", entry["value"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+/// `skiff kv put`: sets a key, optionally only at a version (`cas`, 0: only if absent).
+pub fn kv_put(
+    target: &AdminTarget,
+    key: &str,
+    value: &str,
+    cas: Option<u64>,
+) -> anyhow::Result<()> {
+    let query: Vec<(&str, String)> = cas.map(|v| ("cas", v.to_string())).into_iter().collect();
+    let url = store_url(target, key, &query);
+    let written = answer(agent().put(&url).send(value), &url)?;
+    println!("{key} is at version {}", written["version"]);
+    Ok(())
+}
+
+/// `skiff kv delete`: deletes a key, optionally only at a version.
+pub fn kv_delete(target: &AdminTarget, key: &str, cas: Option<u64>) -> anyhow::Result<()> {
+    let query: Vec<(&str, String)> = cas.map(|v| ("cas", v.to_string())).into_iter().collect();
+    let url = store_url(target, key, &query);
+    let deleted = answer(agent().delete(&url).call(), &url)?;
+    if deleted["deleted"].as_bool() == Some(true) {
+        println!("deleted {key}");
+    } else {
+        println!("{key} did not exist");
+    }
+    Ok(())
+}
+
+/// `skiff kv list`: keys, versions and values under a prefix.
+pub fn kv_list(target: &AdminTarget, prefix: &str, limit: Option<usize>) -> anyhow::Result<()> {
+    let mut url = target.url("/store");
+    url.push_str(&format!("?prefix={prefix}"));
+    if let Some(limit) = limit {
+        url.push_str(&format!("&limit={limit}"));
+    }
+    let listed = answer(agent().get(&url).call(), &url)?;
+    for item in listed["items"].as_array().context("items are a list")? {
+        println!(
+            "{}\t{}\t{}",
+            item["key"].as_str().unwrap_or_default(),
+            item["version"],
+            item["value"].as_str().unwrap_or_default()
+        );
+    }
+    if listed["more"].as_bool() == Some(true) {
+        println!("(more keys follow; raise --limit)");
+    }
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! The HTTP admin listener: `/health`, Prometheus `/metrics`, the gossip operations
 //! `GET /v1/members`, `POST /v1/event`, `POST /v1/query`, `PUT /v1/tags` (JSON, as Serf's
 //! agent offers them), and the metadata quorum's `GET /raft/stats`, `POST /raft/join` and
-//! `POST /raft/remove` for operators who manage membership by hand.
+//! `POST /raft/remove` for operators who manage membership by hand, and the replicated
+//! key-value store under `/store`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,14 @@ pub async fn serve(
             get(|State(s): State<AppState>| async move { Json(s.raft.stats()) }),
         )
         .route("/raft/join", post(raft_join))
+        .route("/store", get(store::list).post(store::post))
+        .route(
+            "/store/{*key}",
+            get(store::get).put(store::put).delete(store::delete),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(
+            2 * skiff_raft::kv::MAX_VALUE_BYTES,
+        ))
         .route("/raft/remove", post(raft_remove))
         .with_state(AppState {
             metrics,
@@ -280,4 +289,250 @@ async fn raft_remove(State(state): State<AppState>, Json(request): Json<RaftNode
             })
             .await,
     )
+}
+
+/// The key-value store: `/store/{key}` and `/store?prefix=P&limit=N`.
+mod store {
+    use axum::body::Bytes;
+    use axum::extract::{Path, Query, State};
+    use axum::http::{HeaderValue, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::Json;
+    use serde::Deserialize;
+    use serde_json::{json, Value};
+    use skiff_raft::kv::{KvEntry, KvOp, KvWriteResult, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+    use skiff_raft::SubmitError;
+
+    use super::AppState;
+
+    /// Items a list returns when no limit is given.
+    const DEFAULT_LIST_LIMIT: usize = 1000;
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Options {
+        cas: Option<u64>,
+        consistency: Option<String>,
+        prefix: Option<String>,
+        limit: Option<usize>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PutBody {
+        key: String,
+        value: String,
+        cas: Option<u64>,
+    }
+
+    fn reply(status: StatusCode, body: Value) -> Response {
+        (status, Json(body)).into_response()
+    }
+
+    fn error(status: StatusCode, message: impl ToString) -> Response {
+        reply(status, json!({ "error": message.to_string() }))
+    }
+
+    fn failure(e: SubmitError) -> Response {
+        match e {
+            SubmitError::Invalid(m) if m.contains("exceeds") => {
+                error(StatusCode::PAYLOAD_TOO_LARGE, m)
+            }
+            SubmitError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+            e @ (SubmitError::Unavailable(_) | SubmitError::NotLeader { .. }) => {
+                let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e);
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+                response
+            }
+            e => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+
+    /// Why a request is refused before it reaches the store.
+    type Refusal = (StatusCode, String);
+
+    fn refused((status, message): Refusal) -> Response {
+        error(status, message)
+    }
+
+    fn stale(options: &Options) -> Result<bool, Refusal> {
+        match options.consistency.as_deref() {
+            None | Some("linearizable") => Ok(false),
+            Some("stale") => Ok(true),
+            Some(other) => Err((
+                StatusCode::BAD_REQUEST,
+                format!("consistency must be linearizable or stale, not {other:?}"),
+            )),
+        }
+    }
+
+    fn entry_json(key: &str, entry: &KvEntry) -> Value {
+        json!({
+            "key": key,
+            "value": entry.value,
+            "version": entry.version,
+            "create_index": entry.create_index,
+        })
+    }
+
+    fn check_key(key: &str) -> Result<(), Refusal> {
+        if key.is_empty() {
+            return Err((StatusCode::BAD_REQUEST, "the key is empty".into()));
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("key of {} bytes exceeds {MAX_KEY_BYTES}", key.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn write(state: &AppState, op: KvOp) -> Response {
+        let key = op.key().to_owned();
+        match state.raft.kv_write(op).await {
+            Ok((_, KvWriteResult::Put { version, created })) => reply(
+                StatusCode::OK,
+                json!({ "key": key, "version": version, "created": created }),
+            ),
+            Ok((_, KvWriteResult::Deleted { existed })) => {
+                reply(StatusCode::OK, json!({ "key": key, "deleted": existed }))
+            }
+            Ok((_, KvWriteResult::CasFailed { current })) => reply(
+                StatusCode::CONFLICT,
+                json!({
+                    "error": "compare-and-set failed",
+                    "key": key,
+                    "current_version": current.unwrap_or(0),
+                }),
+            ),
+            Err(e) => failure(e),
+        }
+    }
+
+    pub async fn put(
+        State(state): State<AppState>,
+        Path(key): Path<String>,
+        Query(options): Query<Options>,
+        body: Bytes,
+    ) -> Response {
+        if let Err(refusal) = check_key(&key) {
+            return refused(refusal);
+        }
+        if body.len() > MAX_VALUE_BYTES {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("value of {} bytes exceeds {MAX_VALUE_BYTES}", body.len()),
+            );
+        }
+        let Ok(value) = String::from_utf8(body.to_vec()) else {
+            return error(StatusCode::BAD_REQUEST, "values must be UTF-8 text");
+        };
+        write(
+            &state,
+            KvOp::Put {
+                key,
+                value,
+                cas: options.cas,
+            },
+        )
+        .await
+    }
+
+    pub async fn post(State(state): State<AppState>, Json(body): Json<PutBody>) -> Response {
+        if let Err(refusal) = check_key(&body.key) {
+            return refused(refusal);
+        }
+        write(
+            &state,
+            KvOp::Put {
+                key: body.key,
+                value: body.value,
+                cas: body.cas,
+            },
+        )
+        .await
+    }
+
+    pub async fn delete(
+        State(state): State<AppState>,
+        Path(key): Path<String>,
+        Query(options): Query<Options>,
+    ) -> Response {
+        if let Err(refusal) = check_key(&key) {
+            return refused(refusal);
+        }
+        write(
+            &state,
+            KvOp::Delete {
+                key,
+                cas: options.cas,
+            },
+        )
+        .await
+    }
+
+    pub async fn get(
+        State(state): State<AppState>,
+        Path(key): Path<String>,
+        Query(options): Query<Options>,
+    ) -> Response {
+        if let Err(refusal) = check_key(&key) {
+            return refused(refusal);
+        }
+        let stale = match stale(&options) {
+            Ok(stale) => stale,
+            Err(refusal) => return refused(refusal),
+        };
+        let (entry, staleness) = if stale {
+            let (entry, staleness) = state.raft.kv_stale(|store| store.get(&key).cloned());
+            (entry, Some(staleness))
+        } else {
+            match state.raft.kv_get(&key).await {
+                Ok(entry) => (entry, None),
+                Err(e) => return failure(e),
+            }
+        };
+        match entry {
+            Some(entry) => {
+                let mut body = entry_json(&key, &entry);
+                if let Some(staleness) = staleness {
+                    body["staleness"] = json!(staleness);
+                }
+                reply(StatusCode::OK, body)
+            }
+            None => reply(
+                StatusCode::NOT_FOUND,
+                json!({ "error": "no such key", "key": key }),
+            ),
+        }
+    }
+
+    pub async fn list(State(state): State<AppState>, Query(options): Query<Options>) -> Response {
+        let stale = match stale(&options) {
+            Ok(stale) => stale,
+            Err(refusal) => return refused(refusal),
+        };
+        let prefix = options.prefix.clone().unwrap_or_default();
+        let limit = options.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+        let ((items, more), staleness) = if stale {
+            let (found, staleness) = state.raft.kv_stale(|store| store.list(&prefix, limit));
+            (found, Some(staleness))
+        } else {
+            match state.raft.kv_list(&prefix, limit).await {
+                Ok(found) => (found, None),
+                Err(e) => return failure(e),
+            }
+        };
+        let mut body = json!({
+            "items": items.iter().map(|(k, e)| entry_json(k, e)).collect::<Vec<_>>(),
+            "more": more,
+        });
+        if let Some(staleness) = staleness {
+            body["staleness"] = json!(staleness);
+        }
+        reply(StatusCode::OK, body)
+    }
 }

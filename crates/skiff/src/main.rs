@@ -55,6 +55,9 @@ enum Command {
     /// The metadata quorum: stats, and membership changes by hand.
     #[command(subcommand)]
     Raft(RaftCommand),
+    /// The replicated key-value store: get, put, delete, list (through any broker).
+    #[command(subcommand)]
+    Kv(KvCommand),
     /// Start a local cluster of N brokers on loopback ports, bootstrapped and joined, and print
     /// its bootstrap servers. Ctrl-C stops them all.
     Dev {
@@ -100,6 +103,47 @@ enum RaftCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum KvCommand {
+    /// Print a key's value (linearizable unless --stale).
+    Get {
+        #[command(flatten)]
+        target: client::AdminTarget,
+        key: String,
+        /// Read the broker's own copy, which may lag the cluster.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Set a key.
+    Put {
+        #[command(flatten)]
+        target: client::AdminTarget,
+        key: String,
+        value: String,
+        /// Only if the key is at this version (0: only if it does not exist).
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Delete a key.
+    Delete {
+        #[command(flatten)]
+        target: client::AdminTarget,
+        key: String,
+        /// Only if the key is at this version.
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// List keys under a prefix.
+    List {
+        #[command(flatten)]
+        target: client::AdminTarget,
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     match Cli::parse().command {
@@ -121,6 +165,21 @@ fn main() -> anyhow::Result<()> {
         Command::Raft(RaftCommand::Remove { target, node_id }) => {
             client::raft_remove(&target, node_id)
         }
+        Command::Kv(KvCommand::Get { target, key, stale }) => client::kv_get(&target, &key, stale),
+        Command::Kv(KvCommand::Put {
+            target,
+            key,
+            value,
+            cas,
+        }) => client::kv_put(&target, &key, &value, cas),
+        Command::Kv(KvCommand::Delete { target, key, cas }) => {
+            client::kv_delete(&target, &key, cas)
+        }
+        Command::Kv(KvCommand::List {
+            target,
+            prefix,
+            limit,
+        }) => client::kv_list(&target, &prefix, limit),
         Command::Dev { nodes, data_dir } => {
             init_logging("info", false)?;
             tokio::runtime::Builder::new_current_thread()

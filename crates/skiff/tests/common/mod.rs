@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod linearizability;
 pub mod netns;
 pub mod wire;
 
@@ -213,11 +214,25 @@ pub fn http_request(
     path: &str,
     json: Option<&str>,
 ) -> Option<String> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    let body = json.unwrap_or("");
+    match http_exchange(addr, method, path, json, Duration::from_secs(30))? {
+        (200, body) => Some(body),
+        _ => None,
+    }
+}
+
+/// One HTTP/1.1 request with any body; the status and body, or None if there was no answer
+/// within `timeout`.
+pub fn http_exchange(
+    addr: impl std::net::ToSocketAddrs,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Option<(u16, String)> {
+    let addr = addr.to_socket_addrs().ok()?.next()?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let body = body.unwrap_or("");
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -227,7 +242,8 @@ pub fn http_request(
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
 }
 
 impl Drop for Broker {

@@ -1,0 +1,249 @@
+//! The replicated key-value store over HTTP, on real `skiff serve` processes: the classic Raft KV
+//! walkthrough (set here, read there; delete; a node leaves and comes back; a follower is
+//! killed; a fourth node joins), compare-and-set, limits, and figures.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{http_exchange, Broker};
+use serde_json::Value;
+
+fn call(broker: &Broker, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, body) = http_exchange(
+        ("127.0.0.1", broker.http_port),
+        method,
+        path,
+        body,
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|| panic!("{method} {path}: no answer\n{}", broker.log()));
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn put(broker: &Broker, key: &str, value: &str) -> u64 {
+    let (status, body) = call(broker, "PUT", &format!("/store/{key}"), Some(value));
+    assert_eq!(status, 200, "{body}");
+    body["version"].as_u64().unwrap()
+}
+
+fn get(broker: &Broker, key: &str) -> Option<String> {
+    match call(broker, "GET", &format!("/store/{key}"), None) {
+        (200, body) => Some(body["value"].as_str().unwrap().to_owned()),
+        (404, _) => None,
+        (status, body) => panic!("GET {key}: {status} {body}"),
+    }
+}
+
+/// The broker's own copy, without asking the leader.
+fn get_stale(broker: &Broker, key: &str) -> Option<String> {
+    match call(
+        broker,
+        "GET",
+        &format!("/store/{key}?consistency=stale"),
+        None,
+    ) {
+        (200, body) => Some(body["value"].as_str().unwrap().to_owned()),
+        _ => None,
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn member_count(broker: &Broker) -> usize {
+    let (_, stats) = call(broker, "GET", "/raft/stats", None);
+    stats["voters"].as_array().map_or(0, Vec::len)
+        + stats["observers"].as_array().map_or(0, Vec::len)
+}
+
+fn joiner(seed: &Broker, id: &str) -> Broker {
+    let join = format!("127.0.0.1:{}", seed.gossip_port);
+    let name = format!("kv{id}");
+    Broker::start_with(&["--node-id", id, "--node-name", &name, "--join", &join])
+}
+
+#[test]
+fn the_raft_kv_walkthrough_on_three_then_four_nodes() {
+    let seed = Broker::start_with(&["--node-id", "1", "--node-name", "kv1"]);
+    let mut b2 = joiner(&seed, "2");
+    let mut b3 = joiner(&seed, "3");
+    wait_until("three members", Duration::from_secs(30), || {
+        member_count(&seed) == 3
+    });
+
+    // Set on one node, read from the two others (linearizable reads, then their own copies).
+    put(&seed, "greeting", "hello");
+    for node in [&b2, &b3] {
+        assert_eq!(get(node, "greeting").as_deref(), Some("hello"));
+        wait_until("the local copy", Duration::from_secs(10), || {
+            get_stale(node, "greeting").as_deref() == Some("hello")
+        });
+    }
+
+    // Delete and see it gone everywhere.
+    let (status, body) = call(&b3, "DELETE", "/store/greeting", None);
+    assert_eq!((status, body["deleted"].as_bool()), (200, Some(true)));
+    for node in [&seed, &b2, &b3] {
+        assert_eq!(get(node, "greeting"), None);
+    }
+
+    // A node leaves (SIGTERM: gossip leave, removed from the quorum); writes go on; it comes
+    // back on its data dir and serves the writes it missed from its own copy.
+    b3.terminate();
+    wait_until("node 3 removed", Duration::from_secs(30), || {
+        member_count(&seed) == 2
+    });
+    for i in 0..20 {
+        put(&b2, &format!("missed/{i}"), &format!("value-{i}"));
+    }
+    b3.restart();
+    wait_until("node 3 caught up", Duration::from_secs(30), || {
+        get_stale(&b3, "missed/19").as_deref() == Some("value-19")
+    });
+    let (_, listed) = call(&b3, "GET", "/store?prefix=missed/&consistency=stale", None);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 20);
+
+    // SIGKILL a follower, write, restart it, read the new value from it.
+    b2.kill9();
+    put(&seed, "after-kill", "new");
+    b2.restart();
+    wait_until("node 2 has the new value", Duration::from_secs(30), || {
+        get_stale(&b2, "after-kill").as_deref() == Some("new")
+    });
+
+    // A fourth node joins and serves the old data.
+    let b4 = joiner(&seed, "4");
+    wait_until("node 4 has the old data", Duration::from_secs(30), || {
+        get_stale(&b4, "missed/0").as_deref() == Some("value-0")
+    });
+    assert_eq!(get(&b4, "after-kill").as_deref(), Some("new"));
+}
+
+#[test]
+fn compare_and_set_limits_and_bad_requests() {
+    let broker = Broker::start();
+    let (status, body) = call(&broker, "PUT", "/store/cfg?cas=0", Some("v1"));
+    assert_eq!((status, body["created"].as_bool()), (200, Some(true)));
+    let version = body["version"].as_u64().unwrap();
+    // 0 means "only if absent": it exists now.
+    let (status, body) = call(&broker, "PUT", "/store/cfg?cas=0", Some("v2"));
+    assert_eq!(
+        (status, body["current_version"].as_u64()),
+        (409, Some(version))
+    );
+    let (status, _) = call(
+        &broker,
+        "PUT",
+        &format!("/store/cfg?cas={version}"),
+        Some("v2"),
+    );
+    assert_eq!(status, 200);
+    let (status, body) = call(
+        &broker,
+        "DELETE",
+        &format!("/store/cfg?cas={version}"),
+        None,
+    );
+    assert_eq!(status, 409, "{body}");
+    let (_, current) = call(&broker, "GET", "/store/cfg", None);
+    assert_eq!(current["value"], "v2");
+    let (status, _) = call(
+        &broker,
+        "POST",
+        "/store",
+        Some(r#"{"key": "json", "value": "posted"}"#),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(get(&broker, "json").as_deref(), Some("posted"));
+
+    let big = "x".repeat(1024 * 1024 + 1);
+    assert_eq!(call(&broker, "PUT", "/store/big", Some(&big)).0, 413);
+    let long_key = format!("/store/{}", "k".repeat(1025));
+    assert_eq!(call(&broker, "PUT", &long_key, Some("v")).0, 413);
+    assert_eq!(
+        call(&broker, "POST", "/store", Some(r#"{"key": ""}"#)).0,
+        422
+    );
+    assert_eq!(call(&broker, "POST", "/store", Some("not json")).0, 400);
+    assert_eq!(
+        call(&broker, "GET", "/store/cfg?consistency=sometimes", None).0,
+        400
+    );
+    assert_eq!(call(&broker, "PUT", "/store/cfg?cas=abc", Some("v")).0, 400);
+    assert_eq!(get(&broker, "big"), None);
+    // Still serving.
+    assert_eq!(get(&broker, "cfg").as_deref(), Some("v2"));
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Figures for docs/benchmarks.md, not a correctness check: run in release with
+/// `cargo test --release -p skiff --test kv -- --ignored --nocapture kv_figures`.
+#[test]
+#[ignore]
+fn kv_figures() {
+    let seed = Broker::start_with(&["--node-id", "1", "--node-name", "kv1"]);
+    let _b2 = joiner(&seed, "2");
+    let _b3 = joiner(&seed, "3");
+    wait_until("three voters", Duration::from_secs(30), || {
+        member_count(&seed) == 3
+    });
+    let run = Duration::from_secs(5);
+    for clients in [1usize, 16, 64] {
+        for reads in [false, true] {
+            let port = seed.http_port;
+            let threads: Vec<_> = (0..clients)
+                .map(|c| {
+                    std::thread::spawn(move || {
+                        let agent: ureq::Agent = ureq::Agent::config_builder()
+                            .http_status_as_error(false)
+                            .build()
+                            .into();
+                        let mut latencies = Vec::new();
+                        let started = Instant::now();
+                        let mut i = 0u64;
+                        while started.elapsed() < run {
+                            let url = format!("http://127.0.0.1:{port}/store/bench/{c}/{}", i % 16);
+                            let at = Instant::now();
+                            let status = if reads {
+                                agent.get(&url).call().map(|r| r.status().as_u16())
+                            } else {
+                                agent.put(&url).send("value").map(|r| r.status().as_u16())
+                            };
+                            let status = status.unwrap();
+                            assert!(status == 200 || status == 404, "{status}");
+                            latencies.push(at.elapsed());
+                            i += 1;
+                        }
+                        latencies
+                    })
+                })
+                .collect();
+            let mut latencies: Vec<Duration> = threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect();
+            latencies.sort();
+            eprintln!(
+                "{} clients, {}: {:.0}/s, p50 {:?}, p99 {:?}",
+                clients,
+                if reads {
+                    "linearizable reads"
+                } else {
+                    "writes"
+                },
+                latencies.len() as f64 / run.as_secs_f64(),
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99)
+            );
+        }
+    }
+}

@@ -54,9 +54,9 @@ impl RaftSettings {
             listen_addr,
             advertised_addr: listen_addr.to_string(),
             data_dir,
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 900,
+            heartbeat_ms: 80,
+            election_timeout_min_ms: 350,
+            election_timeout_max_ms: 600,
             snapshot_entries: 1000,
             write_timeout: Duration::from_secs(10),
         }

@@ -374,3 +374,27 @@ fn cluster_figures() {
         killed.elapsed()
     );
 }
+
+#[test]
+fn a_broker_of_another_cluster_is_not_taken_in() {
+    let mut stranger = Broker::start_with(&["--node-id", "5", "--node-name", "stranger"]);
+    stranger.terminate();
+    let seed = start_seed(&[]);
+    // The stranger restarts on its data dir, which belongs to its own cluster, and gossips
+    // with this one.
+    let join = format!("--join=127.0.0.1:{}", seed.gossip_port);
+    stranger.set_extra_args(&["--node-id", "5", "--node-name", "stranger", &join]);
+    stranger.restart();
+    wait_until(
+        "the stranger to be noticed",
+        Duration::from_secs(20),
+        || seed.log().contains("belongs to another cluster"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, brokers, _) = metadata(&seed.bootstrap(), "__none__");
+    assert_eq!(brokers, [1]);
+    assert_eq!(voters(&seed), [1]);
+    let theirs = stats(&stranger).unwrap();
+    assert_ne!(theirs["cluster_id"], stats(&seed).unwrap()["cluster_id"]);
+    assert_eq!(theirs["voters"].as_array().unwrap().len(), 1);
+}

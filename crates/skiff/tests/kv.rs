@@ -62,15 +62,34 @@ fn member_count(broker: &Broker) -> usize {
         + stats["observers"].as_array().map_or(0, Vec::len)
 }
 
+/// Snapshots every 20 entries, so the log is purged and late nodes catch up from a snapshot.
+const SNAPSHOT_EVERY: &str = "20";
+
 fn joiner(seed: &Broker, id: &str) -> Broker {
     let join = format!("127.0.0.1:{}", seed.gossip_port);
     let name = format!("kv{id}");
-    Broker::start_with(&["--node-id", id, "--node-name", &name, "--join", &join])
+    Broker::start_with(&[
+        "--node-id",
+        id,
+        "--node-name",
+        &name,
+        "--join",
+        &join,
+        "--raft-snapshot-entries",
+        SNAPSHOT_EVERY,
+    ])
 }
 
 #[test]
 fn the_raft_kv_walkthrough_on_three_then_four_nodes() {
-    let seed = Broker::start_with(&["--node-id", "1", "--node-name", "kv1"]);
+    let mut seed = Broker::start_with(&[
+        "--node-id",
+        "1",
+        "--node-name",
+        "kv1",
+        "--raft-snapshot-entries",
+        SNAPSHOT_EVERY,
+    ]);
     let mut b2 = joiner(&seed, "2");
     let mut b3 = joiner(&seed, "3");
     wait_until("three members", Duration::from_secs(30), || {
@@ -117,12 +136,27 @@ fn the_raft_kv_walkthrough_on_three_then_four_nodes() {
         get_stale(&b2, "after-kill").as_deref() == Some("new")
     });
 
-    // A fourth node joins and serves the old data.
-    let b4 = joiner(&seed, "4");
+    // A fourth node joins and serves the old data, installed from a snapshot: the log it
+    // would need has been purged.
+    let (_, stats) = call(&seed, "GET", "/raft/stats", None);
+    assert!(stats["snapshot_index"].as_u64().is_some(), "{stats}");
+    let mut b4 = joiner(&seed, "4");
     wait_until("node 4 has the old data", Duration::from_secs(30), || {
         get_stale(&b4, "missed/0").as_deref() == Some("value-0")
     });
     assert_eq!(get(&b4, "after-kill").as_deref(), Some("new"));
+
+    // The whole cluster is killed at once and restarted: every acknowledged write is there.
+    for node in [&mut seed, &mut b2, &mut b3, &mut b4] {
+        node.kill9();
+    }
+    for node in [&mut seed, &mut b2, &mut b3, &mut b4] {
+        node.restart();
+    }
+    for node in [&seed, &b2, &b3, &b4] {
+        assert_eq!(get(node, "after-kill").as_deref(), Some("new"));
+        assert_eq!(get(node, "missed/7").as_deref(), Some("value-7"));
+    }
 }
 
 #[test]

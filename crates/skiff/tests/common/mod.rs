@@ -153,6 +153,11 @@ impl Broker {
         }
     }
 
+    /// Replaces the extra `skiff serve` flags used by the next `restart`.
+    pub fn set_extra_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts again on the same data directory and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the broker first");

@@ -84,6 +84,7 @@ impl MetadataListener for MetadataPublisher {
                 })
                 .clone();
             let state = PartitionState {
+                topic_id,
                 leading: reg.leader == Some(self.broker_id),
                 leader_epoch: reg.leader_epoch,
                 configs: topic_configs,

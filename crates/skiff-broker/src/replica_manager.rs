@@ -28,6 +28,8 @@ pub fn now_ms() -> i64 {
 /// What the metadata image says about a hosted partition.
 #[derive(Debug, Clone)]
 pub struct PartitionState {
+    /// The topic's id: a directory left by a deleted topic of the same name is not reused.
+    pub topic_id: uuid::Uuid,
     /// This broker is the partition's leader and serves produce and fetch for it.
     pub leading: bool,
     pub leader_epoch: i32,
@@ -63,6 +65,33 @@ impl Partition {
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// The file naming the topic id a partition directory belongs to, as Kafka's
+/// `partition.metadata`.
+const TOPIC_ID_FILE: &str = "topic-id";
+
+/// Makes `dir` the directory of a partition of topic `topic_id`. A directory left by a deleted
+/// topic of the same name (deleted while this broker was down, past a metadata snapshot) is
+/// removed first, so its records never appear in the new topic.
+fn claim_for_topic(dir: &Path, topic_id: uuid::Uuid) -> Result<(), LogError> {
+    let marker = dir.join(TOPIC_ID_FILE);
+    match fs::read_to_string(&marker) {
+        Ok(found) if found.trim() == topic_id.to_string() => return Ok(()),
+        Ok(found) => {
+            warn!(dir = %dir.display(), old = found.trim(), new = %topic_id, "removing the log of a deleted topic with the same name");
+            fs::remove_dir_all(dir)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LogError::Io(e)),
+    }
+    fs::create_dir_all(dir)?;
+    let staged = dir.join(format!("{TOPIC_ID_FILE}.tmp"));
+    fs::write(&staged, topic_id.to_string())?;
+    fs::File::open(&staged)?.sync_all()?;
+    fs::rename(&staged, &marker)?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 pub struct ReplicaManager {
@@ -102,6 +131,7 @@ impl ReplicaManager {
             return Ok(());
         }
         let dir = partition_dir(&self.data_dir, topic, index);
+        claim_for_topic(&dir, state.topic_id)?;
         let (log, report) = Log::open(&dir, state.configs.log_config(), now_ms())?;
         if report.truncated_bytes > 0 {
             warn!(
@@ -263,6 +293,11 @@ impl ReplicaManager {
         }
     }
 
+    #[cfg(test)]
+    fn dir_of(&self, topic: &str, index: i32) -> PathBuf {
+        partition_dir(&self.data_dir, topic, index)
+    }
+
     fn read_partitions(
         &self,
     ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Option<Arc<Partition>>>>> {
@@ -273,5 +308,38 @@ impl ReplicaManager {
         &self,
     ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Option<Arc<Partition>>>>> {
         self.partitions.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(topic_id: uuid::Uuid) -> PartitionState {
+        PartitionState {
+            topic_id,
+            leading: true,
+            leader_epoch: 0,
+            configs: Arc::new(TopicConfigs::default()),
+        }
+    }
+
+    #[test]
+    fn a_deleted_topics_directory_is_not_reused_by_a_new_topic_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let replicas = ReplicaManager::new(dir.path());
+        replicas.host_partition("t", 0, state(old)).unwrap();
+        std::fs::write(replicas.dir_of("t", 0).join("leftover"), b"x").unwrap();
+        replicas.close_all();
+
+        // The same id keeps the directory; another id of the same name starts empty.
+        let replicas = ReplicaManager::new(dir.path());
+        replicas.host_partition("t", 0, state(old)).unwrap();
+        assert!(replicas.dir_of("t", 0).join("leftover").exists());
+        replicas.close_all();
+        let replicas = ReplicaManager::new(dir.path());
+        replicas.host_partition("t", 0, state(new)).unwrap();
+        assert!(!replicas.dir_of("t", 0).join("leftover").exists());
     }
 }

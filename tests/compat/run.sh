@@ -9,7 +9,8 @@
 #   SKIFF_COMPAT_ONLY=REGEX   run only the checks whose names match (grep -E)
 #   SKIFF_COMPAT_KEEP=1       keep the work dir (logs, broker data) instead of removing it
 #   SKIFF_COMPAT_TIMEOUT=120  per-check time limit in seconds
-#   SKIFF_COMPAT_KAFKA_ADDR / SKIFF_COMPAT_HTTP_ADDR  listener addresses (127.0.0.1:19092 / :19644)
+#   SKIFF_COMPAT_KAFKA_ADDR / SKIFF_COMPAT_HTTP_ADDR / SKIFF_COMPAT_RAFT_ADDR  listener addresses
+#                                                     (127.0.0.1:19092 / :19644 / :19093)
 #
 # Prints one line per check (PASS name / FAIL name: reason / SKIP name), the
 # output of failing checks with the broker log lines written while they ran,
@@ -29,6 +30,7 @@ if [[ "$SKIFF" != /* ]]; then
 fi
 KAFKA_ADDR="${SKIFF_COMPAT_KAFKA_ADDR:-127.0.0.1:19092}"
 HTTP_ADDR="${SKIFF_COMPAT_HTTP_ADDR:-127.0.0.1:19644}"
+RAFT_ADDR="${SKIFF_COMPAT_RAFT_ADDR:-127.0.0.1:19093}"
 CHECK_TIMEOUT="${SKIFF_COMPAT_TIMEOUT:-120}"
 PY="$HERE/.venv/bin/python"
 
@@ -97,7 +99,7 @@ done
 SKIFF_CMD=("$SKIFF")
 echo "starting: ${SKIFF_CMD[*]} serve --data-dir $DATA --kafka-addr $KAFKA_ADDR --http-addr $HTTP_ADDR"
 RUST_LOG="${RUST_LOG:-info}" "${SKIFF_CMD[@]}" serve --data-dir "$DATA" --kafka-addr "$KAFKA_ADDR" --http-addr "$HTTP_ADDR" \
-    --gossip-addr 127.0.0.1:0 \
+    --gossip-addr 127.0.0.1:0 --raft-addr "$RAFT_ADDR" \
     >"$BROKER_LOG" 2>&1 </dev/null &
 BROKER_PID=$!
 

@@ -24,20 +24,27 @@ pub struct Broker {
     log_path: PathBuf,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Ports for the brokers' listeners come from below Linux's ephemeral range (32768-60999): a
+/// port the OS hands out as the source of an outgoing connection (Raft, Kafka and HTTP clients
+/// make many) could otherwise be taken between choosing it and the broker binding it.
+const PORT_RANGE: std::ops::Range<u32> = 20_000..32_000;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A port free for both TCP and UDP on 127.0.0.1. Test binaries run one at a time; the process
+/// id spreads consecutive runs over the range.
+fn free_port() -> u16 {
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let offset = std::process::id().wrapping_mul(389) % span;
+    loop {
+        let next = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (PORT_RANGE.start + (offset + next) % span) as u16;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
 }
 
 impl Broker {
@@ -54,7 +61,7 @@ impl Broker {
             data_dir,
             kafka_port: free_port(),
             http_port: free_port(),
-            gossip_port: free_udp_port(),
+            gossip_port: free_port(),
             raft_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log_path,

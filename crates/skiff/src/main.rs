@@ -302,6 +302,17 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         shutdown.clone(),
     ));
     wait_until_registered(&raft, broker.node_id).await;
+    // A broker that joined fresh learns its cluster id from the log; tell gossip, so that
+    // controllers of other clusters sharing the gossip pool leave it alone.
+    if let Some(cluster_id) = raft.cluster_id() {
+        let mut tags = gossip.local().tags.clone();
+        if tags.get(skiff_gossip::tag::CLUSTER_ID) != Some(&cluster_id) {
+            tags.insert(skiff_gossip::tag::CLUSTER_ID.into(), cluster_id);
+            if let Err(e) = gossip.update_tags(tags).await {
+                warn!(error = %e, "could not announce the cluster id in gossip");
+            }
+        }
+    }
     let apis = {
         let (raft, replicas) = (raft.clone(), replicas.clone());
         Arc::new(

@@ -7,9 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::wire::Client;
+use common::wire::{create_topic, Client};
 use common::Broker;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -54,18 +53,6 @@ fn start_joiner(seed: &Broker, id: &str, extra: &[&str]) -> Broker {
     let mut args = vec!["--node-id", id, "--node-name", &name, "--join", &join];
     args.extend_from_slice(extra);
     Broker::start_with(&args)
-}
-
-fn create_topic(addr: &str, name: &str, partitions: i32) -> i16 {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(15_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_owned())))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)]);
-    let response: CreateTopicsResponse =
-        Client::connect(addr).call(ApiKey::CreateTopics, 5, &request);
-    response.topics[0].error_code
 }
 
 /// The broker's answer to Metadata for `topic`: controller id, live broker ids and the

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::netns::Cluster;
 use common::wire::Client;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use serde_json::Value;
@@ -39,15 +38,7 @@ fn leader_seen_by(cluster: &Cluster, i: usize) -> Option<usize> {
 }
 
 fn create_topic(cluster: &Cluster, via: usize, name: &str, partitions: i32) -> i16 {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(15_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_owned())))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)]);
-    let response: CreateTopicsResponse =
-        Client::connect(&cluster.nodes[via].kafka_addr()).call(ApiKey::CreateTopics, 5, &request);
-    response.topics[0].error_code
+    common::wire::create_topic(&cluster.nodes[via].kafka_addr(), name, partitions)
 }
 
 /// (partition, leader, replicas) of `topic` as node `i` answers Metadata.

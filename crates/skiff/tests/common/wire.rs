@@ -71,3 +71,16 @@ impl Client {
         self.receive().is_none()
     }
 }
+
+/// Creates a topic with replication factor 1 through the broker at `addr`; its error code.
+pub fn create_topic(addr: &str, name: &str, partitions: i32) -> i16 {
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)]);
+    let response: CreateTopicsResponse =
+        Client::connect(addr).call(ApiKey::CreateTopics, 5, &request);
+    response.topics[0].error_code
+}

@@ -2,6 +2,7 @@
 //! committed share one log entry (and one fsync), so throughput grows with concurrent clients.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -23,9 +24,11 @@ pub(crate) struct KvBatcher {
 }
 
 impl KvBatcher {
-    pub(crate) fn start(raft: Raft) -> Self {
+    /// `timeout` bounds each commit: a leader cut off from its quorum answers "unavailable"
+    /// instead of holding writers forever.
+    pub(crate) fn start(raft: Raft, timeout: Duration) -> Self {
         let (queue, pending) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(run(raft, pending));
+        tokio::spawn(run(raft, pending, timeout));
         Self { queue }
     }
 
@@ -38,7 +41,7 @@ impl KvBatcher {
     }
 }
 
-async fn run(raft: Raft, mut pending: mpsc::Receiver<(KvOp, Answer)>) {
+async fn run(raft: Raft, mut pending: mpsc::Receiver<(KvOp, Answer)>, timeout: Duration) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = pending.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -55,7 +58,17 @@ async fn run(raft: Raft, mut pending: mpsc::Receiver<(KvOp, Answer)>) {
         tokio::spawn(async move {
             let _permit = permit;
             let (ops, answers): (Vec<KvOp>, Vec<Answer>) = batch.into_iter().unzip();
-            let outcome = raft.client_write(Command::Kv(ops)).await;
+            let Ok(outcome) =
+                tokio::time::timeout(timeout, raft.client_write(Command::Kv(ops))).await
+            else {
+                let error = SubmitError::Unavailable(format!(
+                    "no quorum answered within {timeout:?}; the writes may still take effect"
+                ));
+                for answer in answers {
+                    let _ = answer.send(Err(error.clone()));
+                }
+                return;
+            };
             match outcome {
                 Ok(response) => match response.data {
                     CommandOutcome::Kv(results) => {

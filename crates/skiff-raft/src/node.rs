@@ -225,7 +225,7 @@ impl MetadataRaft {
             })?
             .map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        let kv_batcher = KvBatcher::start(raft.clone());
+        let kv_batcher = KvBatcher::start(raft.clone(), settings.write_timeout);
         let node = Arc::new(Self {
             raft,
             shared,
@@ -292,11 +292,11 @@ impl MetadataRaft {
         let deadline = Instant::now() + self.settings.write_timeout;
         loop {
             match self
-                .raft
-                .client_write(Command::Bootstrap {
+                .bounded(self.raft.client_write(Command::Bootstrap {
                     cluster_id: cluster_id.clone(),
-                })
+                }))
                 .await
+                .map_err(|e| BootstrapError::Raft(e.to_string()))?
             {
                 Ok(_) => break,
                 Err(e) if Instant::now() < deadline && e.forward_to_leader().is_some() => {
@@ -555,6 +555,22 @@ impl MetadataRaft {
         (self.shared.kv(read), staleness)
     }
 
+    /// Bounds a call into Raft: a leader cut off from its quorum would otherwise wait for
+    /// commits that never come. The write may still commit later; its outcome is unknown.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = T>,
+    ) -> Result<T, SubmitError> {
+        tokio::time::timeout(self.settings.write_timeout, call)
+            .await
+            .map_err(|_| {
+                SubmitError::Unavailable(format!(
+                    "no quorum answered within {:?}",
+                    self.settings.write_timeout
+                ))
+            })
+    }
+
     fn membership_addr(&self, id: u64) -> Option<String> {
         let m = self.membership();
         m.voters.get(&id).or_else(|| m.learners.get(&id)).cloned()
@@ -564,6 +580,17 @@ impl MetadataRaft {
         SubmitError::NotLeader {
             leader: self.leader().filter(|&l| l != self.settings.node_id),
         }
+    }
+
+    /// A linearizable read fails only for want of leadership or of a quorum: both pass.
+    fn read_error<E>(&self, e: openraft::error::RaftError<TypeConfig, E>) -> SubmitError
+    where
+        E: std::fmt::Display + std::fmt::Debug + TryAsRef<ForwardToLeader<TypeConfig>>,
+    {
+        if e.forward_to_leader().is_some() {
+            return self.not_leader();
+        }
+        SubmitError::Unavailable(e.to_string())
     }
 
     fn raft_error<E>(&self, e: openraft::error::RaftError<TypeConfig, E>) -> SubmitError
@@ -592,10 +619,9 @@ impl MetadataRaft {
             } => {
                 let _decisions = self.controller.lock().await;
                 let read = self
-                    .raft
-                    .ensure_linearizable(ReadPolicy::ReadIndex)
-                    .await
-                    .map_err(|e| self.raft_error(e))?;
+                    .bounded(self.raft.ensure_linearizable(ReadPolicy::ReadIndex))
+                    .await?
+                    .map_err(|e| self.read_error(e))?;
                 let image = self.shared.image();
                 let records = decide(&image, &request)?;
                 if validate_only {
@@ -636,10 +662,9 @@ impl MetadataRaft {
     /// before the read is applied here.
     async fn read_barrier(&self) -> Result<(), SubmitError> {
         let read = self
-            .raft
-            .ensure_linearizable(ReadPolicy::ReadIndex)
-            .await
-            .map_err(|e| self.raft_error(e))?;
+            .bounded(self.raft.ensure_linearizable(ReadPolicy::ReadIndex))
+            .await?
+            .map_err(|e| self.read_error(e))?;
         let index = read.log_id().index;
         if self.wait_applied(index, self.settings.write_timeout).await {
             Ok(())
@@ -652,9 +677,8 @@ impl MetadataRaft {
 
     async fn write(&self, command: Command) -> Result<u64, SubmitError> {
         let response = self
-            .raft
-            .client_write(command)
-            .await
+            .bounded(self.raft.client_write(command))
+            .await?
             .map_err(|e| self.raft_error(e))?;
         match response.data {
             CommandOutcome::Applied => Ok(response.log_id.index),
@@ -671,9 +695,8 @@ impl MetadataRaft {
         retain: bool,
     ) -> Result<u64, SubmitError> {
         let response = self
-            .raft
-            .change_membership(change, retain)
-            .await
+            .bounded(self.raft.change_membership(change, retain))
+            .await?
             .map_err(|e| self.raft_error(e))?;
         Ok(response.log_id.index)
     }
@@ -704,9 +727,11 @@ impl MetadataRaft {
             )));
         }
         let response = self
-            .raft
-            .add_learner(node_id, BasicNode { addr: raft_addr }, true)
-            .await
+            .bounded(
+                self.raft
+                    .add_learner(node_id, BasicNode { addr: raft_addr }, true),
+            )
+            .await?
             .map_err(|e| self.raft_error(e))?;
         Ok(response.log_id.index)
     }
@@ -753,9 +778,11 @@ impl MetadataRaft {
             return Err(self.not_leader());
         }
         let response = self
-            .raft
-            .add_learner(node_id, BasicNode { addr: raft_addr }, false)
-            .await
+            .bounded(
+                self.raft
+                    .add_learner(node_id, BasicNode { addr: raft_addr }, false),
+            )
+            .await?
             .map_err(|e| self.raft_error(e))?;
         Ok(response.log_id.index)
     }

@@ -281,3 +281,38 @@ fn kv_figures() {
         }
     }
 }
+
+#[test]
+fn without_a_quorum_writes_and_reads_answer_503_with_retry_after() {
+    use std::io::{Read, Write};
+
+    let seed = Broker::start_with(&["--node-id", "1", "--node-name", "kv1"]);
+    let mut b2 = joiner(&seed, "2");
+    let mut b3 = joiner(&seed, "3");
+    wait_until("three voters", Duration::from_secs(30), || {
+        let (_, stats) = call(&seed, "GET", "/raft/stats", None);
+        stats["voters"].as_array().map_or(0, Vec::len) == 3
+    });
+    put(&seed, "before", "quorum");
+    b2.kill9();
+    b3.kill9();
+    for (method, body) in [("PUT", "lost"), ("GET", "")] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", seed.http_port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} /store/before HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let lower = response.to_ascii_lowercase();
+        assert!(lower.starts_with("http/1.1 503"), "{method}: {response}");
+        assert!(lower.contains("retry-after: 1"), "{method}: {response}");
+    }
+    // The local copy still answers stale reads.
+    assert_eq!(get_stale(&seed, "before").as_deref(), Some("quorum"));
+}

@@ -403,7 +403,10 @@ mod store {
             Ok((_, KvWriteResult::CasFailed { current })) => reply(
                 StatusCode::CONFLICT,
                 json!({
-                    "error": "compare-and-set failed",
+                    "error": match current {
+                        Some(version) => format!("compare-and-set failed: {key} is at version {version}"),
+                        None => format!("compare-and-set failed: {key} does not exist"),
+                    },
                     "key": key,
                     "current_version": current.unwrap_or(0),
                 }),

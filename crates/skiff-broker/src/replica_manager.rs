@@ -26,7 +26,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// What the metadata image says about a hosted partition.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartitionState {
     /// The topic's id: a directory left by a deleted topic of the same name is not reused.
     pub topic_id: uuid::Uuid,
@@ -123,8 +123,13 @@ impl ReplicaManager {
         let slot = usize::try_from(index)
             .map_err(|_| LogError::Io(std::io::Error::other("negative partition index")))?;
         if let Some(existing) = self.get(topic, index) {
-            let config_changed = existing.state().configs != state.configs;
-            if config_changed {
+            // Every image change reaches every hosted partition; only real changes take the
+            // locks that produce and fetch also take.
+            let current = existing.state();
+            if current == state {
+                return Ok(());
+            }
+            if current.configs != state.configs {
                 existing.log().set_config(state.configs.log_config());
             }
             *existing.state.write().unwrap_or_else(|p| p.into_inner()) = state;

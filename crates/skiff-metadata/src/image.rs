@@ -170,13 +170,23 @@ impl MetadataImage {
         offset: u64,
         records: &[MetadataRecord],
     ) -> Result<(), BatchError> {
+        *self = self.with_batch(offset, records)?;
+        Ok(())
+    }
+
+    /// The image after `records` applied as one entry at `offset`, leaving this one as it is:
+    /// for holders of a shared image, which must copy it anyway.
+    pub fn with_batch(
+        &self,
+        offset: u64,
+        records: &[MetadataRecord],
+    ) -> Result<MetadataImage, BatchError> {
         self.check_offset(offset)
             .map_err(|error| BatchError { index: 0, error })?;
         let mut next = self.clone();
         next.apply_unversioned(records)?;
         next.offset = Some(offset);
-        *self = next;
-        Ok(())
+        Ok(next)
     }
 
     /// Applies records in order without touching the offset, for callers that work on a scratch

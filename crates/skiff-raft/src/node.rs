@@ -330,8 +330,14 @@ impl MetadataRaft {
     }
 
     pub fn membership(&self) -> Membership {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let config = metrics.membership_config.membership();
+        // Only the membership is copied: this runs for every incoming Raft message.
+        let stored = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        let config = stored.membership();
         let voters: BTreeSet<u64> = config.voter_ids().collect();
         let mut membership = Membership::default();
         for (id, node) in config.nodes() {

@@ -174,21 +174,18 @@ impl StateMachine {
                 let mut kv = self.shared.kv_mut();
                 CommandOutcome::Kv(ops.iter().map(|op| kv.apply(index, op)).collect())
             }
-            Command::Metadata(records) => {
-                let mut image = (*self.image).clone();
-                match image.apply_batch(index, records) {
-                    Ok(()) => {
-                        self.image = Arc::new(image);
-                        CommandOutcome::Applied
-                    }
-                    Err(e) => {
-                        warn!(index, error = %e, "metadata batch rejected");
-                        CommandOutcome::Rejected {
-                            reason: e.to_string(),
-                        }
+            Command::Metadata(records) => match self.image.with_batch(index, records) {
+                Ok(image) => {
+                    self.image = Arc::new(image);
+                    CommandOutcome::Applied
+                }
+                Err(e) => {
+                    warn!(index, error = %e, "metadata batch rejected");
+                    CommandOutcome::Rejected {
+                        reason: e.to_string(),
                     }
                 }
-            }
+            },
         })
     }
 }

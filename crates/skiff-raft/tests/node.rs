@@ -127,13 +127,20 @@ async fn strangers_and_garbage_are_refused_on_the_raft_port() {
         .unwrap();
     node.bootstrap().await.unwrap();
     wait_leader(&node).await;
+    let cluster_id = node.cluster_id().unwrap();
     let replies = tokio::task::spawn_blocking(move || {
         let foreign = br#"{"cluster_id":"another","from":9,"rpc":{"Forward":{"Remove":{"node_id":1}}}}"#;
-        let anonymous = br#"{"cluster_id":null,"from":9,"rpc":{"TransferLeader":{"from_leader":{"leader_id":{"term":1,"node_id":9},"committed":true},"to_node_id":1,"last_log_id":null}}}"#;
+        let transfer = |cluster: &str| {
+            format!(
+                r#"{{"cluster_id":{cluster},"from":9,"rpc":{{"TransferLeader":{{"from_leader":{{"leader_id":{{"term":1,"node_id":9}},"committed":true}},"to_node_id":1,"last_log_id":null}}}}}}"#
+            )
+        };
+        let anonymous = transfer("null");
+        let not_a_member = transfer(&format!("{cluster_id:?}"));
         let garbage = b"{not json";
         (
             exchange(addr, foreign),
-            exchange(addr, anonymous),
+            exchange(addr, anonymous.as_bytes()),
             exchange(addr, garbage),
             {
                 // A length far above the limit closes the connection before any allocation.
@@ -143,6 +150,7 @@ async fn strangers_and_garbage_are_refused_on_the_raft_port() {
                 let mut byte = [0u8; 1];
                 matches!(stream.read(&mut byte), Ok(0) | Err(_))
             },
+            exchange(addr, not_a_member.as_bytes()),
         )
     })
     .await
@@ -152,9 +160,16 @@ async fn strangers_and_garbage_are_refused_on_the_raft_port() {
         foreign.contains("Refused") && foreign.contains("another"),
         "{foreign}"
     );
-    if let Some(anonymous) = replies.1 {
-        assert!(anonymous.contains("Refused"), "{anonymous}");
-    }
+    let anonymous = replies.1.expect("a reply to a node without a cluster id");
+    assert!(
+        anonymous.contains("Refused") && anonymous.contains("no cluster id"),
+        "{anonymous}"
+    );
+    let stranger = replies.4.expect("a reply to a node outside the membership");
+    assert!(
+        stranger.contains("Refused") && stranger.contains("not a member"),
+        "{stranger}"
+    );
     assert_eq!(replies.2, None, "garbage closes the connection");
     assert!(replies.3);
     // The node is unharmed and still the only voter.

@@ -300,7 +300,7 @@ mod store {
     use axum::Json;
     use serde::Deserialize;
     use serde_json::{json, Value};
-    use skiff_raft::kv::{KvEntry, KvOp, KvWriteResult, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+    use skiff_raft::kv::{KvEntry, KvOp, KvStore, KvWriteResult, MAX_KEY_BYTES, MAX_VALUE_BYTES};
     use skiff_raft::SubmitError;
 
     use super::AppState;
@@ -355,17 +355,6 @@ mod store {
 
     fn refused((status, message): Refusal) -> Response {
         error(status, message)
-    }
-
-    fn stale(options: &Options) -> Result<bool, Refusal> {
-        match options.consistency.as_deref() {
-            None | Some("linearizable") => Ok(false),
-            Some("stale") => Ok(true),
-            Some(other) => Err((
-                StatusCode::BAD_REQUEST,
-                format!("consistency must be linearizable or stale, not {other:?}"),
-            )),
-        }
     }
 
     fn entry_json(key: &str, entry: &KvEntry) -> Value {
@@ -477,6 +466,38 @@ mod store {
         .await
     }
 
+    /// Answers a read at the requested consistency: from the leader (the default) or from this
+    /// broker's own copy, whose answer then says how far behind it may be.
+    async fn read<T>(
+        state: &AppState,
+        options: &Options,
+        local: impl FnOnce(&KvStore) -> T,
+        linearizable: impl std::future::Future<Output = Result<T, SubmitError>>,
+        render: impl FnOnce(T) -> (StatusCode, Value),
+    ) -> Response {
+        let (found, staleness) = match options.consistency.as_deref() {
+            None | Some("linearizable") => match linearizable.await {
+                Ok(found) => (found, None),
+                Err(e) => return failure(e),
+            },
+            Some("stale") => {
+                let (found, staleness) = state.raft.kv_stale(local);
+                (found, Some(staleness))
+            }
+            Some(other) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("consistency must be linearizable or stale, not {other:?}"),
+                )
+            }
+        };
+        let (status, mut body) = render(found);
+        if let Some(staleness) = staleness {
+            body["staleness"] = json!(staleness);
+        }
+        reply(status, body)
+    }
+
     pub async fn get(
         State(state): State<AppState>,
         Path(key): Path<String>,
@@ -485,57 +506,35 @@ mod store {
         if let Err(refusal) = check_key(&key) {
             return refused(refusal);
         }
-        let stale = match stale(&options) {
-            Ok(stale) => stale,
-            Err(refusal) => return refused(refusal),
-        };
-        let (entry, staleness) = if stale {
-            let (entry, staleness) = state.raft.kv_stale(|store| store.get(&key).cloned());
-            (entry, Some(staleness))
-        } else {
-            match state.raft.kv_get(&key).await {
-                Ok(entry) => (entry, None),
-                Err(e) => return failure(e),
-            }
-        };
-        match entry {
-            Some(entry) => {
-                let mut body = entry_json(&key, &entry);
-                if let Some(staleness) = staleness {
-                    body["staleness"] = json!(staleness);
-                }
-                reply(StatusCode::OK, body)
-            }
-            None => reply(
-                StatusCode::NOT_FOUND,
-                json!({ "error": "no such key", "key": key }),
-            ),
-        }
+        read(
+            &state,
+            &options,
+            |store| store.get(&key).cloned(),
+            state.raft.kv_get(&key),
+            |entry| match entry {
+                Some(entry) => (StatusCode::OK, entry_json(&key, &entry)),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({ "error": "no such key", "key": key }),
+                ),
+            },
+        )
+        .await
     }
 
     pub async fn list(State(state): State<AppState>, Query(options): Query<Options>) -> Response {
-        let stale = match stale(&options) {
-            Ok(stale) => stale,
-            Err(refusal) => return refused(refusal),
-        };
         let prefix = options.prefix.clone().unwrap_or_default();
         let limit = options.limit.unwrap_or(DEFAULT_LIST_LIMIT);
-        let ((items, more), staleness) = if stale {
-            let (found, staleness) = state.raft.kv_stale(|store| store.list(&prefix, limit));
-            (found, Some(staleness))
-        } else {
-            match state.raft.kv_list(&prefix, limit).await {
-                Ok(found) => (found, None),
-                Err(e) => return failure(e),
-            }
-        };
-        let mut body = json!({
-            "items": items.iter().map(|(k, e)| entry_json(k, e)).collect::<Vec<_>>(),
-            "more": more,
-        });
-        if let Some(staleness) = staleness {
-            body["staleness"] = json!(staleness);
-        }
-        reply(StatusCode::OK, body)
+        read(
+            &state,
+            &options,
+            |store| store.list(&prefix, limit),
+            state.raft.kv_list(&prefix, limit),
+            |(items, more)| {
+                let items: Vec<Value> = items.iter().map(|(k, e)| entry_json(k, e)).collect();
+                (StatusCode::OK, json!({ "items": items, "more": more }))
+            },
+        )
+        .await
     }
 }

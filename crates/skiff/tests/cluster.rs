@@ -8,28 +8,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::wire::{create_topic, Client};
-use common::Broker;
+use common::{percentile, wait_until, Broker};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
-use serde_json::Value;
-
-fn stats(broker: &Broker) -> Option<Value> {
-    serde_json::from_str(&broker.http_get("/raft/stats")?).ok()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn voters(broker: &Broker) -> Vec<u64> {
-    stats(broker)
+    broker
+        .raft_stats()
         .map(|s| {
             s["voters"]
                 .as_array()
@@ -160,7 +148,8 @@ fn three_brokers_share_one_image_and_survive_losing_the_controller() {
     // Killing the controller elects another; admin calls through any broker keep working.
     seed.kill9();
     wait_until("a new controller", Duration::from_secs(20), || {
-        stats(&b2).is_some_and(|s| matches!(s["leader"].as_u64(), Some(2) | Some(3)))
+        b2.raft_stats()
+            .is_some_and(|s| matches!(s["leader"].as_u64(), Some(2) | Some(3)))
     });
     assert_eq!(create_topic(&b3.bootstrap(), "after-failover", 2), 0);
     assert_eq!(metadata(&b2.bootstrap(), "after-failover").2.len(), 2);
@@ -203,14 +192,15 @@ fn a_new_broker_catches_up_from_a_snapshot() {
         assert_eq!(create_topic(&seed.bootstrap(), &format!("t{i}"), 1), 0);
     }
     wait_until("a snapshot", Duration::from_secs(20), || {
-        stats(&seed).is_some_and(|s| s["snapshot_index"].as_u64().is_some())
+        seed.raft_stats()
+            .is_some_and(|s| s["snapshot_index"].as_u64().is_some())
     });
     let late = start_joiner(&seed, "2", &[]);
     wait_until(
         "the late broker to catch up",
         Duration::from_secs(30),
         || {
-            let (Some(leader), Some(follower)) = (stats(&seed), stats(&late)) else {
+            let (Some(leader), Some(follower)) = (seed.raft_stats(), late.raft_stats()) else {
                 return false;
             };
             follower["applied_index"] == leader["commit_index"]
@@ -228,7 +218,7 @@ fn membership_changes_by_hand_and_refusals() {
     let mut seed = start_seed(&[]);
     let b2 = start_joiner(&seed, "2", &[]);
     wait_until("two members", Duration::from_secs(30), || {
-        stats(&seed).is_some_and(|s| {
+        seed.raft_stats().is_some_and(|s| {
             s["voters"].as_array().unwrap().len() + s["observers"].as_array().unwrap().len() == 2
         })
     });
@@ -242,7 +232,7 @@ fn membership_changes_by_hand_and_refusals() {
     );
     assert!(b2.http_post("/raft/join", &join).is_some(), "{}", b2.log());
     wait_until("node 2 back", Duration::from_secs(20), || {
-        stats(&seed).is_some_and(|s| {
+        seed.raft_stats().is_some_and(|s| {
             s.to_string()
                 .contains(&format!("127.0.0.1:{}", b2.raft_port))
         })
@@ -308,10 +298,6 @@ fn membership_changes_by_hand_and_refusals() {
     assert!(String::from_utf8_lossy(&anonymous.stderr).contains("--node-id"));
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 /// Figures for docs/benchmarks.md, not a correctness check: run in release with
 /// `cargo test --release -p skiff --test cluster -- --ignored --nocapture cluster_figures`.
 #[test]
@@ -351,7 +337,10 @@ fn cluster_figures() {
     }
     let killed = Instant::now();
     seed.kill9();
-    while !stats(&b2).is_some_and(|s| matches!(s["leader"].as_u64(), Some(2) | Some(3))) {
+    while !b2
+        .raft_stats()
+        .is_some_and(|s| matches!(s["leader"].as_u64(), Some(2) | Some(3)))
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     let elected = killed.elapsed();
@@ -381,7 +370,10 @@ fn a_broker_of_another_cluster_is_not_taken_in() {
     let (_, brokers, _) = metadata(&seed.bootstrap(), "__none__");
     assert_eq!(brokers, [1]);
     assert_eq!(voters(&seed), [1]);
-    let theirs = stats(&stranger).unwrap();
-    assert_ne!(theirs["cluster_id"], stats(&seed).unwrap()["cluster_id"]);
+    let theirs = stranger.raft_stats().unwrap();
+    assert_ne!(
+        theirs["cluster_id"],
+        seed.raft_stats().unwrap()["cluster_id"]
+    );
     assert_eq!(theirs["voters"].as_array().unwrap().len(), 1);
 }

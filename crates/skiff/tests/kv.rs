@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{http_exchange, Broker};
+use common::{http_exchange, percentile, wait_until, Broker};
 use serde_json::Value;
 
 fn call(broker: &Broker, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -45,14 +45,6 @@ fn get_stale(broker: &Broker, key: &str) -> Option<String> {
     ) {
         (200, body) => Some(body["value"].as_str().unwrap().to_owned()),
         _ => None,
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -213,10 +205,6 @@ fn compare_and_set_limits_and_bad_requests() {
     assert_eq!(get(&broker, "big"), None);
     // Still serving.
     assert_eq!(get(&broker, "cfg").as_deref(), Some("v2"));
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// Figures for docs/benchmarks.md, not a correctness check: run in release with

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::netns::Cluster;
+use common::wait_until;
 use common::wire::Client;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -21,14 +22,6 @@ fn ids(stats: &Value, field: &str) -> BTreeSet<u64> {
         .as_array()
         .map(|list| list.iter().filter_map(|v| v["node_id"].as_u64()).collect())
         .unwrap_or_default()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The node index of the current leader as node `i` sees it (node ids are index + 1).

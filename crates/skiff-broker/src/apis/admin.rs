@@ -146,14 +146,7 @@ impl KafkaApis {
             }
         };
         match &assignments {
-            Some(assigned) => {
-                if let Some(list) = assigned.iter().find(|list| list.len() > 1) {
-                    return Err(fail(
-                        ResponseError::InvalidReplicaAssignment,
-                        format!("assignment {list:?} has more than one replica; Skiff does not replicate partitions between brokers yet"),
-                    ));
-                }
-            }
+            Some(assigned) => check_unreplicated(assigned)?,
             None => self.check_replication(replication_factor)?,
         }
         if self.topics().get(name).is_some() {
@@ -386,11 +379,8 @@ impl KafkaApis {
                 format!("a topic has at most {MAX_PARTITIONS_PER_TOPIC} partitions, not {count}"),
             ));
         }
-        if let Some(list) = assignments.iter().flatten().find(|list| list.len() > 1) {
-            return Err(fail(
-                ResponseError::InvalidReplicaAssignment,
-                format!("assignment {list:?} has more than one replica; Skiff does not replicate partitions between brokers yet"),
-            ));
+        if let Some(assigned) = &assignments {
+            check_unreplicated(assigned)?;
         }
         self.submit(
             ControllerRequest::CreatePartitions {
@@ -410,6 +400,18 @@ impl KafkaApis {
             );
         }
         Ok(())
+    }
+}
+
+/// Replicas are not copied between brokers yet, so an explicit assignment names one broker per
+/// partition.
+fn check_unreplicated(assignments: &[Vec<i32>]) -> Result<(), Failure> {
+    match assignments.iter().find(|list| list.len() > 1) {
+        Some(list) => Err(fail(
+            ResponseError::InvalidReplicaAssignment,
+            format!("assignment {list:?} has more than one replica; Skiff does not replicate partitions between brokers yet"),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -120,7 +120,7 @@ impl KafkaApis {
                 answers
             }
         };
-        let image = self.topics().image().clone();
+        let image = self.cluster.image();
         MetadataResponse::default()
             .with_brokers(
                 live_brokers(&image)
@@ -191,7 +191,7 @@ impl KafkaApis {
         &self,
         _request: DescribeClusterRequest,
     ) -> DescribeClusterResponse {
-        let image = self.topics().image().clone();
+        let image = self.cluster.image();
         DescribeClusterResponse::default()
             .with_cluster_id(StrBytes::from_string(self.cluster_id()))
             .with_controller_id(self.controller_id())

@@ -123,6 +123,11 @@ impl Broker {
         http_request(("127.0.0.1", self.http_port), "GET", path, None)
     }
 
+    /// `GET /raft/stats`, parsed; None if the broker did not answer.
+    pub fn raft_stats(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.http_get("/raft/stats")?).ok()
+    }
+
     /// The body of an HTTP POST of JSON on the admin port, or None if it did not answer 200.
     pub fn http_post(&self, path: &str, json: &str) -> Option<String> {
         http_request(("127.0.0.1", self.http_port), "POST", path, Some(json))
@@ -170,6 +175,20 @@ impl Broker {
         assert!(self.child.is_none(), "stop the broker first");
         self.spawn();
     }
+}
+
+/// Polls `done` until it holds; fails the test naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `p` quantile (0 < p <= 1) of ascending `sorted` durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// Starts `skiff serve` (behind `prefix`, e.g. `ip netns exec NS`) on the Kafka, HTTP, gossip

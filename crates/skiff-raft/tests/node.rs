@@ -40,6 +40,24 @@ fn register(id: i32) -> MetadataRecord {
     }
 }
 
+/// Starts a node on a data dir another node in this process used: openraft's storage tasks
+/// release the redb file shortly after `shutdown` returns, so "already open" is retried.
+async fn restart(
+    node_id: u64,
+    dir: &std::path::Path,
+    listener: Arc<Recorder>,
+) -> Result<Arc<MetadataRaft>, StartError> {
+    for _ in 0..100 {
+        match MetadataRaft::start(settings(node_id, dir), listener.clone()).await {
+            Err(StartError::Storage(e)) if e.to_string().contains("already open") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+    panic!("the data dir stayed locked");
+}
+
 async fn wait_leader(node: &MetadataRaft) {
     for _ in 0..200 {
         if node.is_leader() {
@@ -67,9 +85,7 @@ async fn a_bootstrapped_node_restarts_with_its_image_and_refuses_to_bootstrap_ag
     drop(node);
 
     let again = Arc::new(Recorder::default());
-    let node = MetadataRaft::start(settings(1, dir.path()), again.clone())
-        .await
-        .unwrap();
+    let node = restart(1, dir.path(), again.clone()).await.unwrap();
     assert_eq!(node.cluster_id().as_deref(), Some(cluster_id.as_str()));
     assert!(
         node.image().broker(1).is_some(),
@@ -92,7 +108,7 @@ async fn a_bootstrapped_node_restarts_with_its_image_and_refuses_to_bootstrap_ag
     node.shutdown().await;
     drop(node);
 
-    let renamed = MetadataRaft::start(settings(2, dir.path()), Arc::new(Recorder::default())).await;
+    let renamed = restart(2, dir.path(), Arc::new(Recorder::default())).await;
     assert!(matches!(
         renamed,
         Err(StartError::NodeIdChanged {

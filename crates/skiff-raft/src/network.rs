@@ -163,15 +163,9 @@ impl PeerClient {
             from: self.identity.node_id,
             rpc,
         };
-        let result = tokio::time::timeout(timeout, self.exchange(&envelope)).await;
-        match result {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                self.stream = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.stream = None;
+        tokio::time::timeout(timeout, self.exchange(&envelope))
+            .await
+            .unwrap_or_else(|_| {
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -179,28 +173,37 @@ impl PeerClient {
                         self.target, self.addr
                     ),
                 ))
-            }
-        }
+            })
     }
 
+    /// One request and its reply. The connection is taken out for the exchange and put back
+    /// only once the reply is read: if the caller gives up halfway (an error, a timeout, a
+    /// dropped future), the connection closes with it, so a late reply can never be taken for
+    /// the answer to the next request.
     async fn exchange(&mut self, envelope: &Envelope) -> io::Result<Reply> {
-        if self.stream.is_none() {
-            let addr: SocketAddr = tokio::net::lookup_host(&self.addr)
-                .await?
-                .next()
-                .ok_or_else(|| io::Error::other(format!("{} does not resolve", self.addr)))?;
-            // Nothing is sent before the connection stands: callers may retry these safely.
-            let not_connected = |what: String| io::Error::new(io::ErrorKind::NotConnected, what);
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                .await
-                .map_err(|_| not_connected(format!("connecting to {addr} timed out")))?
-                .map_err(|e| not_connected(format!("cannot connect to {addr}: {e}")))?;
-            stream.set_nodelay(true)?;
-            self.stream = Some(stream);
-        }
-        let stream = self.stream.as_mut().expect("connected above");
-        write_message(stream, envelope).await?;
-        read_message(stream).await
+        let mut stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => self.connect().await?,
+        };
+        write_message(&mut stream, envelope).await?;
+        let reply = read_message(&mut stream).await?;
+        self.stream = Some(stream);
+        Ok(reply)
+    }
+
+    /// Nothing is sent before the connection stands: callers may retry these failures safely.
+    async fn connect(&self) -> io::Result<TcpStream> {
+        let addr: SocketAddr = tokio::net::lookup_host(&self.addr)
+            .await?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{} does not resolve", self.addr)))?;
+        let not_connected = |what: String| io::Error::new(io::ErrorKind::NotConnected, what);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| not_connected(format!("connecting to {addr} timed out")))?
+            .map_err(|e| not_connected(format!("cannot connect to {addr}: {e}")))?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 }
 
@@ -305,6 +308,80 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Ok(Reply::TransferLeader(response)) => Ok(response),
             Ok(other) => Err(unexpected(other)),
             Err(e) => Err(unreachable(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state_machine::{MetadataListener, SharedState};
+    use skiff_metadata::MetadataImage;
+
+    struct Quiet;
+
+    impl MetadataListener for Quiet {
+        fn image_changed(&self, _: &Arc<MetadataImage>) {}
+    }
+
+    fn get(key: &str) -> Rpc {
+        Rpc::Forward(ForwardRequest::KvGet { key: key.into() })
+    }
+
+    /// A peer that answers every request with its key, late for the key "slow".
+    async fn echo_peer() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    while let Ok(envelope) = read_message::<Envelope>(&mut stream).await {
+                        let Rpc::Forward(ForwardRequest::KvGet { key }) = envelope.rpc else {
+                            return;
+                        };
+                        if key == "slow" {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        if write_message(&mut stream, &Reply::Refused(key))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_comes_after_its_caller_gave_up_is_never_taken_for_the_next_one() {
+        let addr = echo_peer().await;
+        let identity = LocalIdentity {
+            node_id: 1,
+            shared: Arc::new(SharedState::new(None, Arc::new(Quiet))),
+        };
+        let mut client = PeerClient::new(identity, 2, addr.to_string());
+        let gave_up = client.call(get("slow"), Duration::from_millis(50)).await;
+        assert_eq!(
+            gave_up.err().map(|e| e.kind()),
+            Some(io::ErrorKind::TimedOut)
+        );
+        // Give up on another one by dropping the call instead of through its timeout.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(50),
+            client.call(get("slow"), Duration::from_secs(5)),
+        )
+        .await;
+        assert!(dropped.is_err());
+        // The late replies have arrived by now, on connections that are gone.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for key in ["first", "second"] {
+            match client.call(get(key), Duration::from_secs(5)).await.unwrap() {
+                Reply::Refused(answered) => assert_eq!(answered, key),
+                _ => panic!("unexpected reply"),
+            }
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Requests any node may send to the controller (the Raft leader), and their answers.
 
+use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use skiff_metadata::{ControllerError, ControllerRequest, MetadataRecord};
 use thiserror::Error;
 
 use crate::kv::{KvEntry, KvOp, KvWriteResult};
+use crate::types::TypeConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardRequest {
@@ -73,3 +75,26 @@ pub enum SubmitError {
     #[error("not the controller")]
     NotLeader { leader: Option<u64> },
 }
+
+impl SubmitError {
+    /// A failed Raft write. Only a write refused before its entry was appended may be sent
+    /// again; an entry discarded on a leader change may still commit through the new leader,
+    /// so its outcome is unknown and a retry could apply it twice.
+    pub(crate) fn from_write(e: WriteError, leader: Option<u64>) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                SubmitError::NotLeader { leader }
+            }
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
+                SubmitError::Unavailable(
+                    "the leader changed before the write committed; it may still take effect"
+                        .into(),
+                )
+            }
+            RaftError::APIError(other) => SubmitError::Invalid(other.to_string()),
+            RaftError::Fatal(fatal) => SubmitError::Unavailable(fatal.to_string()),
+        }
+    }
+}
+
+pub(crate) type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;

@@ -84,11 +84,7 @@ async fn run(raft: Raft, mut pending: mpsc::Receiver<(KvOp, Answer)>, timeout: D
                     }
                 },
                 Err(e) => {
-                    let error = if e.forward_to_leader().is_some() {
-                        SubmitError::NotLeader { leader: None }
-                    } else {
-                        SubmitError::Unavailable(e.to_string())
-                    };
+                    let error = SubmitError::from_write(e, None);
                     for answer in answers {
                         let _ = answer.send(Err(error.clone()));
                     }

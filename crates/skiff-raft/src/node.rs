@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::ForwardToLeader;
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::Instant as _;
 use openraft::{
     BasicNode, ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy, TryAsRef,
@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::forward::{ForwardReply, ForwardRequest, SubmitError};
+use crate::forward::{ForwardReply, ForwardRequest, SubmitError, WriteError};
 use crate::kv::{self, KvEntry, KvOp, KvStore, KvWriteResult};
 use crate::kv_batcher::KvBatcher;
 use crate::network::{self, Envelope, LocalIdentity, NetworkFactory, PeerClient, Reply, Rpc};
@@ -299,7 +299,9 @@ impl MetadataRaft {
                 .map_err(|e| BootstrapError::Raft(e.to_string()))?
             {
                 Ok(_) => break,
-                Err(e) if Instant::now() < deadline && e.forward_to_leader().is_some() => {
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))
+                    if Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(BootstrapError::Raft(e.to_string())),
@@ -582,9 +584,14 @@ impl MetadataRaft {
         m.voters.get(&id).or_else(|| m.learners.get(&id)).cloned()
     }
 
+    /// The leader to retry at: another node, if one is known.
+    fn other_leader(&self) -> Option<u64> {
+        self.leader().filter(|&l| l != self.settings.node_id)
+    }
+
     fn not_leader(&self) -> SubmitError {
         SubmitError::NotLeader {
-            leader: self.leader().filter(|&l| l != self.settings.node_id),
+            leader: self.other_leader(),
         }
     }
 
@@ -599,17 +606,8 @@ impl MetadataRaft {
         SubmitError::Unavailable(e.to_string())
     }
 
-    fn raft_error<E>(&self, e: openraft::error::RaftError<TypeConfig, E>) -> SubmitError
-    where
-        E: std::fmt::Display + std::fmt::Debug + TryAsRef<ForwardToLeader<TypeConfig>>,
-    {
-        if e.forward_to_leader().is_some() {
-            return self.not_leader();
-        }
-        match e {
-            openraft::error::RaftError::APIError(api) => SubmitError::Invalid(api.to_string()),
-            openraft::error::RaftError::Fatal(f) => SubmitError::Unavailable(f.to_string()),
-        }
+    fn write_error(&self, e: WriteError) -> SubmitError {
+        SubmitError::from_write(e, self.other_leader())
     }
 
     /// Runs a forwarded request on this node, which must be the leader.
@@ -685,7 +683,7 @@ impl MetadataRaft {
         let response = self
             .bounded(self.raft.client_write(command))
             .await?
-            .map_err(|e| self.raft_error(e))?;
+            .map_err(|e| self.write_error(e))?;
         match response.data {
             CommandOutcome::Applied => Ok(response.log_id.index),
             CommandOutcome::Rejected { reason } => Err(SubmitError::Rejected(reason)),
@@ -703,7 +701,7 @@ impl MetadataRaft {
         let response = self
             .bounded(self.raft.change_membership(change, retain))
             .await?
-            .map_err(|e| self.raft_error(e))?;
+            .map_err(|e| self.write_error(e))?;
         Ok(response.log_id.index)
     }
 
@@ -738,7 +736,7 @@ impl MetadataRaft {
                     .add_learner(node_id, BasicNode { addr: raft_addr }, true),
             )
             .await?
-            .map_err(|e| self.raft_error(e))?;
+            .map_err(|e| self.write_error(e))?;
         Ok(response.log_id.index)
     }
 
@@ -789,7 +787,7 @@ impl MetadataRaft {
                     .add_learner(node_id, BasicNode { addr: raft_addr }, false),
             )
             .await?
-            .map_err(|e| self.raft_error(e))?;
+            .map_err(|e| self.write_error(e))?;
         Ok(response.log_id.index)
     }
 

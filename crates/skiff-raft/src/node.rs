@@ -204,7 +204,7 @@ impl MetadataRaft {
             NetworkFactory {
                 identity: identity.clone(),
             },
-            LogStore::new(db.clone()),
+            LogStore::new(db.clone())?,
             state_machine,
         )
         .await

@@ -1,5 +1,6 @@
 //! The replicated key-value store: its own key space in the state machine, versioned like etcd
-//! (create and modify index are the Raft log indexes of the writes), with compare-and-set.
+//! (every applied write takes the next store revision; a key carries the revisions that created
+//! and last modified it), with compare-and-set.
 
 use std::collections::BTreeMap;
 
@@ -37,9 +38,9 @@ impl KvOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
     pub value: String,
-    /// Log index of the write that created the key.
-    pub create_index: u64,
-    /// Log index of the last write: the key's version.
+    /// Store revision of the write that created the key.
+    pub create_revision: u64,
+    /// Store revision of the last write: the key's version.
     pub version: u64,
 }
 
@@ -62,6 +63,9 @@ pub enum KvWriteResult {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStore {
     entries: BTreeMap<String, KvEntry>,
+    /// Revision of the last applied write. Each write of a batch gets its own, so no two writes
+    /// share a version and a compare-and-set never mistakes another write for its own.
+    revision: u64,
 }
 
 impl KvStore {
@@ -91,8 +95,9 @@ impl KvStore {
         self.entries.is_empty()
     }
 
-    /// Applies one write at log index `index`. Deterministic: every node gets the same result.
-    pub fn apply(&mut self, index: u64, op: &KvOp) -> KvWriteResult {
+    /// Applies one write. Deterministic: every node applies the same writes in log order and
+    /// gets the same results and revisions.
+    pub fn apply(&mut self, op: &KvOp) -> KvWriteResult {
         let current = self.entries.get(op.key()).map(|e| e.version);
         let cas = match op {
             KvOp::Put { cas, .. } | KvOp::Delete { cas, .. } => *cas,
@@ -104,23 +109,32 @@ impl KvStore {
         }
         match op {
             KvOp::Put { key, value, .. } => {
-                let create_index = self.entries.get(key).map_or(index, |e| e.create_index);
+                self.revision += 1;
+                let revision = self.revision;
+                let create_revision = self
+                    .entries
+                    .get(key)
+                    .map_or(revision, |e| e.create_revision);
                 self.entries.insert(
                     key.clone(),
                     KvEntry {
                         value: value.clone(),
-                        create_index,
-                        version: index,
+                        create_revision,
+                        version: revision,
                     },
                 );
                 KvWriteResult::Put {
-                    version: index,
+                    version: revision,
                     created: current.is_none(),
                 }
             }
-            KvOp::Delete { key, .. } => KvWriteResult::Deleted {
-                existed: self.entries.remove(key).is_some(),
-            },
+            KvOp::Delete { key, .. } => {
+                let existed = self.entries.remove(key).is_some();
+                if existed {
+                    self.revision += 1;
+                }
+                KvWriteResult::Deleted { existed }
+            }
         }
     }
 }
@@ -169,54 +183,83 @@ mod tests {
     }
 
     #[test]
-    fn versions_are_log_indexes_and_cas_compares_them() {
+    fn every_write_takes_the_next_revision_and_cas_compares_versions() {
         let mut store = KvStore::default();
         assert_eq!(
-            store.apply(5, &put("a", "1", Some(0))),
+            store.apply(&put("a", "1", Some(0))),
             KvWriteResult::Put {
-                version: 5,
+                version: 1,
                 created: true
             }
         );
         assert_eq!(
-            store.apply(6, &put("a", "2", Some(0))),
-            KvWriteResult::CasFailed { current: Some(5) }
+            store.apply(&put("a", "2", Some(0))),
+            KvWriteResult::CasFailed { current: Some(1) }
         );
         assert_eq!(
-            store.apply(7, &put("a", "2", Some(5))),
+            store.apply(&put("b", "1", None)),
             KvWriteResult::Put {
-                version: 7,
+                version: 2,
+                created: true
+            }
+        );
+        assert_eq!(
+            store.apply(&put("a", "2", Some(1))),
+            KvWriteResult::Put {
+                version: 3,
                 created: false
             }
         );
-        assert_eq!(store.get("a").unwrap().create_index, 5);
+        assert_eq!(store.get("a").unwrap().create_revision, 1);
         let delete = |cas| KvOp::Delete {
             key: "a".into(),
             cas,
         };
         assert_eq!(
-            store.apply(8, &delete(Some(5))),
-            KvWriteResult::CasFailed { current: Some(7) }
+            store.apply(&delete(Some(1))),
+            KvWriteResult::CasFailed { current: Some(3) }
         );
         assert_eq!(
-            store.apply(9, &delete(Some(7))),
+            store.apply(&delete(Some(3))),
             KvWriteResult::Deleted { existed: true }
         );
         assert_eq!(
-            store.apply(10, &delete(None)),
+            store.apply(&delete(None)),
             KvWriteResult::Deleted { existed: false }
         );
         assert_eq!(
-            store.apply(11, &put("a", "x", Some(3))),
+            store.apply(&put("a", "x", Some(3))),
             KvWriteResult::CasFailed { current: None }
+        );
+        // A key deleted and written again never gets back a version it had.
+        assert_eq!(
+            store.apply(&put("a", "y", Some(0))),
+            KvWriteResult::Put {
+                version: 5,
+                created: true
+            }
+        );
+    }
+
+    #[test]
+    fn two_writes_of_one_key_in_a_batch_get_different_versions() {
+        let mut store = KvStore::default();
+        let first = store.apply(&put("a", "mine", None));
+        store.apply(&put("a", "theirs", None));
+        let KvWriteResult::Put { version: mine, .. } = first else {
+            unreachable!()
+        };
+        assert_eq!(
+            store.apply(&put("a", "overwrite", Some(mine))),
+            KvWriteResult::CasFailed { current: Some(2) }
         );
     }
 
     #[test]
     fn list_is_by_prefix_in_key_order_with_a_limit() {
         let mut store = KvStore::default();
-        for (i, key) in ["b/2", "a/1", "b/1", "b/3", "c"].iter().enumerate() {
-            store.apply(i as u64 + 1, &put(key, "v", None));
+        for key in ["b/2", "a/1", "b/1", "b/3", "c"] {
+            store.apply(&put(key, "v", None));
         }
         let (items, more) = store.list("b/", 2);
         let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();

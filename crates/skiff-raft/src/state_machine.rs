@@ -172,7 +172,7 @@ impl StateMachine {
             }
             Command::Kv(ops) => {
                 let mut kv = self.shared.kv_mut();
-                CommandOutcome::Kv(ops.iter().map(|op| kv.apply(index, op)).collect())
+                CommandOutcome::Kv(ops.iter().map(|op| kv.apply(op)).collect())
             }
             Command::Metadata(records) => match self.image.with_batch(index, records) {
                 Ok(image) => {

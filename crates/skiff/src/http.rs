@@ -362,7 +362,7 @@ mod store {
             "key": key,
             "value": entry.value,
             "version": entry.version,
-            "create_index": entry.create_index,
+            "create_revision": entry.create_revision,
         })
     }
 

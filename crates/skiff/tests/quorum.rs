@@ -315,10 +315,15 @@ mod history {
                 events.len()
             );
             assert!(answered > 10, "too few answered operations on key {key}");
-            assert!(
-                is_linearizable(events),
-                "key {key}: the history is not linearizable: {events:#?}"
-            );
+            if !is_linearizable(events) {
+                for e in events {
+                    eprintln!(
+                        "client {} {}..{} us {:?} -> {:?}",
+                        e.client, e.call, e.answer, e.op, e.outcome
+                    );
+                }
+                panic!("key {key}: the history above is not linearizable");
+            }
         }
 
         // The checker is not blind: a read that returns an overwritten value fails it.

@@ -1,5 +1,5 @@
 //! A Wing-Gong linearizability checker (with memoization, as in porcupine) for histories of one
-//! versioned register: the key-value store's key, whose version is the log index of its last
+//! versioned register: the key-value store's key, whose version is the store revision of its last
 //! write. Each key is checked on its own (linearizability is compositional).
 //!
 //! Operations whose outcome the client does not know (a timeout, a 503 after sending) may take
@@ -55,6 +55,17 @@ fn version_matches(known: Option<u64>, seen: u64) -> bool {
     known.is_none_or(|v| v == seen)
 }
 
+/// Revisions only grow: a write's version is above the version it replaces, where known.
+fn newer(state: &State, written: u64) -> bool {
+    match state {
+        State::Present {
+            version: Some(known),
+            ..
+        } => written > *known,
+        _ => true,
+    }
+}
+
 /// The state after `event`, or None if the event cannot happen in `state`.
 fn step(state: &State, event: &Event) -> Option<State> {
     match (&event.op, &event.outcome) {
@@ -73,10 +84,12 @@ fn step(state: &State, event: &Event) -> Option<State> {
                 version: None,
             })
         }
-        (Op::Put { value }, Outcome::Written { version }) => Some(State::Present {
-            value: value.clone(),
-            version: Some(*version),
-        }),
+        (Op::Put { value }, Outcome::Written { version }) => {
+            newer(state, *version).then(|| State::Present {
+                value: value.clone(),
+                version: Some(*version),
+            })
+        }
         (Op::Cas { expected, value }, Outcome::Written { version }) => {
             let matches = match state {
                 State::Absent => *expected == 0,
@@ -84,7 +97,7 @@ fn step(state: &State, event: &Event) -> Option<State> {
                     *expected != 0 && version_matches(*known, *expected)
                 }
             };
-            matches.then(|| State::Present {
+            (matches && newer(state, *version)).then(|| State::Present {
                 value: value.clone(),
                 version: Some(*version),
             })
@@ -245,6 +258,20 @@ mod tests {
             event(5, 6, put("a"), Outcome::Unknown),
         ];
         assert!(!is_linearizable(&read_before_call));
+    }
+
+    #[test]
+    fn a_write_below_the_version_it_replaced_fails() {
+        let history = [
+            event(0, 1, put("a"), Outcome::Written { version: 7 }),
+            event(2, 3, put("b"), Outcome::Written { version: 5 }),
+        ];
+        assert!(!is_linearizable(&history));
+        let overlapping = [
+            event(0, 3, put("a"), Outcome::Written { version: 7 }),
+            event(1, 2, put("b"), Outcome::Written { version: 5 }),
+        ];
+        assert!(is_linearizable(&overlapping));
     }
 
     #[test]

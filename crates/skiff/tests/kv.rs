@@ -235,12 +235,15 @@ fn kv_figures() {
                         while started.elapsed() < run {
                             let url = format!("http://127.0.0.1:{port}/store/bench/{c}/{}", i % 16);
                             let at = Instant::now();
-                            let status = if reads {
-                                agent.get(&url).call().map(|r| r.status().as_u16())
+                            let response = if reads {
+                                agent.get(&url).call()
                             } else {
-                                agent.put(&url).send("value").map(|r| r.status().as_u16())
+                                agent.put(&url).send("value")
                             };
-                            let status = status.unwrap();
+                            let mut response = response.unwrap();
+                            let status = response.status().as_u16();
+                            // Reading the body to its end puts the connection back in the pool.
+                            response.body_mut().read_to_string().unwrap();
                             assert!(status == 200 || status == 404, "{status}");
                             latencies.push(at.elapsed());
                             i += 1;

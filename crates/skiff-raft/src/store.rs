@@ -1,6 +1,8 @@
 //! The Raft log, vote and committed index in one redb file, `raft.redb` in the data dir. Raft's
 //! safety rests on a node never forgetting a vote or an entry it acknowledged, so votes,
-//! truncations and appended entries are durable (fsynced) before they count. One writer thread
+//! truncations, appended entries and the committed index are durable (fsynced) before they
+//! count; the committed index so that a restarted node rebuilds at least the state it served
+//! before, without waiting for the leader. One writer thread
 //! commits them in order, grouping whatever queued up during the previous commit into one
 //! transaction: one fsync for many appends. Appended entries are readable from memory until
 //! their group is on disk.
@@ -15,9 +17,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -144,9 +144,9 @@ enum LogWrite {
         entries: Vec<(u64, Vec<u8>)>,
         flushed: IOFlushed<TypeConfig>,
     },
-    /// The committed index needs no fsync of its own: a lost one is learned again from the
-    /// leader, so it rides along with the next durable group.
-    Committed(Vec<u8>),
+    /// The committed index is durable before Raft applies up to it, so a restarted node
+    /// rebuilds at least the image it served before (see `MetadataRaft::start`).
+    Committed(Vec<u8>, Done),
     Vote(Vec<u8>, Done),
     /// Removes the entries in `range`, and records the purge marker when given.
     Remove {
@@ -157,10 +157,6 @@ enum LogWrite {
 }
 
 impl LogWrite {
-    fn needs_fsync(&self) -> bool {
-        !matches!(self, LogWrite::Committed(_))
-    }
-
     fn apply(&self, txn: &WriteTransaction) -> Result<(), redb::Error> {
         match self {
             LogWrite::Append { entries, .. } => {
@@ -169,7 +165,7 @@ impl LogWrite {
                     table.insert(*index, bytes.as_slice())?;
                 }
             }
-            LogWrite::Committed(bytes) => {
+            LogWrite::Committed(bytes, _) => {
                 txn.open_table(META)?
                     .insert(COMMITTED_KEY, bytes.as_slice())?;
             }
@@ -200,8 +196,9 @@ impl LogWrite {
                 }
                 flushed.io_completed(result.clone().map_err(io::Error::other));
             }
-            LogWrite::Committed(_) => {}
-            LogWrite::Vote(_, done) | LogWrite::Remove { done, .. } => {
+            LogWrite::Committed(_, done)
+            | LogWrite::Vote(_, done)
+            | LogWrite::Remove { done, .. } => {
                 let _ = done.send(result.clone());
             }
         }
@@ -256,10 +253,7 @@ fn run_writer(db: Arc<Database>, queue: mpsc::Receiver<LogWrite>, unflushed: Unf
 }
 
 fn commit_group(db: &Database, group: &[LogWrite]) -> Result<(), redb::Error> {
-    let mut txn = db.begin_write()?;
-    if !group.iter().any(LogWrite::needs_fsync) {
-        txn.set_durability(Durability::None)?;
-    }
+    let txn = db.begin_write()?;
     for write in group {
         write.apply(&txn)?;
     }
@@ -364,7 +358,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.enqueue(LogWrite::Committed(encode(&committed)?))
+        let bytes = encode(&committed)?;
+        self.write_durably(|done| LogWrite::Committed(bytes, done))
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -525,6 +521,13 @@ mod tests {
             vec![(1, 45), (2, 46)]
         );
         replaced.await.unwrap().unwrap();
+        // The last write before a crash: nothing comes after it to carry it to disk.
+        store
+            .save_committed(Some(
+                membership_ent::<TypeConfig>(2, 2, 46, vec![[1].into()]).log_id,
+            ))
+            .await
+            .unwrap();
         drop(store);
 
         let mut reopened = loop {
@@ -538,7 +541,7 @@ mod tests {
         assert_eq!(reopened.try_get_log_entries(..).await.unwrap().len(), 46);
         assert_eq!(
             reopened.read_committed().await.unwrap().map(|l| l.index),
-            Some(40)
+            Some(46)
         );
     }
 }

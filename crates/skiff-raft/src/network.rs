@@ -2,45 +2,32 @@
 //! and a JSON body, one request in flight per connection. Every request names the sender and the
 //! cluster it belongs to, so a node of another cluster, or a node this one does not know, is
 //! refused before its message reaches Raft.
-//!
-//! Log replication is the exception: it opens an append stream, a connection of its own whose
-//! opening envelope is checked once and which then carries AppendEntries requests one way and
-//! their replies, in order, the other, without waiting for each reply before the next request.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
-use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
-    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::forward::{ForwardReply, ForwardRequest};
-use crate::types::{Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use crate::types::{Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Largest message accepted: a snapshot of a large cluster fits, a garbage length does not.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest wait for the next reply on an append stream while requests are outstanding: a
-/// follower that stalls this long is treated as unreachable and the stream is opened again.
-const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
-/// Requests a follower reads ahead of Raft on one append stream.
-const STREAM_READ_AHEAD: usize = 64;
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Envelope {
@@ -61,8 +48,6 @@ pub(crate) enum Rpc {
     },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     Forward(ForwardRequest),
-    /// Opens an append stream on this connection (see the module docs).
-    AppendStream,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -72,14 +57,12 @@ pub(crate) enum Reply {
     Snapshot(SnapshotResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     Forward(ForwardReply),
-    /// One request of an append stream, answered in order.
-    Appended(StreamAppendResult<TypeConfig>),
     /// The receiver will not take this message from this sender; the text says why.
     Refused(String),
 }
 
 pub(crate) async fn write_message<T: Serialize>(
-    stream: &mut (impl AsyncWrite + Unpin),
+    stream: &mut TcpStream,
     message: &T,
 ) -> io::Result<()> {
     let body = serde_json::to_vec(message).map_err(io::Error::other)?;
@@ -98,9 +81,7 @@ pub(crate) async fn write_message<T: Serialize>(
     stream.write_all(&framed).await
 }
 
-pub(crate) async fn read_message<T: DeserializeOwned>(
-    stream: &mut (impl AsyncRead + Unpin),
-) -> io::Result<T> {
+pub(crate) async fn read_message<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
     let len = stream.read_u32().await? as usize;
     if len > MAX_MESSAGE_BYTES {
         return Err(io::Error::new(
@@ -116,9 +97,6 @@ pub(crate) async fn read_message<T: DeserializeOwned>(
 /// Decides whether a message may reach Raft, and hands it over. Implemented by the node.
 pub(crate) trait RpcHandler: Send + Sync + 'static {
     fn handle(&self, envelope: Envelope) -> impl Future<Output = Reply> + Send;
-
-    /// The Raft an append stream opened by `envelope` feeds, or why the stream is refused.
-    fn stream_target(&self, envelope: &Envelope) -> Result<Raft, String>;
 }
 
 /// Accepts peer connections until the listener fails; each connection is served in order.
@@ -145,62 +123,12 @@ pub(crate) async fn serve<H: RpcHandler>(listener: TcpListener, handler: Arc<H>)
                         return;
                     }
                 };
-                if matches!(envelope.rpc, Rpc::AppendStream) {
-                    match handler.stream_target(&envelope) {
-                        Ok(raft) => serve_append_stream(stream, raft).await,
-                        Err(reason) => {
-                            warn!(from = envelope.from, %reason, "refused an append stream");
-                            let _ = write_message(&mut stream, &Reply::Refused(reason)).await;
-                        }
-                    }
-                    return;
-                }
                 let reply = handler.handle(envelope).await;
                 if write_message(&mut stream, &reply).await.is_err() {
                     return;
                 }
             }
         });
-    }
-}
-
-/// The follower's side of an append stream: requests go to Raft as they arrive, replies go
-/// back in request order. Ends when the leader closes its side or Raft ends the stream (a
-/// conflict, a higher vote).
-async fn serve_append_stream(stream: TcpStream, raft: Raft) {
-    let (mut reader, mut writer) = stream.into_split();
-    let (queue, queued) = tokio::sync::mpsc::channel(STREAM_READ_AHEAD);
-    let receiver = AbortOnDrop(tokio::spawn(async move {
-        while let Ok(request) = read_message::<AppendEntriesRequest<TypeConfig>>(&mut reader).await
-        {
-            if queue.send(request).await.is_err() {
-                return;
-            }
-        }
-    }));
-    let requests = futures_util::stream::unfold(queued, |mut queued| async move {
-        queued.recv().await.map(|request| (request, queued))
-    });
-    let mut replies = std::pin::pin!(raft.stream_append(requests));
-    while let Some(reply) = replies.next().await {
-        let reply = match reply {
-            Ok(result) => Reply::Appended(result),
-            Err(fatal) => Reply::Refused(fatal.to_string()),
-        };
-        let refused = matches!(reply, Reply::Refused(_));
-        if write_message(&mut writer, &reply).await.is_err() || refused {
-            break;
-        }
-    }
-    drop(receiver);
-}
-
-/// Aborts a helper task when its owner is dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -229,16 +157,12 @@ impl PeerClient {
         }
     }
 
-    fn envelope(&self, rpc: Rpc) -> Envelope {
-        Envelope {
+    pub(crate) async fn call(&mut self, rpc: Rpc, timeout: Duration) -> io::Result<Reply> {
+        let envelope = Envelope {
             cluster_id: self.identity.shared.cluster_id(),
             from: self.identity.node_id,
             rpc,
-        }
-    }
-
-    pub(crate) async fn call(&mut self, rpc: Rpc, timeout: Duration) -> io::Result<Reply> {
-        let envelope = self.envelope(rpc);
+        };
         tokio::time::timeout(timeout, self.exchange(&envelope))
             .await
             .unwrap_or_else(|_| {
@@ -283,34 +207,6 @@ impl PeerClient {
     }
 }
 
-/// The next reply of an append stream; None when the follower closed it with nothing pending.
-/// While no request is outstanding no reply can be on its way, so an idle wait may be cut short
-/// and started again without losing bytes.
-async fn next_stream_reply(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
-    in_flight: &AtomicUsize,
-) -> Option<Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> {
-    loop {
-        let read = tokio::time::timeout(STREAM_REPLY_TIMEOUT, read_message::<Reply>(reader)).await;
-        let outstanding = in_flight.load(Ordering::SeqCst);
-        return Some(match read {
-            Err(_) if outstanding == 0 => continue,
-            Err(_) => Err(unreachable(format!(
-                "no reply to {outstanding} appends in {STREAM_REPLY_TIMEOUT:?}"
-            ))),
-            Ok(Ok(Reply::Appended(result))) => {
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                Ok(result)
-            }
-            Ok(Ok(other)) => Err(unexpected(other)),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof && outstanding == 0 => {
-                return None
-            }
-            Ok(Err(e)) => Err(unreachable(e)),
-        });
-    }
-}
-
 fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(&io::Error::other(e.to_string())))
 }
@@ -336,53 +232,6 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
-
-    /// Pipelined replication on a connection of its own (see the module docs).
-    fn stream_append<'s, S>(
-        &'s mut self,
-        mut input: S,
-        _option: RPCOption,
-    ) -> BoxFuture<
-        's,
-        Result<
-            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
-            RPCError<TypeConfig>,
-        >,
-    >
-    where
-        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
-    {
-        Box::pin(async move {
-            let stream = self.connect().await.map_err(unreachable)?;
-            let (reader, mut writer) = stream.into_split();
-            write_message(&mut writer, &self.envelope(Rpc::AppendStream))
-                .await
-                .map_err(unreachable)?;
-            let in_flight = Arc::new(AtomicUsize::new(0));
-            let sent = in_flight.clone();
-            let sender = AbortOnDrop(tokio::spawn(async move {
-                while let Some(request) = input.next().await {
-                    // Counted before it can be answered: see `next_stream_reply`.
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    if write_message(&mut writer, &request).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = writer.shutdown().await;
-            }));
-            let replies = futures_util::stream::unfold(
-                Some((reader, in_flight, sender)),
-                |state| async move {
-                    let (mut reader, in_flight, sender) = state?;
-                    let reply = next_stream_reply(&mut reader, &in_flight).await?;
-                    let go_on = matches!(reply, Ok(Ok(_)));
-                    Some((reply, go_on.then_some((reader, in_flight, sender))))
-                },
-            );
-            let replies: BoxStream<'s, _> = Box::pin(replies);
-            Ok(replies)
-        })
-    }
 
     async fn append_entries(
         &mut self,
@@ -467,7 +316,6 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 mod tests {
     use super::*;
     use crate::state_machine::{MetadataListener, SharedState};
-    use openraft::network::RPCOption;
     use skiff_metadata::MetadataImage;
 
     struct Quiet;
@@ -505,73 +353,6 @@ mod tests {
             }
         });
         addr
-    }
-
-    fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
-        AppendEntriesRequest {
-            vote: Vote::new(1, 2),
-            prev_log_id: None,
-            entries: Vec::new(),
-            leader_commit: None,
-        }
-    }
-
-    /// A peer that takes append streams and answers them with `answer` (None: never answers).
-    async fn stream_peer(answer: Option<Reply>) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let answer = answer.map(|a| serde_json::to_vec(&a).unwrap());
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let answer = answer.clone();
-                tokio::spawn(async move {
-                    let opening = read_message::<Envelope>(&mut stream).await.unwrap();
-                    assert!(matches!(opening.rpc, Rpc::AppendStream));
-                    let Some(answer) = answer else {
-                        // Reads the requests, answers none, keeps the connection.
-                        while read_message::<AppendEntriesRequest<TypeConfig>>(&mut stream)
-                            .await
-                            .is_ok()
-                        {}
-                        return;
-                    };
-                    let answer: Reply = serde_json::from_slice(&answer).unwrap();
-                    write_message(&mut stream, &answer).await.unwrap();
-                });
-            }
-        });
-        addr
-    }
-
-    fn client(addr: SocketAddr) -> PeerClient {
-        let identity = LocalIdentity {
-            node_id: 1,
-            shared: Arc::new(SharedState::new(None, Arc::new(Quiet))),
-        };
-        PeerClient::new(identity, 2, addr.to_string())
-    }
-
-    #[tokio::test]
-    async fn an_append_stream_ends_with_an_error_when_refused_or_unanswered() {
-        let requests = || {
-            futures_util::stream::iter(vec![heartbeat(), heartbeat()])
-                .chain(futures_util::stream::pending())
-        };
-        for answer in [Some(Reply::Refused("not a member".into())), None] {
-            let mut client = client(stream_peer(answer).await);
-            let mut replies = client
-                .stream_append(
-                    Box::pin(requests()),
-                    RPCOption::new(Duration::from_millis(100)),
-                )
-                .await
-                .unwrap();
-            let first = tokio::time::timeout(STREAM_REPLY_TIMEOUT * 3, replies.next())
-                .await
-                .expect("the stream ends in time");
-            assert!(matches!(first, Some(Err(RPCError::Unreachable(_)))));
-            assert!(replies.next().await.is_none(), "nothing follows the error");
-        }
     }
 
     #[tokio::test]

@@ -916,9 +916,6 @@ impl MetadataRaft {
                 Ok(reply) => reply,
                 Err(e) => ForwardReply::Failed(e),
             }),
-            Rpc::AppendStream => {
-                refused(&"an append stream opens a connection of its own, as its first message")
-            }
         }
     }
 
@@ -944,14 +941,5 @@ impl network::RpcHandler for Handler {
             Some(node) => node.handle(envelope).await,
             None => Reply::Refused("this node is shutting down".into()),
         }
-    }
-
-    fn stream_target(&self, envelope: &Envelope) -> Result<Raft, String> {
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| "this node is shutting down".to_owned())?;
-        node.admit(envelope)?;
-        Ok(node.raft.clone())
     }
 }

@@ -211,11 +211,16 @@ fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(&io::Error::other(e.to_string())))
 }
 
+/// Why a reply of the wrong kind came back.
+fn wrong_reply(reply: Reply) -> io::Error {
+    io::Error::other(match reply {
+        Reply::Refused(reason) => format!("refused: {reason}"),
+        _ => "the peer answered with the wrong message type".to_owned(),
+    })
+}
+
 fn unexpected(reply: Reply) -> RPCError<TypeConfig> {
-    match reply {
-        Reply::Refused(reason) => unreachable(format!("refused: {reason}")),
-        _ => unreachable("the peer answered with the wrong message type"),
-    }
+    RPCError::Unreachable(Unreachable::new(&wrong_reply(reply)))
 }
 
 pub(crate) struct NetworkFactory {
@@ -288,12 +293,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             closed = cancel => Err(StreamingError::Closed(closed)),
             result = self.call(rpc, timeout) => match result {
                 Ok(Reply::Snapshot(response)) => Ok(response),
-                Ok(other) => Err(StreamingError::Unreachable(Unreachable::new(&io::Error::other(
-                    match other {
-                        Reply::Refused(reason) => format!("refused: {reason}"),
-                        _ => "the peer answered with the wrong message type".to_owned(),
-                    },
-                )))),
+                Ok(other) => Err(StreamingError::Unreachable(Unreachable::new(&wrong_reply(other)))),
                 Err(e) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
             },
         }

@@ -730,10 +730,20 @@ impl MetadataRaft {
                 "{raft_addr} is already the address of node {other}"
             )));
         }
+        self.add_learner(node_id, raft_addr, true).await
+    }
+
+    /// Adds a Raft learner (an observer); `caught_up`: wait until it has the log.
+    async fn add_learner(
+        &self,
+        node_id: u64,
+        raft_addr: String,
+        caught_up: bool,
+    ) -> Result<u64, SubmitError> {
         let response = self
             .bounded(
                 self.raft
-                    .add_learner(node_id, BasicNode { addr: raft_addr }, true),
+                    .add_learner(node_id, BasicNode { addr: raft_addr }, caught_up),
             )
             .await?
             .map_err(|e| self.write_error(e))?;
@@ -781,14 +791,7 @@ impl MetadataRaft {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        let response = self
-            .bounded(
-                self.raft
-                    .add_learner(node_id, BasicNode { addr: raft_addr }, false),
-            )
-            .await?
-            .map_err(|e| self.write_error(e))?;
-        Ok(response.log_id.index)
+        self.add_learner(node_id, raft_addr, false).await
     }
 
     /// Removes a node entirely. Leader only.

@@ -43,6 +43,17 @@ fn start_joiner(seed: &Broker, id: &str, extra: &[&str]) -> Broker {
     Broker::start_with(&args)
 }
 
+/// Brokers 1, 2 and 3, joined through broker 1, once all three vote.
+fn start_three() -> [Broker; 3] {
+    let seed = start_seed(&[]);
+    let b2 = start_joiner(&seed, "2", &[]);
+    let b3 = start_joiner(&seed, "3", &[]);
+    wait_until("three voters", Duration::from_secs(30), || {
+        voters(&seed) == [1, 2, 3]
+    });
+    [seed, b2, b3]
+}
+
 /// The broker's answer to Metadata for `topic`: controller id, live broker ids and the
 /// (partition, leader) pairs.
 fn metadata(addr: &str, topic: &str) -> (i32, Vec<i32>, Vec<(i32, i32)>) {
@@ -117,12 +128,7 @@ fn expected_values(count: usize) -> Vec<String> {
 
 #[test]
 fn three_brokers_share_one_image_and_survive_losing_the_controller() {
-    let mut seed = start_seed(&[]);
-    let b2 = start_joiner(&seed, "2", &[]);
-    let b3 = start_joiner(&seed, "3", &[]);
-    wait_until("three voters", Duration::from_secs(30), || {
-        voters(&seed) == [1, 2, 3]
-    });
+    let [mut seed, b2, b3] = start_three();
 
     // A topic created through one broker is placed on all three, and every broker answers
     // Metadata with the same assignment and controller.
@@ -303,12 +309,7 @@ fn membership_changes_by_hand_and_refusals() {
 #[test]
 #[ignore]
 fn cluster_figures() {
-    let mut seed = start_seed(&[]);
-    let b2 = start_joiner(&seed, "2", &[]);
-    let b3 = start_joiner(&seed, "3", &[]);
-    wait_until("three voters", Duration::from_secs(30), || {
-        voters(&seed) == [1, 2, 3]
-    });
+    let [mut seed, b2, b3] = start_three();
     for (via, label) in [
         (&seed, "on the controller"),
         (&b3, "forwarded by a follower"),

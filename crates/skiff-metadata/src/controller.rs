@@ -131,8 +131,19 @@ pub fn create_topic_records(
         topic_id,
         configs,
     }];
-    records.extend((0..).zip(assignments).map(|(partition, replicas)| {
-        MetadataRecord::CreatePartition {
+    records.extend(placed_partitions(topic_id, 0, assignments));
+    Ok(records)
+}
+
+/// `CreatePartition` records for placed replica lists, numbered from `first`: every replica in
+/// the ISR and the first one leading at epoch 0.
+pub(crate) fn placed_partitions(
+    topic_id: Uuid,
+    first: i32,
+    assignments: Vec<Vec<i32>>,
+) -> impl Iterator<Item = MetadataRecord> {
+    (first..).zip(assignments).map(
+        move |(partition, replicas)| MetadataRecord::CreatePartition {
             topic_id,
             partition,
             leader: Some(replicas[0]),
@@ -140,9 +151,8 @@ pub fn create_topic_records(
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
-        }
-    }));
-    Ok(records)
+        },
+    )
 }
 
 /// The records that fence a broker declared failed: `FenceBroker`, then for every ISR it is in a

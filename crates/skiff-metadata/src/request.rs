@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::controller::{create_topic_records, place_replicas, CreateTopicError, PlacementError};
+use crate::controller::{
+    create_topic_records, place_replicas, placed_partitions, CreateTopicError, PlacementError,
+};
 use crate::image::{MetadataImage, TopicImage};
 use crate::record::MetadataRecord;
 
@@ -354,19 +356,7 @@ fn create_partitions(
                 ))
             })?;
             let assignments = place_replicas(image, added, replication_factor)?;
-            Ok(assignments
-                .into_iter()
-                .zip(current..)
-                .map(|(replicas, partition)| MetadataRecord::CreatePartition {
-                    topic_id,
-                    partition,
-                    leader: Some(replicas[0]),
-                    isr: replicas.clone(),
-                    replicas,
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                })
-                .collect())
+            Ok(placed_partitions(topic_id, current, assignments).collect())
         }
     }
 }

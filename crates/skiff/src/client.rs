@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::{json, Value};
 
 #[derive(Args)]
@@ -129,26 +130,31 @@ pub fn raft_remove(target: &AdminTarget, node_id: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn store_url(target: &AdminTarget, key: &str, query: &[(&str, String)]) -> String {
-    let mut url = target.url(&format!("/store/{key}"));
-    for (i, (name, value)) in query.iter().enumerate() {
-        url.push(if i == 0 { '?' } else { '&' });
-        url.push_str(name);
-        url.push('=');
-        url.push_str(value);
-    }
-    url
+/// Characters a key cannot carry as they are in the URL path; `/` stays, keys are paths.
+const KEY_ESCAPES: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+fn store_url(target: &AdminTarget, key: &str) -> String {
+    target.url(&format!("/store/{}", utf8_percent_encode(key, KEY_ESCAPES)))
 }
 
 /// `skiff kv get`: prints the value (linearizable unless `stale`).
 pub fn kv_get(target: &AdminTarget, key: &str, stale: bool) -> anyhow::Result<()> {
-    let query: Vec<(&str, String)> = if stale {
-        vec![("consistency", "stale".into())]
-    } else {
-        Vec::new()
-    };
-    let url = store_url(target, key, &query);
-    let entry = answer(agent().get(&url).call(), &url)?;
+    let url = store_url(target, key);
+    let mut request = agent().get(&url);
+    if stale {
+        request = request.query("consistency", "stale");
+    }
+    let entry = answer(request.call(), &url)?;
     println!("{}", entry["value"].as_str().unwrap_or_default());
     Ok(())
 }
@@ -160,18 +166,24 @@ pub fn kv_put(
     value: &str,
     cas: Option<u64>,
 ) -> anyhow::Result<()> {
-    let query: Vec<(&str, String)> = cas.map(|v| ("cas", v.to_string())).into_iter().collect();
-    let url = store_url(target, key, &query);
-    let written = answer(agent().put(&url).send(value), &url)?;
+    let url = store_url(target, key);
+    let mut request = agent().put(&url);
+    if let Some(version) = cas {
+        request = request.query("cas", version.to_string());
+    }
+    let written = answer(request.send(value), &url)?;
     println!("{key} is at version {}", written["version"]);
     Ok(())
 }
 
 /// `skiff kv delete`: deletes a key, optionally only at a version.
 pub fn kv_delete(target: &AdminTarget, key: &str, cas: Option<u64>) -> anyhow::Result<()> {
-    let query: Vec<(&str, String)> = cas.map(|v| ("cas", v.to_string())).into_iter().collect();
-    let url = store_url(target, key, &query);
-    let deleted = answer(agent().delete(&url).call(), &url)?;
+    let url = store_url(target, key);
+    let mut request = agent().delete(&url);
+    if let Some(version) = cas {
+        request = request.query("cas", version.to_string());
+    }
+    let deleted = answer(request.call(), &url)?;
     if deleted["deleted"].as_bool() == Some(true) {
         println!("deleted {key}");
     } else {
@@ -182,12 +194,12 @@ pub fn kv_delete(target: &AdminTarget, key: &str, cas: Option<u64>) -> anyhow::R
 
 /// `skiff kv list`: keys, versions and values under a prefix.
 pub fn kv_list(target: &AdminTarget, prefix: &str, limit: Option<usize>) -> anyhow::Result<()> {
-    let mut url = target.url("/store");
-    url.push_str(&format!("?prefix={prefix}"));
+    let url = target.url("/store");
+    let mut request = agent().get(&url).query("prefix", prefix);
     if let Some(limit) = limit {
-        url.push_str(&format!("&limit={limit}"));
+        request = request.query("limit", limit.to_string());
     }
-    let listed = answer(agent().get(&url).call(), &url)?;
+    let listed = answer(request.call(), &url)?;
     for item in listed["items"].as_array().context("items are a list")? {
         println!(
             "{}\t{}\t{}",

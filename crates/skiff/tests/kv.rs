@@ -151,6 +151,38 @@ fn the_raft_kv_walkthrough_on_three_then_four_nodes() {
     }
 }
 
+/// Runs `skiff kv <args>` against `broker`; its output, or the test fails.
+fn cli(broker: &Broker, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("kv")
+        .args(args)
+        .env("SKIFF_HTTP_ADDR", format!("127.0.0.1:{}", broker.http_port))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "skiff kv {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_cli_carries_keys_and_prefixes_with_url_characters() {
+    let broker = Broker::start_with(&[]);
+    let key = "odd/key with ?#&%= chars";
+    cli(&broker, &["put", key, "v1"]);
+    assert_eq!(cli(&broker, &["get", key]), "v1\n");
+    cli(&broker, &["put", key, "v2", "--cas", "1"]);
+    assert_eq!(cli(&broker, &["get", key, "--stale"]), "v2\n");
+    cli(&broker, &["put", "odd/other", "x"]);
+    let listed = cli(&broker, &["list", "odd/key with ?#&"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.starts_with(&format!("{key}\t2\tv2")), "{listed}");
+    cli(&broker, &["delete", key, "--cas", "2"]);
+    assert_eq!(cli(&broker, &["list", "odd/"]).lines().count(), 1);
+}
+
 #[test]
 fn compare_and_set_limits_and_bad_requests() {
     let broker = Broker::start();

@@ -73,8 +73,10 @@ impl KvStore {
         self.entries.get(key)
     }
 
-    /// Up to `limit` entries whose key starts with `prefix`, in key order, and whether more exist.
+    /// Up to `limit` (at most `MAX_LIST_LIMIT`) entries whose key starts with `prefix`, in key
+    /// order, and whether more exist.
     pub fn list(&self, prefix: &str, limit: usize) -> (Vec<(String, KvEntry)>, bool) {
+        let limit = limit.min(MAX_LIST_LIMIT);
         let mut matching = self
             .entries
             .range(prefix.to_owned()..)
@@ -266,6 +268,16 @@ mod tests {
         assert_eq!((keys, more), (vec!["b/1", "b/2"], true));
         assert!(!store.list("b/", 3).1);
         assert_eq!(store.list("", 10).0.len(), 5);
+    }
+
+    #[test]
+    fn a_list_never_returns_more_than_the_cap() {
+        let mut store = KvStore::default();
+        for i in 0..=MAX_LIST_LIMIT {
+            store.apply(&put(&format!("k{i}"), "v", None));
+        }
+        let (items, more) = store.list("", usize::MAX);
+        assert_eq!((items.len(), more), (MAX_LIST_LIMIT, true));
     }
 
     #[test]

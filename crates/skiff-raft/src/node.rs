@@ -541,7 +541,7 @@ impl MetadataRaft {
     ) -> Result<(Vec<(String, KvEntry)>, bool), SubmitError> {
         let request = ForwardRequest::KvList {
             prefix: prefix.to_owned(),
-            limit: limit.min(kv::MAX_LIST_LIMIT),
+            limit,
         };
         match self.call_leader(request).await? {
             ForwardReply::KvItems { items, more } => Ok((items, more)),
@@ -654,9 +654,7 @@ impl MetadataRaft {
             }
             ForwardRequest::KvList { prefix, limit } => {
                 self.read_barrier().await?;
-                let (items, more) = self
-                    .shared
-                    .kv(|store| store.list(&prefix, limit.min(kv::MAX_LIST_LIMIT)));
+                let (items, more) = self.shared.kv(|store| store.list(&prefix, limit));
                 Ok(ForwardReply::KvItems { items, more })
             }
         }

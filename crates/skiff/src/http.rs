@@ -70,9 +70,6 @@ pub async fn serve(
             "/store/{*key}",
             get(store::get).put(store::put).delete(store::delete),
         )
-        .layer(axum::extract::DefaultBodyLimit::max(
-            2 * skiff_raft::kv::MAX_VALUE_BYTES,
-        ))
         .route("/raft/remove", post(raft_remove))
         .with_state(AppState {
             metrics,

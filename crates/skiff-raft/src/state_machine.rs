@@ -248,8 +248,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let text = String::from_utf8(snapshot).map_err(invalid)?;
         let data: SnapshotData = serde_json::from_str(&text).map_err(invalid)?;
         self.load(meta, &data)?;
-        self.db.put_meta(
-            SNAPSHOT_KEY,
+        store_snapshot(
+            &self.db,
             &StoredSnapshot {
                 meta: meta.clone(),
                 data: text,
@@ -295,8 +295,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
         };
-        self.db.put_meta(
-            SNAPSHOT_KEY,
+        store_snapshot(
+            &self.db,
             &StoredSnapshot {
                 meta: meta.clone(),
                 data: text.clone(),
@@ -307,4 +307,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot: text.into_bytes(),
         })
     }
+}
+
+/// Keeps the newest snapshot: a build that ran while a newer one was installed from the leader
+/// must not replace it, because the log below the installed one is already purged.
+fn store_snapshot(db: &RaftDb, snapshot: &StoredSnapshot) -> io::Result<()> {
+    db.replace_meta(SNAPSHOT_KEY, snapshot, |stored: &StoredSnapshot| {
+        stored.meta.last_log_id > snapshot.meta.last_log_id
+    })
 }

@@ -84,6 +84,30 @@ impl RaftDb {
         txn.commit().map_err(io_err)
     }
 
+    /// Writes `value` under `key` unless `keep` says the value stored there must stay; read and
+    /// write are one transaction.
+    pub(crate) fn replace_meta<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        value: &T,
+        keep: impl FnOnce(&T) -> bool,
+    ) -> io::Result<()> {
+        let bytes = encode(value)?;
+        let txn = self.db.begin_write().map_err(io_err)?;
+        {
+            let mut table = txn.open_table(META).map_err(io_err)?;
+            let stored = match table.get(key).map_err(io_err)? {
+                Some(stored) => Some(decode::<T>(stored.value())?),
+                None => None,
+            };
+            if stored.as_ref().is_some_and(keep) {
+                return Ok(());
+            }
+            table.insert(key, bytes.as_slice()).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+
     pub(crate) fn committed(&self) -> io::Result<Option<LogId>> {
         Ok(self.get_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
     }
@@ -482,6 +506,18 @@ mod tests {
             .iter()
             .map(|e| (e.log_id.leader_id.term, e.log_id.index))
             .collect()
+    }
+
+    #[test]
+    fn a_kept_value_is_not_replaced() {
+        let dir = TempDir::new().unwrap();
+        let db = RaftDb::open(dir.path()).unwrap();
+        let keep_newest = |value: u64| db.replace_meta("n", &value, |stored: &u64| *stored > value);
+        keep_newest(9).unwrap();
+        keep_newest(5).unwrap();
+        assert_eq!(db.get_meta::<u64>("n").unwrap(), Some(9));
+        keep_newest(12).unwrap();
+        assert_eq!(db.get_meta::<u64>("n").unwrap(), Some(12));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! Requests any node may send to the controller (the Raft leader), and their answers.
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use skiff_metadata::{ControllerError, ControllerRequest, MetadataRecord};
 use thiserror::Error;
@@ -91,6 +91,9 @@ impl SubmitError {
                         .into(),
                 )
             }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(busy),
+            )) => SubmitError::Unavailable(busy.to_string()),
             RaftError::APIError(other) => SubmitError::Invalid(other.to_string()),
             RaftError::Fatal(fatal) => SubmitError::Unavailable(fatal.to_string()),
         }

@@ -181,7 +181,7 @@ impl PeerClient {
     /// dropped future), the connection closes with it, so a late reply can never be taken for
     /// the answer to the next request.
     async fn exchange(&mut self, envelope: &Envelope) -> io::Result<Reply> {
-        let mut stream = match self.stream.take() {
+        let mut stream = match self.stream.take().filter(still_open) {
             Some(stream) => stream,
             None => self.connect().await?,
         };
@@ -209,6 +209,14 @@ impl PeerClient {
 
 fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(&io::Error::other(e.to_string())))
+}
+
+/// An idle connection is still usable if the peer has neither closed it (it restarted, say)
+/// nor sent anything unasked. Checked before reuse, because a request sent on a connection the
+/// peer already closed has an unknown outcome and is not retried.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// Why a reply of the wrong kind came back.
@@ -353,6 +361,34 @@ mod tests {
             }
         });
         addr
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_peer_closed_is_not_reused() {
+        // A peer that answers one request per connection, then closes it (as a restart would).
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                if let Ok(envelope) = read_message::<Envelope>(&mut stream).await {
+                    if let Rpc::Forward(ForwardRequest::KvGet { key }) = envelope.rpc {
+                        let _ = write_message(&mut stream, &Reply::Refused(key)).await;
+                    }
+                }
+            }
+        });
+        let identity = LocalIdentity {
+            node_id: 1,
+            shared: Arc::new(SharedState::new(None, Arc::new(Quiet))),
+        };
+        let mut client = PeerClient::new(identity, 2, addr.to_string());
+        for key in ["first", "second"] {
+            match client.call(get(key), Duration::from_secs(5)).await.unwrap() {
+                Reply::Refused(answered) => assert_eq!(answered, key),
+                _ => panic!("unexpected reply"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     #[tokio::test]

@@ -7,7 +7,10 @@
 Consumers use assign() with a dummy group.id (librdkafka requires one) and
 never subscribe or commit, except the *-group-* steps.
 Also offers ``--verify-jsonl FILE --topic T``: consume T by assign() and
-compare with what another client (kafkajs) wrote to FILE.
+compare with what another client (kafkajs) wrote to FILE; and
+``--verify-group-offsets GROUP --topic T --partitions N [--total RECORDS]``:
+fail unless GROUP's committed offset on every partition of T is that
+partition's end (used by kcat_check.sh group).
 """
 
 import base64
@@ -17,9 +20,12 @@ import sys
 import time
 
 from compat_common import (
+    GROUP_PARTITIONS,
     CheckFailed,
     STEPS,
     check,
+    check_leader_spread,
+    compare_committed,
     fail,
     log,
     main,
@@ -544,59 +550,169 @@ def admin_delete_topics(bs):
     delete_topic_quietly(a, t)
 
 
-def consume_group(bs, topic, group, want, timeout=60, settle=3.0):
-    """Subscribe with a group, read until `want` messages, then keep polling
-    `settle` s to catch extra (re-read) messages; commit synchronously."""
-    c = consumer(
-        bs,
-        {"group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": True, "enable.partition.eof": False, "session.timeout.ms": 10000},
-    )
-    c.subscribe([topic])
-    got = []
-    deadline = time.monotonic() + timeout
-    settle_until = None
+def topic_leaders(a, topic):
+    """(broker ids in Metadata, {partition: leader id}) for topic."""
+    md = a.list_topics(timeout=10)
+    t = md.topics.get(topic)
+    check(t is not None and t.error is None, "metadata: %s missing (%s)" % (topic, None if t is None else t.error))
+    return set(md.brokers), {p.id: p.leader for p in t.partitions.values()}
+
+
+def group_coordinator(a, group):
+    """The group's coordinator broker id as AdminClient.describe_consumer_groups reports it
+    (for failure messages only; "?" if it cannot say)."""
     try:
+        (f,) = a.describe_consumer_groups([group], request_timeout=10).values()
+        return f.result(timeout=15).coordinator.id
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def verify_committed(bs, topic, group, partitions, what, want_ends=None, want_total=None):
+    """Every partition's committed offset (Consumer.committed) must be its end (high
+    watermark, Consumer.get_watermark_offsets). want_ends: {partition: records produced to
+    it}; want_total: records produced to the topic."""
+    a = admin(bs)
+    _, leaders = topic_leaders(a, topic)
+    c = consumer(bs, {"group.id": group})
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    try:
+        try:
+            committed = c.committed(tps, timeout=15)
+        except Exception as e:  # noqa: BLE001
+            fail("%s: Consumer.committed(%d partitions) of group %s: %s" % (what, partitions, group, e))
+        ends = {}
+        for tp in tps:
+            try:
+                ends[tp.partition] = c.get_watermark_offsets(tp, timeout=10)[1]
+            except Exception as e:  # noqa: BLE001
+                fail("%s: get_watermark_offsets(partition %d): %s" % (what, tp.partition, e))
+    finally:
+        c.close()
+    empty = [p for p, e in sorted(ends.items()) if e <= 0]
+    check(not empty, "%s: partitions %s hold no records (high watermarks %s); every partition needs some" % (what, empty, ends))
+    if want_ends is not None:
+        for p in range(partitions):
+            check(ends[p] == want_ends[p], "%s: partition %d high watermark %d, but %d records were produced to it" % (what, p, ends[p], want_ends[p]))
+    if want_total is not None:
+        check(sum(ends.values()) == want_total, "%s: high watermarks %s sum to %d, %d records were produced" % (what, ends, sum(ends.values()), want_total))
+    got = {}
+    for tp in committed:
+        if tp.error is not None:
+            got[tp.partition] = str(tp.error)
+        elif tp.offset >= 0:
+            got[tp.partition] = tp.offset
+        else:
+            got[tp.partition] = None  # OFFSET_INVALID: nothing committed
+    compare_committed(what, got, ends, leaders, group_coordinator(a, group))
+
+
+def produced_ends(msgs, partitions):
+    """{partition: 1 + the last produced offset}, from the delivery reports."""
+    ends = {p: 0 for p in range(partitions)}
+    for m in msgs:
+        ends[m["partition"]] = max(ends[m["partition"]], m["offset"] + 1)
+    return ends
+
+
+def consume_group(bs, topic, group, want, members=1, partitions=None, before_consume=None, timeout=60, settle=3.0):
+    """`members` consumers subscribe to topic in one group. With more than one, waits until
+    their assignments split all `partitions` between them (then calls before_consume(), e.g.
+    to produce, so no records are read twice in a rebalance) and fails unless each member
+    reads some. Reads until `want` records, polls `settle` s more to catch extra (re-read)
+    records, then every member commits synchronously. Returns (records, commit errors)."""
+    cs = []
+    got = []
+    commit_errors = []
+    try:
+        for _ in range(members):
+            c = consumer(
+                bs,
+                {"group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": True, "enable.partition.eof": False, "session.timeout.ms": 10000},
+            )
+            cs.append(c)
+            got.append([])
+            c.subscribe([topic])
+
+        def poll_all(wait):
+            for i, c in enumerate(cs):
+                for m in c.consume(500, wait):
+                    if m.error() is not None:
+                        log("group member %d error: %s" % (i + 1, m.error()))
+                        continue
+                    got[i].append(m)
+
+        if members > 1:
+            deadline = time.monotonic() + 30
+            while True:
+                poll_all(0.2)
+                asg = [sorted(tp.partition for tp in c.assignment()) for c in cs]
+                flat = sorted(p for a in asg for p in a)
+                if all(asg) and flat == list(range(partitions)):
+                    break
+                if time.monotonic() >= deadline:
+                    fail("group join: %d members did not split the %d partitions between them within 30 s (assignments %s)" % (members, partitions, asg))
+            log("%d members joined; assignments %s" % (members, asg))
+        if before_consume is not None:
+            before_consume()
+        deadline = time.monotonic() + timeout
+        settle_until = None
         while time.monotonic() < deadline:
-            for m in c.consume(500, 0.5):
-                if m.error() is not None:
-                    log("group consumer error: %s" % m.error())
-                    continue
-                got.append(m)
-            if len(got) >= want and settle_until is None:
+            poll_all(0.5 / members)
+            total = sum(len(g) for g in got)
+            if total >= want and settle_until is None:
                 settle_until = time.monotonic() + settle
             if settle_until is not None and time.monotonic() >= settle_until:
                 break
-        if got:
-            c.commit(asynchronous=False)
+        for i, c in enumerate(cs):
+            parts = {}
+            for m in got[i]:
+                parts[m.partition()] = parts.get(m.partition(), 0) + 1
+            log("group member %d read %d records: per partition %s" % (i + 1, len(got[i]), dict(sorted(parts.items()))))
+            if not got[i]:
+                continue
+            try:
+                res = c.commit(asynchronous=False)
+                errs = ["partition %d: %s" % (tp.partition, tp.error) for tp in (res or []) if tp.error is not None]
+            except Exception as e:  # noqa: BLE001
+                errs = [str(e)]
+            if errs:
+                log("group member %d: commit reported %s" % (i + 1, errs))
+                commit_errors.append("member %d: %s" % (i + 1, "; ".join(errs)))
     finally:
-        c.close()
-    return got
+        for c in cs:
+            c.close()
+    if members > 1:
+        idle = [i + 1 for i, g in enumerate(got) if not g]
+        check(not idle, "group consume: members %s read no records (of %d)" % (idle, sum(len(g) for g in got)))
+    return [m for g in got for m in g], commit_errors
 
 
 @step("confluent-group-subscribe", groups=True)
 def group_subscribe(bs):
     a = admin(bs)
+    n = GROUP_PARTITIONS
     t = topic_name("confluent-group-subscribe")
     g = topic_name("confluent-group-subscribe", "group")
-    create_topic(a, t, 3)
-    msgs = produce(bs, t, make_messages(300, 3, seed=3, base_ts=int(time.time() * 1000)), {"enable.idempotence": True})
-    got = consume_group(bs, t, g, 300)
-    check(len(got) == 300, "group consume #1: got %d/300" % len(got))
+    create_topic(a, t, n)
+    check_leader_spread(t, *topic_leaders(a, t))
+    # two members at once; records produced once they have split the partitions
+    msgs = make_messages(300, n, seed=3, base_ts=int(time.time() * 1000))
+    got, errs = consume_group(
+        bs, t, g, 300, members=2, partitions=n, before_consume=lambda: produce(bs, t, msgs, {"enable.idempotence": True})
+    )
+    check(len(got) == 300, "group consume #1 (2 members): got %d/300" % len(got))
     compare(msgs, got)
-    # committed offsets are the log ends
-    c = consumer(bs, {"group.id": g})
-    try:
-        committed = c.committed([TopicPartition(t, p) for p in range(3)], timeout=10)
-    finally:
-        c.close()
-    ends = {p: 1 + max(m["offset"] for m in msgs if m["partition"] == p) for p in range(3)}
-    for tp in committed:
-        check(tp.offset == ends[tp.partition], "committed offset p%d = %d, expected %d" % (tp.partition, tp.offset, ends[tp.partition]))
-    more = make_messages(100, 3, seed=4, base_ts=int(time.time() * 1000))
+    verify_committed(bs, t, g, n, "commit by 2 members", want_ends=produced_ends(msgs, n))
+    check(not errs, "commit by 2 members: %s" % errs)
+    # a new consumer in the group reads only what was produced since
+    more = make_messages(100, n, seed=4, base_ts=int(time.time() * 1000))
     produce(bs, t, more, {"enable.idempotence": True})
-    got2 = consume_group(bs, t, g, 100)
+    got2, errs2 = consume_group(bs, t, g, 100)
     check(len(got2) == 100, "group consume #2 (resume): got %d messages, expected exactly the 100 new ones" % len(got2))
     compare(more, got2)
+    verify_committed(bs, t, g, n, "commit by the resumed consumer", want_ends=produced_ends(msgs + more, n))
+    check(not errs2, "commit by the resumed consumer: %s" % errs2)
     delete_topic_quietly(a, t)
 
 
@@ -636,6 +752,26 @@ def verify_jsonl(bs, path, topic):
 
 
 if __name__ == "__main__":
+    if "--verify-group-offsets" in sys.argv:
+        import argparse
+
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--bootstrap", default="127.0.0.1:19092")
+        ap.add_argument("--verify-group-offsets", metavar="GROUP", required=True)
+        ap.add_argument("--topic", required=True)
+        ap.add_argument("--partitions", type=int, required=True)
+        ap.add_argument("--total", type=int, help="records produced to the topic")
+        ap.add_argument("--what", default="committed offsets", help="phase named in a failure")
+        ar = ap.parse_args()
+        try:
+            verify_committed(ar.bootstrap, ar.topic, ar.verify_group_offsets, ar.partitions, ar.what, want_total=ar.total)
+        except CheckFailed as e:
+            print("FAILED: %s" % e, flush=True)
+            sys.exit(1)
+        except Exception as e:  # noqa: BLE001
+            print("FAILED: %s: unexpected %s: %s" % (ar.what, type(e).__name__, e), flush=True)
+            sys.exit(1)
+        sys.exit(0)
     if "--verify-jsonl" in sys.argv:
         import argparse
 

@@ -14,7 +14,21 @@ import random
 import sys
 import time
 
-from compat_common import FAILURE_CONTEXT, CheckFailed, check, fail, log, main, step, topic_name, verify_stored_codec, wait_until
+from compat_common import (
+    FAILURE_CONTEXT,
+    GROUP_PARTITIONS,
+    CheckFailed,
+    check,
+    check_leader_spread,
+    compare_committed,
+    fail,
+    log,
+    main,
+    step,
+    topic_name,
+    verify_stored_codec,
+    wait_until,
+)
 
 import kafka
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -27,6 +41,26 @@ if os.environ.get("SKIFF_COMPAT_DEBUG"):
     logging.basicConfig(level=logging.DEBUG)
 else:
     logging.basicConfig(level=logging.WARNING, format="  .. kafka-python log %(levelname)s %(name)s: %(message)s")
+
+
+class _Repeats(logging.Filter):
+    """Shows a log message at most twice (kafka-python logs every retry of a commit)."""
+
+    seen = {}
+
+    def filter(self, record):
+        if os.environ.get("SKIFF_COMPAT_DEBUG"):
+            return True
+        msg = record.getMessage()
+        n = self.seen.get(msg, 0) + 1
+        self.seen[msg] = n
+        if n == 3:
+            record.msg, record.args = "(repeated; not shown again) %s", (msg,)
+        return n <= 3
+
+
+for _h in logging.getLogger().handlers:
+    _h.addFilter(_Repeats())
 
 
 class _LastError(logging.Handler):
@@ -249,6 +283,8 @@ def offsets_step(bs):
 
 
 def consume_group(bs, topic, group, want, timeout=60, settle=3.0):
+    """Subscribe in `group`, read `want` records (then `settle` s more, to catch re-reads)
+    and commit synchronously. Returns (records, commit error or None)."""
     c = KafkaConsumer(
         bootstrap_servers=bs,
         group_id=group,
@@ -256,8 +292,10 @@ def consume_group(bs, topic, group, want, timeout=60, settle=3.0):
         auto_offset_reset="earliest",
         session_timeout_ms=10000,
         heartbeat_interval_ms=1000,
+        request_timeout_ms=30000,
     )
     got = []
+    commit_error = None
     try:
         c.subscribe([topic])
         deadline = time.monotonic() + timeout
@@ -270,29 +308,89 @@ def consume_group(bs, topic, group, want, timeout=60, settle=3.0):
             if settle_until is not None and time.monotonic() >= settle_until:
                 break
         if got:
-            c.commit()
+            try:
+                c.commit(timeout_ms=15000)
+            except Exception as e:  # noqa: BLE001
+                commit_error = repr(e)
+                log("KafkaConsumer.commit: %s" % commit_error)
     finally:
         c.close()
-    return got
+    return got, commit_error
+
+
+def topic_leaders(a, topic):
+    """(broker ids, {partition: leader id}) from KafkaAdminClient's Metadata."""
+    brokers = {b["broker_id"] for b in a.describe_cluster()["brokers"]}
+    (desc,) = a.describe_topics([topic])
+    return brokers, {p["partition_index"]: p["leader_id"] for p in desc["partitions"]}
+
+
+def group_coordinator(a, group):
+    """The group's coordinator id, for failure messages only (a private KafkaAdminClient
+    call; "?" if it fails)."""
+    try:
+        return a._manager.run(a._find_coordinator_id, group)
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def verify_committed(bs, a, topic, group, partitions, what, want_ends):
+    """Every partition's committed offset (KafkaConsumer.committed, checked against
+    KafkaAdminClient.list_group_offsets) must be its end (KafkaConsumer.end_offsets), which
+    must be what was produced to it (want_ends)."""
+    c = KafkaConsumer(bootstrap_servers=bs, group_id=group, enable_auto_commit=False, request_timeout_ms=30000)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    committed = {}
+    try:
+        ends = {tp.partition: off for tp, off in c.end_offsets(tps).items()}
+        for tp in tps:
+            try:
+                committed[tp.partition] = c.committed(tp, timeout_ms=15000)
+            except Exception as e:  # noqa: BLE001
+                committed[tp.partition] = "%r" % (e,)
+    finally:
+        c.close()
+    for p in range(partitions):
+        check(ends.get(p) == want_ends[p], "%s: partition %d end offset %s, but %d records were produced to it" % (what, p, ends.get(p), want_ends[p]))
+    _, leaders = topic_leaders(a, topic)
+    compare_committed(what, committed, ends, leaders, group_coordinator(a, group))
+    # the admin API's view (OffsetFetch from KafkaAdminClient) must agree
+    try:
+        offs = a.list_group_offsets(group)[group]
+    except Exception as e:  # noqa: BLE001
+        fail("%s: KafkaAdminClient.list_group_offsets(%s): %r" % (what, group, e))
+    admin_view = {tp.partition: om.offset for tp, om in offs.items() if tp.topic == topic}
+    compare_committed(what + " (KafkaAdminClient.list_group_offsets)", admin_view, ends, leaders)
+
+
+def produced_ends(msgs, partitions):
+    ends = {p: 0 for p in range(partitions)}
+    for m in msgs:
+        ends[m["partition"]] = max(ends[m["partition"]], m["offset"] + 1)
+    return ends
 
 
 @step("kafka-python-group-consume", groups=True)
 def group_step(bs):
     a = admin(bs)
     try:
+        n = GROUP_PARTITIONS
         t = topic_name("kafka-python-group-consume")
         g = topic_name("kafka-python-group-consume", "group")
-        create_topic(a, bs, t, 3)
-        msgs = produce(bs, t, make_messages(300, 3, seed=9, base_ts=int(time.time() * 1000)))
-        got = consume_group(bs, t, g, 300)
+        create_topic(a, bs, t, n)
+        check_leader_spread(t, *topic_leaders(a, t))
+        msgs = produce(bs, t, make_messages(300, n, seed=9, base_ts=int(time.time() * 1000)))
+        got, err = consume_group(bs, t, g, 300)
         check(len(got) == 300, "group consume #1: got %d/300" % len(got))
         compare(msgs, got)
-        more = produce(bs, t, make_messages(100, 3, seed=10, base_ts=int(time.time() * 1000)))
-        got2 = consume_group(bs, t, g, 100)
+        verify_committed(bs, a, t, g, n, "commit by the first consumer", produced_ends(msgs, n))
+        check(err is None, "commit by the first consumer: KafkaConsumer.commit raised %s" % err)
+        more = produce(bs, t, make_messages(100, n, seed=10, base_ts=int(time.time() * 1000)))
+        got2, err2 = consume_group(bs, t, g, 100)
         check(len(got2) == 100, "group consume #2 (resume after commit): got %d, expected exactly the 100 new messages" % len(got2))
         compare(more, got2)
-        offs = a.list_group_offsets(g)
-        log("group offsets: %s" % offs)
+        verify_committed(bs, a, t, g, n, "commit by the resumed consumer", produced_ends(msgs + more, n))
+        check(err2 is None, "commit by the resumed consumer: KafkaConsumer.commit raised %s" % err2)
         delete_topic_quietly(a, t)
     finally:
         a.close()

@@ -97,6 +97,61 @@ def wait_until(fn, timeout, what, interval=0.25):
         time.sleep(interval)
 
 
+# --- consumer groups on a cluster --------------------------------------------
+
+# Partitions of every group check's topic: with leaders placed round-robin, 6 partitions put
+# two leaders on each broker of a 3-broker cluster, so whichever broker coordinates the group,
+# most partitions are led by another one.
+GROUP_PARTITIONS = 6
+
+
+def expected_brokers():
+    """SKIFF_COMPAT_EXPECT_BROKERS (set by run.sh for the group checks): how many brokers the
+    cluster must have, so a group check cannot quietly pass against a single broker."""
+    v = os.environ.get("SKIFF_COMPAT_EXPECT_BROKERS", "")
+    return int(v) if v.strip() else None
+
+
+def check_leader_spread(topic, brokers, leaders):
+    """brokers: broker ids in Metadata; leaders: {partition: leader id}. Fails when the
+    cluster is smaller than run.sh said or the partitions' leaders are not spread over
+    (up to) every broker. Logs the placement."""
+    log("metadata: brokers %s; %s partition leaders %s" % (sorted(brokers), topic, dict(sorted(leaders.items()))))
+    want = expected_brokers()
+    if want is None:
+        return
+    check(
+        len(brokers) == want,
+        "setup: Metadata lists %d broker(s) %s, run.sh started a %d-broker cluster" % (len(brokers), sorted(brokers), want),
+    )
+    spread = set(leaders.values())
+    need = min(want, len(leaders))
+    check(
+        len(spread) >= need and spread <= set(brokers),
+        "setup: %s's partition leaders %s are on brokers %s, expected them spread over %d brokers %s"
+        % (topic, dict(sorted(leaders.items())), sorted(spread), need, sorted(brokers)),
+    )
+
+
+def compare_committed(what, committed, ends, leaders, coordinator=None):
+    """committed: {partition: offset or None (nothing committed) or an error string};
+    ends: {partition: high watermark}; leaders: {partition: leader id}. Fails naming every
+    partition whose committed offset is not its end."""
+    bad = []
+    for p in sorted(ends):
+        c = committed.get(p)
+        if c != ends[p]:
+            shown = "nothing committed" if c is None else ("error %s" % c if isinstance(c, str) else "committed %s" % c)
+            bad.append("partition %d (leader broker %s): %s, end %d" % (p, leaders.get(p, "?"), shown, ends[p]))
+    where = "" if coordinator is None else " (group coordinator: broker %s)" % coordinator
+    if bad:
+        fail(
+            "%s: %d of %d partitions' committed offsets are not their ends%s: %s"
+            % (what, len(bad), len(ends), where, "; ".join(bad))
+        )
+    log("%s: committed offset == end offset on all %d partitions%s: %s" % (what, len(ends), where, dict(sorted(ends.items()))))
+
+
 # --- record-batch inspection of the broker's data dir -----------------------
 
 CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}

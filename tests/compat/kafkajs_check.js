@@ -30,12 +30,14 @@ const arg = (name, dflt) => {
 }
 const BOOTSTRAP = arg('--bootstrap', process.env.SKIFF_BOOTSTRAP || '127.0.0.1:19092')
 const RUN_ID = process.env.SKIFF_COMPAT_RUN_ID || `${Math.floor(Date.now() / 1000)}-${process.pid}`
+// partitions of the group step's topic: on a 3-broker cluster, leaders on every broker
+const GROUP_PARTITIONS = 6
 const topicName = (step, suffix) => `compat-${RUN_ID}-${step}${suffix ? '-' + suffix : ''}`
 
 function kafka (clientId) {
   return new Kafka({
     clientId: clientId || 'skiff-compat-kafkajs',
-    brokers: [BOOTSTRAP],
+    brokers: BOOTSTRAP.split(',').map((b) => b.trim()).filter(Boolean),
     connectionTimeout: 5000,
     requestTimeout: 30000,
     retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2000 },
@@ -285,31 +287,132 @@ STEPS['kafkajs-produce-none'] = produceStep('none', CompressionTypes.None, {})
 STEPS['kafkajs-produce-gzip'] = produceStep('gzip', CompressionTypes.GZIP, {})
 STEPS['kafkajs-produce-idempotent'] = produceStep('idempotent', CompressionTypes.GZIP, { idempotent: true, maxInFlightRequests: 1 })
 
-async function consumeGroup (k, topic, groupId, want, settleMs) {
-  const consumer = k.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000, maxWaitTimeInMs: 100, rebalanceTimeout: 20000 })
-  await phase('consumer.connect', () => consumer.connect())
+// `members` consumers in groupId subscribe to topic. With more than one, waits until their
+// assignments split all `partitions` between them, then calls beforeConsume() (e.g. to
+// produce, so nothing is re-read in a rebalance) and fails unless each member reads some.
+// Reads `want` messages, waits settleMs for extra (re-read) ones, then every member commits
+// the offsets after what it read. Returns { got, commitErrors }.
+async function consumeGroup (k, topic, groupId, want, settleMs, opts) {
+  const { members = 1, partitions, beforeConsume } = opts || {}
+  const consumers = []
   const got = []
+  const perMember = []
+  const assigned = []
+  const crashed = []
+  const commitErrors = []
   try {
-    await phase('consumer.subscribe', () => consumer.subscribe({ topics: [topic], fromBeginning: true }))
-    const crashed = []
-    consumer.on(consumer.events.CRASH, (e) => crashed.push(e.payload.error))
-    await phase('consumer.run', () => consumer.run({
-      autoCommit: false,
-      eachMessage: async ({ partition, message }) => { got.push({ partition, message }) }
-    }))
+    for (let i = 0; i < members; i++) {
+      const consumer = k.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000, maxWaitTimeInMs: 100, rebalanceTimeout: 20000 })
+      consumers.push(consumer)
+      perMember.push([])
+      assigned.push(null)
+      consumer.on(consumer.events.CRASH, (e) => crashed.push(`member ${i + 1}: ${e.payload.error}`))
+      consumer.on(consumer.events.GROUP_JOIN, (e) => { assigned[i] = (e.payload.memberAssignment[topic] || []).slice().sort((a, b) => a - b) })
+      await phase(`consumer.connect (member ${i + 1})`, () => consumer.connect())
+      await phase(`consumer.subscribe (member ${i + 1})`, () => consumer.subscribe({ topics: [topic], fromBeginning: true }))
+      await phase(`consumer.run (member ${i + 1})`, () => consumer.run({
+        autoCommit: false,
+        eachMessage: async ({ partition, message }) => {
+          got.push({ partition, message })
+          perMember[i].push({ partition, message })
+        }
+      }))
+    }
+    if (members > 1) {
+      await phase('group join', () => waitUntil(async () => {
+        if (crashed.length) fail(`consumer crashed: ${crashed[0]}`)
+        const flat = assigned.flatMap((a) => a || []).sort((a, b) => a - b)
+        return assigned.every((a) => a && a.length) && JSON.stringify(flat) === JSON.stringify([...Array(partitions).keys()])
+      }, 30000, `${members} members to split the ${partitions} partitions between them (assignments ${JSON.stringify(assigned)})`))
+      log(`${members} members joined; assignments ${JSON.stringify(assigned)}`)
+    }
+    if (beforeConsume) await beforeConsume()
     await phase('consume', () => waitUntil(async () => {
       if (crashed.length) fail(`consumer crashed: ${crashed[0]}`)
       return got.length >= want
     }, 60000, `${want} messages (have ${got.length})`))
     await sleep(settleMs)
-    const next = {}
-    for (const { partition, message } of got) next[partition] = Math.max(next[partition] || 0, Number(message.offset) + 1)
-    await phase('consumer.commitOffsets', () => consumer.commitOffsets(
-      Object.entries(next).map(([partition, offset]) => ({ topic, partition: Number(partition), offset: String(offset) }))))
+    for (let i = 0; i < members; i++) {
+      const next = {}
+      for (const { partition, message } of perMember[i]) next[partition] = Math.max(next[partition] || 0, Number(message.offset) + 1)
+      const counts = {}
+      for (const { partition } of perMember[i]) counts[partition] = (counts[partition] || 0) + 1
+      log(`group member ${i + 1} read ${perMember[i].length} messages: per partition ${JSON.stringify(counts)}`)
+      if (!perMember[i].length) continue
+      try {
+        await phase(`consumer.commitOffsets (member ${i + 1})`, () => consumers[i].commitOffsets(
+          Object.entries(next).map(([partition, offset]) => ({ topic, partition: Number(partition), offset: String(offset) }))))
+      } catch (e) {
+        log(`group member ${i + 1}: ${e.message}`)
+        commitErrors.push(e.message)
+      }
+    }
   } finally {
-    await consumer.disconnect()
+    for (const c of consumers) await c.disconnect()
   }
-  return got
+  if (members > 1) {
+    const idle = perMember.map((m, i) => m.length ? 0 : i + 1).filter(Boolean)
+    check(!idle.length, `group consume: members ${idle} read no messages (of ${got.length})`)
+  }
+  return { got, commitErrors }
+}
+
+// Fails naming every partition whose committed offset (admin.fetchOffsets) is not its end
+// (admin.fetchTopicOffsets high), or whose end is not what was produced to it (wantEnds).
+async function verifyCommitted (k, topic, groupId, partitions, what, wantEnds) {
+  const admin = k.admin()
+  await phase(`${what}: admin.connect`, () => admin.connect())
+  try {
+    const ends = {}
+    for (const o of await phase(`${what}: fetchTopicOffsets`, () => admin.fetchTopicOffsets(topic))) ends[o.partition] = Number(o.high)
+    for (let p = 0; p < partitions; p++) {
+      check(ends[p] === wantEnds[p], `${what}: partition ${p} high watermark ${ends[p]}, but ${wantEnds[p]} messages were produced to it`)
+    }
+    const leaders = {}
+    const md = await phase(`${what}: fetchTopicMetadata`, () => admin.fetchTopicMetadata({ topics: [topic] }))
+    for (const p of md.topics[0].partitions) leaders[p.partitionId] = p.leader
+    const fetched = await phase(`${what}: fetchOffsets`, () => admin.fetchOffsets({ groupId, topics: [topic] }))
+    log(`${what}: admin.fetchOffsets: ${JSON.stringify(fetched)}`)
+    const committed = {}
+    for (const t of fetched) {
+      if (t.topic !== topic) continue
+      for (const p of t.partitions) committed[p.partition] = Number(p.offset) >= 0 ? Number(p.offset) : null
+    }
+    const bad = []
+    for (let p = 0; p < partitions; p++) {
+      const c = committed[p] === undefined ? null : committed[p]
+      if (c !== ends[p]) bad.push(`partition ${p} (leader broker ${leaders[p]}): ${c === null ? 'nothing committed' : 'committed ' + c}, end ${ends[p]}`)
+    }
+    check(!bad.length, `${what}: ${bad.length} of ${partitions} partitions' committed offsets are not their ends: ${bad.join('; ')}`)
+    log(`${what}: committed offset == end offset on all ${partitions} partitions: ${JSON.stringify(ends)}`)
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+// Logs where the topic's partitions are led; with SKIFF_COMPAT_EXPECT_BROKERS (run.sh's
+// cluster) fails unless the cluster has that many brokers and the leaders are spread over them.
+async function checkLeaderSpread (admin, topic) {
+  const cluster = await phase('describeCluster', () => admin.describeCluster())
+  const brokers = cluster.brokers.map((b) => b.nodeId).sort()
+  const md = await phase('fetchTopicMetadata', () => admin.fetchTopicMetadata({ topics: [topic] }))
+  const leaders = {}
+  for (const p of md.topics[0].partitions) leaders[p.partitionId] = p.leader
+  log(`metadata: brokers ${JSON.stringify(brokers)}; ${topic} partition leaders ${JSON.stringify(leaders)}`)
+  const want = process.env.SKIFF_COMPAT_EXPECT_BROKERS ? Number(process.env.SKIFF_COMPAT_EXPECT_BROKERS) : null
+  if (want === null) return
+  check(brokers.length === want, `setup: Metadata lists ${brokers.length} broker(s) ${JSON.stringify(brokers)}, run.sh started a ${want}-broker cluster`)
+  const spread = new Set(Object.values(leaders))
+  const need = Math.min(want, Object.keys(leaders).length)
+  check(spread.size >= need && [...spread].every((l) => brokers.includes(l)),
+    `setup: ${topic}'s partition leaders ${JSON.stringify(leaders)} are not spread over ${need} brokers ${JSON.stringify(brokers)}`)
+}
+
+function producedEnds (msgs, partitions) {
+  const ends = {}
+  for (let p = 0; p < partitions; p++) ends[p] = 0
+  for (const m of msgs) ends[m.partition] = Math.max(ends[m.partition], m.offset + 1)
+  return ends
 }
 
 function compareConsumed (msgs, got) {
@@ -330,35 +433,41 @@ function compareConsumed (msgs, got) {
 STEPS['kafkajs-group-consume'] = async () => {
   const k = kafka()
   const admin = k.admin()
+  const n = GROUP_PARTITIONS
   const topic = topicName('kafkajs-group-consume')
   const groupId = topicName('kafkajs-group-consume', 'group')
   await phase('admin.connect', () => admin.connect())
   try {
-    await createTopic(admin, topic, 3)
+    await createTopic(admin, topic, n)
+    await checkLeaderSpread(admin, topic)
   } finally {
     await admin.disconnect()
   }
   const producer = k.producer({ allowAutoTopicCreation: false })
   await phase('producer.connect', () => producer.connect())
-  const msgs = makeMessages(500, 3, Date.now() - 100000, 'group1')
-  const more = makeMessages(100, 3, Date.now(), 'group2')
+  const msgs = makeMessages(500, n, Date.now() - 100000, 'group1')
+  const more = makeMessages(100, n, Date.now(), 'group2')
   try {
-    await produce(producer, topic, msgs, CompressionTypes.GZIP)
-    const got = await consumeGroup(k, topic, groupId, 500, 3000)
-    await phase('first consumer', async () => compareConsumed(msgs, got))
-    log('first consumer read all 500 and committed')
+    // two members at once; the messages are produced once they have split the partitions
+    const first = await consumeGroup(k, topic, groupId, 500, 3000, {
+      members: 2, partitions: n, beforeConsume: () => produce(producer, topic, msgs, CompressionTypes.GZIP)
+    })
+    await phase('two members', async () => compareConsumed(msgs, first.got))
+    log('two members read all 500 between them and committed')
+    await verifyCommitted(k, topic, groupId, n, 'commit by 2 members', producedEnds(msgs, n))
+    check(!first.commitErrors.length, `commit by 2 members: ${first.commitErrors.join('; ')}`)
     await produce(producer, topic, more, CompressionTypes.None)
   } finally {
     await producer.disconnect()
   }
-  const got2 = await consumeGroup(k, topic, groupId, 100, 3000)
-  await phase('restarted consumer (resume from committed)', async () => compareConsumed(more, got2))
+  const second = await consumeGroup(k, topic, groupId, 100, 3000)
+  await phase('restarted consumer (resume from committed)', async () => compareConsumed(more, second.got))
   log('restarted consumer read exactly the 100 new messages')
+  await verifyCommitted(k, topic, groupId, n, 'commit by the restarted consumer', producedEnds(msgs.concat(more), n))
+  check(!second.commitErrors.length, `commit by the restarted consumer: ${second.commitErrors.join('; ')}`)
   const admin2 = k.admin()
   await admin2.connect()
   try {
-    const offs = await phase('fetchOffsets', () => admin2.fetchOffsets({ groupId, topics: [topic] }))
-    log(`committed: ${JSON.stringify(offs)}`)
     await admin2.deleteTopics({ topics: [topic] })
   } finally {
     await admin2.disconnect()

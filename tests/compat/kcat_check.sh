@@ -5,7 +5,8 @@
 #   bash kcat_check.sh produce-consume-3p CODEC  # topic pre-created with 3 partitions (confluent admin)
 #   bash kcat_check.sh idempotent                # -X enable.idempotence=true
 #   bash kcat_check.sh metadata                  # kcat -L
-#   bash kcat_check.sh group                     # -G balanced consumer, 3 partitions (needs consumer groups)
+#   bash kcat_check.sh group                     # -G balanced consumer, 6 partitions (needs consumer groups);
+#                                                # every partition's committed offset must be its end
 #
 # Env: SKIFF_BOOTSTRAP, SKIFF_COMPAT_RUN_ID, SKIFF_COMPAT_WORK (scratch dir),
 #      SKIFF_COMPAT_PY (python with the venv), SKIFF_DATA_DIR (broker data dir).
@@ -101,19 +102,47 @@ produce_consume() {
         --headers "hdr1=v1,trace=id-42" --partitions "$parts" --topic "$topic" --codec "$codec"
 }
 
-# create_topic_3p TOPIC: a 3-partition topic via the confluent-kafka AdminClient
-create_topic_3p() {
-    "$PY" - "$BS" "$1" <<'EOF' || exit 1
+# create_topic TOPIC PARTITIONS: via the confluent-kafka AdminClient
+create_topic() {
+    "$PY" - "$BS" "$1" "$2" <<'EOF' || exit 1
 import sys
 from confluent_kafka.admin import AdminClient, NewTopic
-bs, t = sys.argv[1:3]
+bs, t, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 admin = AdminClient({"bootstrap.servers": bs})  # keep a reference: the futures die with the handle
 try:
-    admin.create_topics([NewTopic(t, 3, 1)], request_timeout=30)[t].result(40)
+    admin.create_topics([NewTopic(t, n, 1)], request_timeout=30)[t].result(40)
 except Exception as e:
-    print("FAILED: setup: create 3-partition topic with confluent-kafka AdminClient: %s" % e)
+    print("FAILED: setup: create %d-partition topic with confluent-kafka AdminClient: %s" % (n, e))
     sys.exit(1)
 EOF
+}
+
+# leader_spread TOPIC: log the partition leaders (kcat -L -J) and, when run.sh started a
+# cluster (SKIFF_COMPAT_EXPECT_BROKERS), fail unless they are spread over its brokers
+leader_spread() {
+    local out="$W/spread.json" rc=0
+    kcat -b "$BS" -L -J -t "$1" >"$out" 2>"$W/spread.err" || rc=$?
+    [ "$rc" = 0 ] || { show "$W/spread.err"; failed "metadata: kcat -L -t $1 exited $rc"; }
+    (cd "$HERE" && "$PY" - "$out" "$1") <<'EOF' || exit 1
+import json, sys
+from compat_common import CheckFailed, check_leader_spread
+md = json.load(open(sys.argv[1]))
+t = [t for t in md.get("topics", []) if t.get("topic") == sys.argv[2]]
+try:
+    if not t:
+        raise CheckFailed("metadata: %s not in kcat -L output" % sys.argv[2])
+    check_leader_spread(sys.argv[2], {b["id"] for b in md["brokers"]}, {p["partition"]: p["leader"] for p in t[0]["partitions"]})
+except CheckFailed as e:
+    print("FAILED: %s" % e)
+    sys.exit(1)
+EOF
+}
+
+# committed_at_end GROUP TOPIC PARTITIONS TOTAL WHAT: the group's committed offset on every
+# partition is that partition's end (checked with confluent-kafka's Consumer.committed)
+committed_at_end() {
+    (cd "$HERE" && "$PY" check_confluent.py --bootstrap "$BS" --verify-group-offsets "$1" --topic "$2" \
+        --partitions "$3" --total "$4" --what "$5") || exit 1
 }
 
 cmd="${1:-}"
@@ -125,7 +154,7 @@ produce-consume)
 produce-consume-3p)
     codec="${2:?codec}"
     topic="compat-$RUN_ID-kcat-3p-$codec"
-    create_topic_3p "$topic"
+    create_topic "$topic" 3
     produce_consume "$topic" "$codec" 3
     ;;
 idempotent)
@@ -158,22 +187,32 @@ print("  .. kcat -L -J: %d brokers, %d topics, %s has %d partitions" % (len(ids)
 EOF
     ;;
 group)
+    # one balanced consumer (kcat -G commits what it read when it exits), then a new one in
+    # the same group; 6 partitions, so on a cluster their leaders are on every broker
     topic="compat-$RUN_ID-kcat-group"
     group="compat-$RUN_ID-kcat-group"
-    create_topic_3p "$topic"
+    parts=6
+    create_topic "$topic" "$parts"
+    leader_spread "$topic"
     make_input "$W/in.txt" group1
     kcat_produce "$topic" "$W/in.txt" "$W/produce.err" -z lz4
-    parts="$(partitions_of "$topic")" || { echo "$parts"; exit 1; }
+    got_parts="$(partitions_of "$topic")" || { echo "$got_parts"; exit 1; }
+    [ "$got_parts" = "$parts" ] || failed "metadata: $topic has $got_parts partitions, expected $parts"
     run_group() { # OUT: balanced consumer, exits at end of all assigned partitions
         local rc=0
         kcat -b "$BS" -G "$group" -e -q -f '%k|%s|%h|%p|%o\n' -X auto.offset.reset=earliest \
             -X session.timeout.ms=10000 -X fetch.wait.max.ms=100 "$topic" >"$1" 2>"$W/group.err" || rc=$?
         [ "$rc" = 0 ] || { show "$W/group.err"; failed "group consume: kcat -G exited $rc"; }
+        if grep -qi 'commit' "$W/group.err"; then
+            note "kcat -G stderr mentions commits:"
+            grep -i 'commit' "$W/group.err" | head -n 12 | sed 's/^/  | /'
+        fi
     }
     run_group "$W/out1.txt"
     note "first balanced consumer read $(wc -l <"$W/out1.txt") lines"
     "$PY" "$HERE/kcat_verify.py" --produced "$W/in.txt" --consumed "$W/out1.txt" \
         --headers "hdr1=v1,trace=id-42" --partitions "$parts" --topic "$topic" || exit 1
+    committed_at_end "$group" "$topic" "$parts" "$N" "commit by kcat -G"
     N=50 make_input "$W/in2.txt" group2
     kcat_produce "$topic" "$W/in2.txt" "$W/produce2.err"
     run_group "$W/out2.txt"
@@ -181,6 +220,7 @@ group)
     "$PY" "$HERE/kcat_verify.py" --produced "$W/in2.txt" --consumed "$W/out2.txt" \
         --headers "hdr1=v1,trace=id-42" --partitions "$parts" --topic "$topic" --no-contiguous ||
         failed "group resume: the restarted consumer did not read exactly the 50 new messages (committed offsets not resumed?)"
+    committed_at_end "$group" "$topic" "$parts" "$((N + 50))" "commit by the restarted kcat -G"
     ;;
 *)
     echo "usage: $0 produce-consume CODEC | produce-consume-3p CODEC | idempotent | metadata | group" >&2

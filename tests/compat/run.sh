@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# Client-compatibility suite: real Kafka clients against one Skiff broker.
+# Client-compatibility suite: real Kafka clients against Skiff.
 #
 #   bash tests/compat/install.sh            # once: kcat, Python venv, kafkajs
 #   bash tests/compat/run.sh [SKIFF_BINARY] # default target/debug/skiff (relative to the repo root)
 #
+# The plain checks (produce/consume, admin, offsets) run against ONE broker (broker 1, which
+# bootstraps a one-broker cluster). Then two more brokers join it, and the consumer-group checks
+# (*-group-*) run against the 3-broker cluster (bootstrap = all three Kafka addresses), on topics
+# with 6 partitions whose leaders are spread over the three brokers; each verifies that the
+# group's committed offset on EVERY partition is that partition's end, whichever broker leads it
+# (OffsetCommit goes to the group coordinator, which leads only some of them). With the group
+# checks skipped or filtered out, the two extra brokers are not started.
+#
 # Env:
-#   SKIFF_COMPAT_GROUPS=0     skip the consumer-group checks
+#   SKIFF_COMPAT_GROUPS=0     skip the consumer-group checks (and the 3-broker cluster)
 #   SKIFF_COMPAT_ONLY=REGEX   run only the checks whose names match (grep -E)
 #   SKIFF_COMPAT_KEEP=1       keep the work dir (logs, broker data) instead of removing it
 #   SKIFF_COMPAT_TIMEOUT=120  per-check time limit in seconds
-#   SKIFF_COMPAT_KAFKA_ADDR / SKIFF_COMPAT_HTTP_ADDR / SKIFF_COMPAT_RAFT_ADDR  listener addresses
-#                                                     (127.0.0.1:19092 / :19644 / :19093)
+#   SKIFF_COMPAT_CLUSTER_TIMEOUT=60  time limit for brokers 2 and 3 to join
+#   SKIFF_COMPAT_{KAFKA,HTTP,RAFT,GOSSIP}_ADDR[2|3]  listener addresses of broker 1 [2|3]:
+#       Kafka  127.0.0.1:19092 / 19192 / 19292   HTTP   127.0.0.1:19644 / 19744 / 19844
+#       Raft   127.0.0.1:19093 / 19193 / 19293   gossip 127.0.0.1:19946 / 19947 / 19948
 #
 # Prints one line per check (PASS name / FAIL name: reason / SKIP name), the
-# output of failing checks with the broker log lines written while they ran,
+# output of failing checks with every running broker's log lines written while they ran,
 # and finally "N passed, N failed[, N skipped]". Exits non-zero if any failed.
 set -euo pipefail
 
@@ -28,11 +38,16 @@ if [[ "$SKIFF" != /* ]]; then
         SKIFF="$ROOT/$SKIFF"
     fi
 fi
-KAFKA_ADDR="${SKIFF_COMPAT_KAFKA_ADDR:-127.0.0.1:19092}"
-HTTP_ADDR="${SKIFF_COMPAT_HTTP_ADDR:-127.0.0.1:19644}"
-RAFT_ADDR="${SKIFF_COMPAT_RAFT_ADDR:-127.0.0.1:19093}"
+# index 0, 1, 2 = broker (node id) 1, 2, 3
+KAFKA_ADDRS=("${SKIFF_COMPAT_KAFKA_ADDR:-127.0.0.1:19092}" "${SKIFF_COMPAT_KAFKA_ADDR2:-127.0.0.1:19192}" "${SKIFF_COMPAT_KAFKA_ADDR3:-127.0.0.1:19292}")
+HTTP_ADDRS=("${SKIFF_COMPAT_HTTP_ADDR:-127.0.0.1:19644}" "${SKIFF_COMPAT_HTTP_ADDR2:-127.0.0.1:19744}" "${SKIFF_COMPAT_HTTP_ADDR3:-127.0.0.1:19844}")
+RAFT_ADDRS=("${SKIFF_COMPAT_RAFT_ADDR:-127.0.0.1:19093}" "${SKIFF_COMPAT_RAFT_ADDR2:-127.0.0.1:19193}" "${SKIFF_COMPAT_RAFT_ADDR3:-127.0.0.1:19293}")
+GOSSIP_ADDRS=("${SKIFF_COMPAT_GOSSIP_ADDR:-127.0.0.1:19946}" "${SKIFF_COMPAT_GOSSIP_ADDR2:-127.0.0.1:19947}" "${SKIFF_COMPAT_GOSSIP_ADDR3:-127.0.0.1:19948}")
 CHECK_TIMEOUT="${SKIFF_COMPAT_TIMEOUT:-120}"
+CLUSTER_TIMEOUT="${SKIFF_COMPAT_CLUSTER_TIMEOUT:-60}"
 PY="$HERE/.venv/bin/python"
+# the consumer-group checks; they run last, on the 3-broker cluster
+GROUP_CHECKS=(kcat-group-consume confluent-group-subscribe kafka-python-group-consume kafkajs-group-consume)
 
 passed=0
 failed=0
@@ -50,31 +65,53 @@ summary() {
     fi
 }
 
+# fail_start NAME REASON: a start-up failure counted as a failed check
+fail_start() {
+    echo "FAIL $1: $2"
+    failed=$((failed + 1)) failed_names+=("$1")
+}
+
 if [ ! -x "$SKIFF" ]; then
-    echo "FAIL broker-start: skiff binary not found or not executable: $SKIFF"
-    failed=1 failed_names=(broker-start)
+    fail_start broker-start "skiff binary not found or not executable: $SKIFF"
     summary
     exit 1
 fi
 
-# ---- broker ------------------------------------------------------------------
+selected() { [ -z "${SKIFF_COMPAT_ONLY:-}" ] || grep -Eq -- "$SKIFF_COMPAT_ONLY" <<<"$1"; }
 
-DATA="$(mktemp -d /tmp/skiff-compat-data.XXXXXX)"
+# the cluster is started only if some group check is going to run
+want_cluster=0
+if [ "${SKIFF_COMPAT_GROUPS:-1}" != 0 ]; then
+    for name in "${GROUP_CHECKS[@]}"; do
+        if selected "$name"; then want_cluster=1; fi
+    done
+fi
+
+# ---- brokers -----------------------------------------------------------------
+
+DATA="$(mktemp -d /tmp/skiff-compat-data.XXXXXX)" # broker N's data dir: $DATA/node-N
 WORK="$(mktemp -d /tmp/skiff-compat-work.XXXXXX)"
-BROKER_LOG="$WORK/broker.log"
-BROKER_PID=""
+BROKER_PIDS=() # of the brokers started so far, by index
+BROKER_LOGS=("$WORK/broker-1.log" "$WORK/broker-2.log" "$WORK/broker-3.log")
 
 cleanup() {
-    local rc=$?
-    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$BROKER_PID" 2>/dev/null || break
-            sleep 0.1
+    local rc=$? pid
+    # TERM every broker, give them 5 s together, then KILL what is left
+    for pid in "${BROKER_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 1 50); do
+        local alive=0
+        for pid in "${BROKER_PIDS[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
         done
-        kill -KILL "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
+        [ "$alive" = 1 ] || break
+        sleep 0.1
+    done
+    for pid in "${BROKER_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     if [ "${SKIFF_COMPAT_KEEP:-}" = 1 ]; then
         echo "kept: broker data $DATA, logs $WORK"
     else
@@ -87,60 +124,143 @@ trap 'exit 130' INT TERM
 
 port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
 
-for addr in "$KAFKA_ADDR" "$HTTP_ADDR"; do
-    if port_open "$addr"; then
-        echo "FAIL broker-start: $addr is already in use (a stale broker?)"
-        failed=1 failed_names=(broker-start)
-        summary
-        exit 1
-    fi
+# the TCP listeners of every broker this run will start must be free (gossip is UDP: a clash
+# there shows up as a broker that does not start)
+in_use=0
+for i in 0 1 2; do
+    [ "$i" = 0 ] || [ "$want_cluster" = 1 ] || continue
+    for addr in "${KAFKA_ADDRS[$i]}" "${HTTP_ADDRS[$i]}" "${RAFT_ADDRS[$i]}"; do
+        if port_open "$addr"; then
+            fail_start broker-start "$addr (broker $((i + 1))) is already in use (a stale broker?)"
+            in_use=1
+        fi
+    done
 done
-
-SKIFF_CMD=("$SKIFF")
-echo "starting: ${SKIFF_CMD[*]} serve --data-dir $DATA --kafka-addr $KAFKA_ADDR --http-addr $HTTP_ADDR"
-RUST_LOG="${RUST_LOG:-info}" "${SKIFF_CMD[@]}" serve --data-dir "$DATA" --kafka-addr "$KAFKA_ADDR" --http-addr "$HTTP_ADDR" \
-    --gossip-addr 127.0.0.1:0 --raft-addr "$RAFT_ADDR" \
-    >"$BROKER_LOG" 2>&1 </dev/null &
-BROKER_PID=$!
-
-broker_alive() { kill -0 "$BROKER_PID" 2>/dev/null; }
-
-started=0
-deadline=$((SECONDS + 20))
-while [ "$SECONDS" -lt "$deadline" ]; do
-    if ! broker_alive; then break; fi
-    if curl -sf --max-time 2 "http://$HTTP_ADDR/health" >/dev/null 2>&1 && port_open "$KAFKA_ADDR"; then
-        started=1
-        break
-    fi
-    sleep 0.2
-done
-if [ "$started" != 1 ]; then
-    if broker_alive; then
-        echo "FAIL broker-start: http://$HTTP_ADDR/health did not succeed (and $KAFKA_ADDR accept) within 20 s"
-    else
-        wait "$BROKER_PID" && rc=0 || rc=$?
-        echo "FAIL broker-start: broker exited with status $rc before becoming healthy"
-    fi
-    echo "---- broker log (last 100 lines) ----"
-    tail -n 100 "$BROKER_LOG" | sed 's/^/  | /'
-    failed=1 failed_names=(broker-start)
+if [ "$in_use" = 1 ]; then
     summary
     exit 1
 fi
-echo "broker up (pid $BROKER_PID): health $(curl -s --max-time 2 "http://$HTTP_ADDR/health" | head -c 200)"
+
+# start_broker INDEX: broker INDEX+1 in the background; broker 1 bootstraps, the others join
+# broker 1's gossip address
+start_broker() {
+    local i=$1 id=$(($1 + 1))
+    local args=(serve --node-id "$id" --node-name "compat-$id" --data-dir "$DATA/node-$id"
+        --kafka-addr "${KAFKA_ADDRS[$i]}" --http-addr "${HTTP_ADDRS[$i]}"
+        --raft-addr "${RAFT_ADDRS[$i]}" --gossip-addr "${GOSSIP_ADDRS[$i]}")
+    if [ "$i" != 0 ]; then args+=(--join "${GOSSIP_ADDRS[0]}"); fi
+    echo "starting broker $id: $SKIFF ${args[*]}"
+    # without the checks' SKIFF_BOOTSTRAP / SKIFF_DATA_DIR: skiff serve reads them as --bootstrap / --data-dir
+    env -u SKIFF_BOOTSTRAP -u SKIFF_DATA_DIR RUST_LOG="${RUST_LOG:-info}" "$SKIFF" "${args[@]}" \
+        >"${BROKER_LOGS[$i]}" 2>&1 </dev/null &
+    BROKER_PIDS[$i]=$!
+}
+
+broker_alive() { kill -0 "${BROKER_PIDS[$1]}" 2>/dev/null; }
+
+# note_dead: DEAD="broker N (exit status S), ..." for every started broker that is not running
+# (not in a $(...) subshell: only this shell can wait for its brokers)
+EXIT_STATUS=()
+DEAD=""
+note_dead() {
+    local i rc out=()
+    for i in "${!BROKER_PIDS[@]}"; do
+        if ! broker_alive "$i"; then
+            if [ -z "${EXIT_STATUS[$i]:-}" ]; then
+                wait "${BROKER_PIDS[$i]}" 2>/dev/null && rc=0 || rc=$?
+                EXIT_STATUS[$i]=$rc
+            fi
+            out+=("broker $((i + 1)) (exit status ${EXIT_STATUS[$i]})")
+        fi
+    done
+    DEAD="$(IFS=,; echo "${out[*]}")"
+    DEAD="${DEAD//,/, }"
+}
+
+show_log() { # INDEX LINES [FROM_BYTE]: the tail of broker INDEX+1's log
+    tail -c "+${3:-1}" "${BROKER_LOGS[$1]}" | tail -n "$2" | sed 's/^/  | /'
+}
+
+healthy() { curl -sf --max-time 2 "http://${HTTP_ADDRS[$1]}/health" >/dev/null 2>&1 && port_open "${KAFKA_ADDRS[$1]}"; }
+
+# wait_healthy INDEX SECONDS: /health answers and the Kafka port accepts
+wait_healthy() {
+    local i=$1 deadline=$((SECONDS + $2))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        broker_alive "$i" || return 1
+        healthy "$i" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+start_failed() { # NAME INDEX WHY
+    local name=$1 i=$2
+    if broker_alive "$i"; then
+        fail_start "$name" "$3"
+    else
+        note_dead
+        fail_start "$name" "broker $((i + 1)) exited before becoming healthy (dead: $DEAD)"
+    fi
+    echo "---- broker $((i + 1)) log (last 100 lines) ----"
+    show_log "$i" 100
+}
+
+start_broker 0
+if ! wait_healthy 0 20; then
+    start_failed broker-start 0 "http://${HTTP_ADDRS[0]}/health did not succeed (and ${KAFKA_ADDRS[0]} accept) within 20 s"
+    summary
+    exit 1
+fi
+echo "broker 1 up (pid ${BROKER_PIDS[0]}): health $(curl -s --max-time 2 "http://${HTTP_ADDRS[0]}/health" | head -c 200)"
+
+# start_cluster: brokers 2 and 3 join broker 1; returns non-zero (after a FAIL line) if they
+# are not all healthy and registered within CLUSTER_TIMEOUT
+start_cluster() {
+    local t0=$SECONDS i view
+    echo "---- starting brokers 2 and 3 (joining broker 1 at ${GOSSIP_ADDRS[0]}) for the consumer-group checks"
+    if [ ! -x "$PY" ]; then
+        fail_start cluster-start "$PY missing (run tests/compat/install.sh): needed to see the cluster form"
+        return 1
+    fi
+    start_broker 1
+    start_broker 2
+    local deadline=$((SECONDS + CLUSTER_TIMEOUT))
+    for i in 1 2; do
+        if ! wait_healthy "$i" $((deadline - SECONDS)); then
+            start_failed cluster-start "$i" "broker $((i + 1)): http://${HTTP_ADDRS[$i]}/health did not succeed (and ${KAFKA_ADDRS[$i]} accept) within ${CLUSTER_TIMEOUT} s"
+            return 1
+        fi
+    done
+    # voters 1, 2, 3 in broker 1's /raft/stats and brokers 1, 2, 3 in every broker's Metadata
+    local left=$((deadline - SECONDS))
+    [ "$left" -gt 5 ] || left=5
+    view="$(cd "$HERE" && timeout -k 5 $((left + 15)) "$PY" cluster_ready.py --kafka "$(IFS=,; echo "${KAFKA_ADDRS[*]}")" \
+        --http "${HTTP_ADDRS[0]}" --timeout "$left" --pid "${BROKER_PIDS[0]}" --pid "${BROKER_PIDS[1]}" \
+        --pid "${BROKER_PIDS[2]}" 2>&1 | tail -n 1)" || true
+    if [ "$view" != ok ]; then
+        note_dead
+        fail_start cluster-start "the 3-broker cluster did not form within ${CLUSTER_TIMEOUT} s: ${view:-no answer}${DEAD:+ (dead: $DEAD)}"
+        for i in 0 1 2; do
+            echo "---- broker $((i + 1)) log (last 40 lines) ----"
+            show_log "$i" 40
+        done
+        return 1
+    fi
+    echo "3-broker cluster up in $((SECONDS - t0))s (pids ${BROKER_PIDS[*]}): raft voters 1, 2, 3; every broker's Metadata lists brokers 1, 2, 3"
+}
 
 # ---- checks ------------------------------------------------------------------
 
-export SKIFF_BOOTSTRAP="$KAFKA_ADDR"
+export SKIFF_BOOTSTRAP="${KAFKA_ADDRS[0]}"
 export SKIFF_COMPAT_RUN_ID="r$(date +%s)$$"
 export SKIFF_COMPAT_PY="$PY"
 export SKIFF_COMPAT_WORK="$WORK"
-export SKIFF_DATA_DIR="$DATA"
+export SKIFF_DATA_DIR="$DATA" # the checks search it recursively for a topic's segment files
 export PYTHONUNBUFFERED=1
 export KAFKAJS_NO_PARTITIONER_WARNING=1
 
-# need TOOL...: print a reason and return 1 if a client is not installed
+# missing_client CLIENT: print a reason and return 0 if a client is not installed
 missing_client() {
     case "$1" in
     kcat) command -v kcat >/dev/null || { echo "kcat not installed (run tests/compat/install.sh)"; return 0; } ;;
@@ -150,16 +270,24 @@ missing_client() {
     return 1
 }
 
+# "" until the group checks' cluster was tried; then "up" or "failed"
+cluster_state=""
+
 # run_check NAME KIND(plain|groups) CLIENT(kcat|py|node) COMMAND...
 run_check() {
     local name=$1 kind=$2 client=$3
     shift 3
-    if [ -n "${SKIFF_COMPAT_ONLY:-}" ] && ! grep -Eq -- "$SKIFF_COMPAT_ONLY" <<<"$name"; then
+    if ! selected "$name"; then
         return 0
     fi
     if [ "$kind" = groups ] && [ "${SKIFF_COMPAT_GROUPS:-1}" = 0 ]; then
         echo "SKIP $name: skipped (SKIFF_COMPAT_GROUPS=0)"
         skipped=$((skipped + 1))
+        return 0
+    fi
+    if [ "$kind" = groups ] && [ "$cluster_state" != up ]; then
+        echo "FAIL $name: not run: the 3-broker cluster did not start (see cluster-start)"
+        failed=$((failed + 1)) failed_names+=("$name")
         return 0
     fi
     local why
@@ -168,13 +296,16 @@ run_check() {
         failed=$((failed + 1)) failed_names+=("$name")
         return 0
     fi
-    if ! broker_alive; then
-        echo "FAIL $name: broker is not running (it died earlier)"
+    note_dead
+    if [ -n "$DEAD" ]; then
+        echo "FAIL $name: not run: $DEAD died earlier"
         failed=$((failed + 1)) failed_names+=("$name")
         return 0
     fi
-    local out="$WORK/$name.out" log_from rc=0 t0=$SECONDS
-    log_from=$(($(stat -c %s "$BROKER_LOG") + 1))
+    local out="$WORK/$name.out" rc=0 t0=$SECONDS i log_from=()
+    for i in "${!BROKER_PIDS[@]}"; do
+        log_from[$i]=$(($(stat -c %s "${BROKER_LOGS[$i]}") + 1))
+    done
     (cd "$HERE" && timeout -k 5 "$CHECK_TIMEOUT" "$@") >"$out" 2>&1 </dev/null || rc=$?
     if [ "$rc" = 0 ]; then
         echo "PASS $name ($((SECONDS - t0))s)"
@@ -188,12 +319,15 @@ run_check() {
     elif [ -z "$reason" ]; then
         reason="exit status $rc: $(grep -v '^\s*$' "$out" | tail -n 1 | cut -c 1-300)"
     fi
-    if ! broker_alive; then reason="$reason [broker process died]"; fi
-    echo "FAIL $name: $reason"
+    note_dead
+    if [ -n "$DEAD" ]; then reason="$reason [died: $DEAD]"; fi
+    echo "FAIL $name: $reason ($((SECONDS - t0))s)"
     echo "  ---- $name: client output (last 60 lines; client=$client) ----"
     tail -n 60 "$out" | sed 's/^/  | /'
-    echo "  ---- $name: broker log while it ran (last 40 lines) ----"
-    tail -c "+$log_from" "$BROKER_LOG" | tail -n 40 | sed 's/^/  | /'
+    for i in "${!BROKER_PIDS[@]}"; do
+        echo "  ---- $name: broker $((i + 1)) log while it ran (last 40 lines) ----"
+        show_log "$i" 40 "${log_from[$i]}"
+    done
     failed=$((failed + 1)) failed_names+=("$name")
 }
 
@@ -202,6 +336,8 @@ CF="$HERE/check_confluent.py"
 KP="$HERE/check_kafka_python.py"
 KJ="$HERE/kafkajs_check.js"
 
+# -- plain checks: one broker (broker 1) --
+
 # kcat 1.7.1 / librdkafka 2.0.2: the old-client case
 run_check kcat-metadata plain kcat bash "$K" metadata
 for codec in none gzip snappy lz4 zstd; do
@@ -209,7 +345,6 @@ for codec in none gzip snappy lz4 zstd; do
 done
 run_check kcat-produce-consume-3partitions-lz4 plain kcat bash "$K" produce-consume-3p lz4
 run_check kcat-produce-consume-idempotent plain kcat bash "$K" idempotent
-run_check kcat-group-consume groups kcat bash "$K" group
 
 # confluent-kafka (recent librdkafka)
 for s in confluent-admin-create-list confluent-admin-create-partitions confluent-admin-describe-configs \
@@ -219,7 +354,6 @@ for s in confluent-admin-create-list confluent-admin-create-partitions confluent
     confluent-offsets-for-times confluent-admin-delete-topics; do
     run_check "$s" plain py "$PY" "$CF" --step "$s"
 done
-run_check confluent-group-subscribe groups py "$PY" "$CF" --step confluent-group-subscribe
 
 # kafka-python
 for s in kafka-python-admin kafka-python-produce-consume-none kafka-python-produce-consume-gzip \
@@ -227,17 +361,46 @@ for s in kafka-python-admin kafka-python-produce-consume-none kafka-python-produ
     kafka-python-offsets; do
     run_check "$s" plain py "$PY" "$KP" --step "$s"
 done
-run_check kafka-python-group-consume groups py "$PY" "$KP" --step kafka-python-group-consume
 
 # kafkajs
 for s in kafkajs-admin kafkajs-admin-configs kafkajs-produce-none kafkajs-produce-gzip kafkajs-produce-idempotent; do
     run_check "$s" plain node node "$KJ" --step "$s"
 done
-run_check kafkajs-group-consume groups node node "$KJ" --step kafkajs-group-consume
 
-if ! broker_alive; then
-    echo "broker died during the run; last 60 lines of its log:"
-    tail -n 60 "$BROKER_LOG" | sed 's/^/  | /'
+# -- consumer-group checks: brokers 2 and 3 join, 3-broker cluster --
+
+if [ "$want_cluster" = 1 ]; then
+    note_dead
+    if [ -n "$DEAD" ]; then
+        fail_start cluster-start "not started: $DEAD died earlier"
+        cluster_state=failed
+    elif start_cluster; then
+        cluster_state=up
+        SKIFF_BOOTSTRAP="$(IFS=,; echo "${KAFKA_ADDRS[*]}")"
+        export SKIFF_COMPAT_EXPECT_BROKERS=3
+        echo "group checks: bootstrap $SKIFF_BOOTSTRAP"
+    else
+        cluster_state=failed
+    fi
+fi
+groups_t0=$SECONDS
+run_check kcat-group-consume groups kcat bash "$K" group
+run_check confluent-group-subscribe groups py "$PY" "$CF" --step confluent-group-subscribe
+run_check kafka-python-group-consume groups py "$PY" "$KP" --step kafka-python-group-consume
+run_check kafkajs-group-consume groups node node "$KJ" --step kafkajs-group-consume
+if [ "$cluster_state" = up ]; then
+    echo "group checks took $((SECONDS - groups_t0))s on the 3-broker cluster"
+fi
+
+note_dead
+if [ -n "$DEAD" ]; then
+    for i in "${!BROKER_PIDS[@]}"; do
+        if ! broker_alive "$i"; then
+            echo "broker $((i + 1)) died during the run (exit status ${EXIT_STATUS[$i]}); last 60 lines of its log:"
+            show_log "$i" 60
+        fi
+    done
+    fail_start brokers-alive "$DEAD died during the run"
 fi
 summary
 [ "$failed" = 0 ]

@@ -38,6 +38,18 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The settings of this broker's consumer-group coordinators.
+    pub fn group_config(&self) -> crate::group::coordinator::GroupConfig {
+        crate::group::coordinator::GroupConfig {
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            max_group_size: self.group_max_size,
+            offsets_retention_ms: self.offsets_retention_ms,
+            ..Default::default()
+        }
+    }
+
     pub const DEFAULT_KAFKA_ADDR: &'static str = "127.0.0.1:9092";
 
     pub fn new(data_dir: PathBuf, kafka_addr: SocketAddr) -> Self {

@@ -1,6 +1,7 @@
 //! Turns each new metadata image into local state: opens the logs of partitions assigned to this
-//! broker, records which it leads and at which epoch, and deletes the logs of topics and
-//! partitions the image no longer has. Deletion is decided from the difference between two
+//! broker, records which it leads and at which epoch, deletes the logs of topics and
+//! partitions the image no longer has, and has the group coordinators loaded here forget the
+//! committed offsets of deleted topics. Deletion is decided from the difference between two
 //! consecutive images, never from what an image lacks: while a restarted broker replays the
 //! metadata log, early images lack topics created later, and their data must survive.
 
@@ -12,20 +13,23 @@ use skiff_raft::MetadataListener;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::group::GroupService;
 use crate::replica_manager::{PartitionState, ReplicaManager};
 use crate::topic_config::TopicConfigs;
 
 pub struct MetadataPublisher {
     broker_id: i32,
     replicas: Arc<ReplicaManager>,
+    groups: Arc<GroupService>,
     previous: Mutex<Option<Arc<MetadataImage>>>,
 }
 
 impl MetadataPublisher {
-    pub fn new(broker_id: i32, replicas: Arc<ReplicaManager>) -> Self {
+    pub fn new(broker_id: i32, replicas: Arc<ReplicaManager>, groups: Arc<GroupService>) -> Self {
         Self {
             broker_id,
             replicas,
+            groups,
             previous: Mutex::new(None),
         }
     }
@@ -49,6 +53,7 @@ impl MetadataListener for MetadataPublisher {
         let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
         let assigned = self.assigned(image);
         if let Some(before) = previous.as_ref() {
+            let mut deleted = Vec::new();
             for topic in before.topics() {
                 if image.topic(topic.topic_id).is_none() {
                     match self.replicas.delete_topic(&topic.name) {
@@ -57,7 +62,11 @@ impl MetadataListener for MetadataPublisher {
                             warn!(topic = %topic.name, error = %e, "deleting topic logs failed")
                         }
                     }
+                    deleted.push(topic.name.clone());
                 }
+            }
+            if !deleted.is_empty() {
+                self.groups.forget_topics(&deleted, &self.replicas);
             }
             for ((topic_id, index), name) in self.assigned(before) {
                 if image.topic(topic_id).is_some() && !assigned.contains_key(&(topic_id, index)) {

@@ -14,6 +14,8 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use skiff_broker::group::GroupService;
+use skiff_broker::replica_manager::ReplicaManager;
 use skiff_gossip::{GossipHandle, MemberStatus, QueryFilter, QueryOptions, QueryUpdate};
 use skiff_raft::{ForwardRequest, MetadataRaft, SubmitError};
 use tokio::net::TcpListener;
@@ -41,6 +43,8 @@ struct AppState {
     metrics: Metrics,
     gossip: GossipHandle,
     raft: Arc<MetadataRaft>,
+    groups: Arc<GroupService>,
+    replicas: Arc<ReplicaManager>,
 }
 
 pub async fn serve(
@@ -48,13 +52,20 @@ pub async fn serve(
     metrics: Metrics,
     gossip: GossipHandle,
     raft: Arc<MetadataRaft>,
+    (groups, replicas): (Arc<GroupService>, Arc<ReplicaManager>),
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(|State(s): State<AppState>| async move { s.metrics.render() }),
+            get(|State(s): State<AppState>| async move {
+                let mut text = s.metrics.render();
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text + &s.groups.lag_metrics(&s.replicas)
+            }),
         )
         .route("/v1/members", get(members))
         .route("/v1/event", post(user_event))
@@ -75,6 +86,8 @@ pub async fn serve(
             metrics,
             gossip,
             raft,
+            groups,
+            replicas,
         });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use skiff_broker::group::GroupService;
 use skiff_broker::metadata_publisher::MetadataPublisher;
 use skiff_broker::replica_manager::ReplicaManager;
 use skiff_broker::{serve, KafkaApis, Listener};
@@ -234,6 +235,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let replicas = Arc::new(ReplicaManager::new(&data_dir));
+    let groups = Arc::new(GroupService::new(broker.group_config()));
     let mut raft_settings = RaftSettings::new(
         broker.node_id as u64,
         settings.raft_addr,
@@ -243,7 +245,11 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     raft_settings.snapshot_entries = settings.raft_snapshot_entries;
     let raft = MetadataRaft::start(
         raft_settings,
-        Arc::new(MetadataPublisher::new(broker.node_id, replicas.clone())),
+        Arc::new(MetadataPublisher::new(
+            broker.node_id,
+            replicas.clone(),
+            groups.clone(),
+        )),
     )
     .await
     .context("cannot start the metadata quorum")?;
@@ -299,6 +305,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         metrics.clone(),
         gossip.clone(),
         raft.clone(),
+        (groups.clone(), replicas.clone()),
         shutdown.clone(),
     ));
     wait_until_registered(&raft, broker.node_id).await;
@@ -316,7 +323,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     let apis = {
         let (raft, replicas) = (raft.clone(), replicas.clone());
         Arc::new(
-            tokio::task::spawn_blocking(move || KafkaApis::open(broker, raft, replicas))
+            tokio::task::spawn_blocking(move || KafkaApis::open(broker, raft, replicas, groups))
                 .await?
                 .with_context(|| {
                     format!("cannot open the data directory {}", data_dir.display())

@@ -378,3 +378,256 @@ fn a_broker_of_another_cluster_is_not_taken_in() {
     );
     assert_eq!(theirs["voters"].as_array().unwrap().len(), 1);
 }
+
+/// Whose `__consumer_offsets` partition holds `group`: its coordinator's node id, asked of the
+/// broker at `addr`.
+fn coordinator_of(addr: &str, group: &str) -> i32 {
+    let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.into()));
+    let response: FindCoordinatorResponse =
+        Client::connect(addr).call(ApiKey::FindCoordinator, 2, &request);
+    assert_eq!(response.error_code, 0, "{response:?}");
+    response.node_id.0
+}
+
+/// A standalone (simple) commit of `offset` for every partition, sent to the broker at `addr`;
+/// the error code of each partition.
+fn commit_everywhere(
+    addr: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    offset: i64,
+) -> Vec<i16> {
+    use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(
+                (0..partitions)
+                    .map(|p| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(offset)
+                    })
+                    .collect(),
+            )]);
+    let response: OffsetCommitResponse =
+        Client::connect(addr).call(ApiKey::OffsetCommit, 8, &request);
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+fn group_member(bootstrap: &str, group: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+/// The committed offset of every partition of `topic` in `group`, as librdkafka reads it
+/// (OffsetFetch from the coordinator); -1 where nothing is committed.
+fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    for p in 0..partitions {
+        wanted.add_partition(topic, p);
+    }
+    let found = consumer
+        .committed_offsets(wanted, Duration::from_secs(30))
+        .unwrap();
+    (0..partitions)
+        .map(|p| match found.find_partition(topic, p).unwrap().offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// The bug users met first: a group coordinator refused commits for partitions led by other
+/// brokers. Two members bootstrapped through different brokers share a topic whose leaders are
+/// spread over all three, commit every partition, and a new member resumes exactly there. A
+/// broker that does not coordinate the group says so, and deleting the topic forgets its
+/// offsets on whichever broker coordinates the group.
+#[test]
+fn consumer_groups_commit_offsets_for_partitions_led_by_any_broker() {
+    let brokers = start_three();
+    let all = brokers
+        .iter()
+        .map(|b| b.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (topic, group, partitions) = ("shared", "spread-group", 6);
+    assert_eq!(create_topic(&brokers[1].bootstrap(), topic, partitions), 0);
+    let leaders: std::collections::BTreeSet<i32> = metadata(&brokers[0].bootstrap(), topic)
+        .2
+        .iter()
+        .map(|(_, l)| *l)
+        .collect();
+    assert_eq!(
+        leaders,
+        [1, 2, 3].into(),
+        "leaders are spread over the brokers"
+    );
+    produce(&all, topic, partitions, 600);
+
+    // Both members poll until together they are at the end of every partition.
+    let members = [
+        group_member(&brokers[0].bootstrap(), group, topic),
+        group_member(&brokers[2].bootstrap(), group, topic),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for member in &members {
+            if let Some(Err(e)) = member.poll(Duration::from_millis(100)) {
+                eprintln!("member error: {e}");
+            }
+        }
+        let mut at_end = std::collections::BTreeSet::new();
+        for member in &members {
+            for element in member.position().unwrap().elements() {
+                if element.offset() == rdkafka::Offset::Offset(100) {
+                    at_end.insert(element.partition());
+                }
+            }
+        }
+        let assigned: usize = members
+            .iter()
+            .map(|m| m.assignment().unwrap().count())
+            .sum();
+        if at_end.len() == partitions as usize && assigned == partitions as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members reached the end of {at_end:?}"
+        );
+    }
+    for member in &members {
+        assert!(
+            !member.assignment().unwrap().elements().is_empty(),
+            "both members own partitions"
+        );
+        member
+            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+            .unwrap();
+    }
+    for broker in &brokers {
+        assert_eq!(
+            committed(&broker.bootstrap(), group, topic, partitions),
+            [100; 6],
+            "committed offsets read through broker at {}",
+            broker.bootstrap()
+        );
+    }
+    drop(members);
+
+    // A new member of the group resumes at the committed offsets: only new records come.
+    produce(&all, topic, partitions, 60);
+    let resumed = group_member(&brokers[1].bootstrap(), group, topic);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 60 && Instant::now() < deadline {
+        if let Some(Ok(message)) = resumed.poll(Duration::from_millis(200)) {
+            seen.push((message.partition(), message.offset()));
+        }
+    }
+    assert_eq!(seen.len(), 60, "{seen:?}");
+    assert!(seen.iter().all(|(_, offset)| *offset >= 100), "{seen:?}");
+    drop(resumed);
+
+    // Group requests reach only the coordinator; the others send the client to look again.
+    let coordinator = coordinator_of(&brokers[0].bootstrap(), "standalone");
+    for broker in &brokers {
+        assert_eq!(
+            coordinator_of(&broker.bootstrap(), "standalone"),
+            coordinator
+        );
+    }
+    let other = brokers
+        .iter()
+        .zip(1..)
+        .find(|(_, id)| *id != coordinator)
+        .map(|(b, _)| b.bootstrap())
+        .unwrap();
+    let not_coordinator = 16;
+    assert_eq!(
+        commit_everywhere(&other, "standalone", topic, partitions, 5),
+        [not_coordinator; 6]
+    );
+    let on_coordinator = brokers[coordinator as usize - 1].bootstrap();
+    assert_eq!(
+        commit_everywhere(&on_coordinator, "standalone", topic, partitions, 5),
+        [0; 6]
+    );
+    assert_eq!(
+        commit_everywhere(&on_coordinator, "standalone", "no-such-topic", 1, 5),
+        [3],
+        "UNKNOWN_TOPIC_OR_PARTITION for a partition the cluster does not have"
+    );
+
+    // OffsetDelete, also only on the coordinator, and only for partitions the cluster has.
+    let delete_offsets = |addr: &str, partitions: &[i32]| -> OffsetDeleteResponse {
+        use offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+        let request = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string("standalone".into())))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|&p| OffsetDeleteRequestPartition::default().with_partition_index(p))
+                        .collect(),
+                )]);
+        Client::connect(addr).call(ApiKey::OffsetDelete, 0, &request)
+    };
+    assert_eq!(delete_offsets(&other, &[0]).error_code, not_coordinator);
+    let deleted = delete_offsets(&on_coordinator, &[0, 99, 1]);
+    assert_eq!(deleted.error_code, 0);
+    let codes: Vec<i16> = deleted.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, [0, 3, 0]);
+    assert_eq!(
+        committed(&all, "standalone", topic, partitions),
+        [-1, -1, 5, 5, 5, 5]
+    );
+
+    // Deleted through a broker that does not coordinate "standalone", then created again:
+    // every group starts from nothing.
+    let request = DeleteTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topic_names(vec![TopicName(StrBytes::from_string(topic.into()))]);
+    let deleted: DeleteTopicsResponse =
+        Client::connect(&other).call(ApiKey::DeleteTopics, 4, &request);
+    assert_eq!(deleted.responses[0].error_code, 0);
+    assert_eq!(create_topic(&other, topic, partitions), 0);
+    wait_until(
+        "every broker sees the new topic",
+        Duration::from_secs(20),
+        || {
+            brokers
+                .iter()
+                .all(|b| metadata(&b.bootstrap(), topic).2.len() == partitions as usize)
+        },
+    );
+    assert_eq!(committed(&all, group, topic, partitions), [-1; 6]);
+    assert_eq!(committed(&all, "standalone", topic, partitions), [-1; 6]);
+}

@@ -257,6 +257,27 @@ async fn committed_offsets_survive_consumer_and_broker_restarts() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // A deleted group's lag is no longer exported: the group is empty once its member left
+    // (or its session ran out), then it can be deleted.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let deleted = admin
+            .delete_groups(&["resumers"], &AdminOptions::new())
+            .await
+            .unwrap();
+        if deleted == [Ok("resumers".to_string())] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{deleted:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = broker.http_get("/metrics").unwrap_or_default();
+    assert!(!metrics.contains("skiff_consumer_group_lag"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

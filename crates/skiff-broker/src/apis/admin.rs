@@ -326,7 +326,6 @@ impl KafkaApis {
         }
         self.submit(ControllerRequest::DeleteTopic { topic_id: topic.id }, false)
             .await?;
-        self.forget_committed_offsets(&topic.name);
         Ok(topic)
     }
 

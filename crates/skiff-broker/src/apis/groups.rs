@@ -23,12 +23,12 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{code, message, KafkaApis};
 use crate::group::coordinator::{JoinRequest, JoinResult, OffsetCommit, Reply, SyncResult};
 use crate::group::storage::{partition_for, OFFSETS_TOPIC};
-use crate::group::GroupService;
+use crate::group::{GroupService, Shard};
 use crate::replica_manager::now_ms;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -49,6 +49,24 @@ struct Fetched {
     offset: i64,
     leader_epoch: i32,
     metadata: String,
+}
+
+/// A JoinGroup or SyncGroup answer: ready now, or parked until the coordinator completes it,
+/// within the member's rebalance timeout (ms).
+enum Answer<T> {
+    Now(T),
+    Later(tokio::sync::oneshot::Receiver<T>, i32),
+}
+
+/// Waits for a parked answer, a little longer than the rebalance timeout and never longer than
+/// `MAX_REBALANCE_WAIT`; None if it never came.
+async fn rebalance_wait<T>(
+    rebalance_timeout_ms: i32,
+    rx: tokio::sync::oneshot::Receiver<T>,
+) -> Option<T> {
+    let wait =
+        Duration::from_millis(rebalance_timeout_ms.max(0) as u64 + 5_000).min(MAX_REBALANCE_WAIT);
+    tokio::time::timeout(wait, rx).await.ok()?.ok()
 }
 
 /// Who sent a request, as the group APIs report it.
@@ -87,6 +105,12 @@ impl KafkaApis {
             })
             .ok_or_else(|| unavailable(format!("broker {leader} has endpoint {endpoint:?}")))?;
         Ok((leader, host, port))
+    }
+
+    /// This broker's coordinator of `group`, or the error that sends the client looking for it.
+    fn group_coordinator(&self, group: &str) -> Result<std::sync::Arc<Shard>, ResponseError> {
+        self.groups
+            .coordinator_of(&self.cluster.image(), &self.replicas, group)
     }
 
     pub(super) async fn find_coordinator(
@@ -181,31 +205,34 @@ impl KafkaApis {
             supports_skip_assignment: version >= 9,
         };
         let group_id = join.group_id.clone();
-        let waiting = {
-            let mut state = self.groups.lock();
-            let (reply, effects) =
-                state
-                    .coordinator
-                    .join_group(join, &mut GroupService::member_ids(), now_ms());
-            let waiting = match reply {
-                Reply::Now(result) => Err(result),
-                Reply::Later { member_id } => Ok(GroupService::wait_for_join(
-                    &mut state, &group_id, &member_id,
-                )),
+        let attempt = || -> Result<_, ResponseError> {
+            let shard = self.group_coordinator(&group_id)?;
+            let mut state = shard.lock()?;
+            let (reply, completions) =
+                self.groups
+                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                        c.join_group(join, &mut GroupService::member_ids(), now_ms())
+                    })?;
+            let answer = match reply {
+                Reply::Now(result) => Answer::Now(result),
+                Reply::Later { member_id } => Answer::Later(
+                    state.wait_for_join(&group_id, &member_id),
+                    rebalance_timeout_ms,
+                ),
             };
-            if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
-                warn!(group = %group_id, error = %e, "persisting group changes failed");
-            }
-            waiting
+            state.deliver(completions);
+            Ok(answer)
         };
-        let wait = Duration::from_millis(rebalance_timeout_ms.max(0) as u64 + 5_000)
-            .min(MAX_REBALANCE_WAIT);
-        let result = match waiting {
-            Err(now) => now,
-            Ok(rx) => match tokio::time::timeout(wait, rx).await {
-                Ok(Ok(result)) => result,
+        let answer = attempt()
+            .unwrap_or_else(|error| Answer::Now(JoinResult::error(error, &request.member_id)));
+        let result = match answer {
+            Answer::Now(result) => result,
+            Answer::Later(rx, rebalance_timeout) => match rebalance_wait(rebalance_timeout, rx)
+                .await
+            {
+                Some(result) => result,
                 // Replaced by a newer JoinGroup of the same member, or never completed.
-                _ => JoinResult::error(ResponseError::RebalanceInProgress, &request.member_id),
+                None => JoinResult::error(ResponseError::RebalanceInProgress, &request.member_id),
             },
         };
         debug!(
@@ -256,51 +283,52 @@ impl KafkaApis {
     ) -> SyncGroupResponse {
         let group_id = request.group_id.to_string();
         let member_id = request.member_id.to_string();
-        let waiting = {
-            let mut state = self.groups.lock();
+        let attempt = || -> Result<_, ResponseError> {
+            let shard = self.group_coordinator(&group_id)?;
+            let mut state = shard.lock()?;
             let rebalance_timeout = state
                 .coordinator
                 .group(&group_id)
                 .and_then(|g| g.members.get(&member_id))
                 .map(|m| m.rebalance_timeout_ms)
                 .unwrap_or(0);
-            let (reply, effects) = state.coordinator.sync_group(
-                &group_id,
-                request.generation_id,
-                &member_id,
-                request.group_instance_id.as_deref(),
-                request.protocol_type.as_deref(),
-                request.protocol_name.as_deref(),
-                request
-                    .assignments
-                    .iter()
-                    .map(|a| (a.member_id.to_string(), a.assignment.clone()))
-                    .collect(),
-                now_ms(),
-            );
-            let waiting = match reply {
-                Reply::Now(result) => Err(result),
-                Reply::Later { member_id } => Ok((
-                    GroupService::wait_for_sync(&mut state, &group_id, &member_id),
+            let (reply, completions) =
+                self.groups
+                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                        c.sync_group(
+                            &group_id,
+                            request.generation_id,
+                            &member_id,
+                            request.group_instance_id.as_deref(),
+                            request.protocol_type.as_deref(),
+                            request.protocol_name.as_deref(),
+                            request
+                                .assignments
+                                .iter()
+                                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                                .collect(),
+                            now_ms(),
+                        )
+                    })?;
+            let answer = match reply {
+                Reply::Now(result) => Answer::Now(result),
+                Reply::Later { member_id } => Answer::Later(
+                    state.wait_for_sync(&group_id, &member_id),
                     rebalance_timeout,
-                )),
+                ),
             };
-            if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
-                warn!(group = %group_id, error = %e, "persisting group metadata failed");
-                // The assignment is not durable: the members must rebalance.
-                return SyncGroupResponse::default()
-                    .with_error_code(code(ResponseError::CoordinatorNotAvailable));
-            }
-            waiting
+            state.deliver(completions);
+            Ok(answer)
         };
-        let result = match waiting {
-            Err(now) => now,
-            Ok((rx, rebalance_timeout)) => {
-                let wait = Duration::from_millis(rebalance_timeout.max(0) as u64 + 5_000)
-                    .min(MAX_REBALANCE_WAIT);
-                match tokio::time::timeout(wait, rx).await {
-                    Ok(Ok(result)) => result,
-                    _ => SyncResult::error(ResponseError::RebalanceInProgress),
+        // A failed append leaves the group as it was before this SyncGroup: the members sync or
+        // rejoin again.
+        let answer = attempt().unwrap_or_else(|error| Answer::Now(SyncResult::error(error)));
+        let result = match answer {
+            Answer::Now(result) => result,
+            Answer::Later(rx, rebalance_timeout) => {
+                match rebalance_wait(rebalance_timeout, rx).await {
+                    Some(result) => result,
+                    None => SyncResult::error(ResponseError::RebalanceInProgress),
                 }
             }
         };
@@ -325,13 +353,18 @@ impl KafkaApis {
     }
 
     pub(super) fn heartbeat(&self, request: HeartbeatRequest) -> HeartbeatResponse {
-        let error = self.groups.lock().coordinator.heartbeat(
-            request.group_id.as_str(),
-            request.generation_id,
-            request.member_id.as_str(),
-            request.group_instance_id.as_deref(),
-            now_ms(),
-        );
+        let attempt = || -> Result<i16, ResponseError> {
+            let shard = self.group_coordinator(request.group_id.as_str())?;
+            let mut state = shard.lock()?;
+            Ok(state.coordinator.heartbeat(
+                request.group_id.as_str(),
+                request.generation_id,
+                request.member_id.as_str(),
+                request.group_instance_id.as_deref(),
+                now_ms(),
+            ))
+        };
+        let error = attempt().unwrap_or_else(code);
         if error != 0 {
             debug!(group = %request.group_id.as_str(), member = %request.member_id.as_str(), error, "Heartbeat refused");
         }
@@ -358,12 +391,18 @@ impl KafkaApis {
             vec![(request.member_id.to_string(), None)]
         };
         let group_id = request.group_id.to_string();
-        let mut state = self.groups.lock();
-        let (outcome, effects) = state.coordinator.leave_group(&group_id, &leaving, now_ms());
-        if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
-            warn!(group = %group_id, error = %e, "persisting group changes failed");
-        }
-        match outcome {
+        let attempt = || -> Result<_, ResponseError> {
+            let shard = self.group_coordinator(&group_id)?;
+            let mut state = shard.lock()?;
+            let (outcome, completions) =
+                self.groups
+                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                        c.leave_group(&group_id, &leaving, now_ms())
+                    })?;
+            state.deliver(completions);
+            Ok(outcome)
+        };
+        match attempt().unwrap_or_else(|error| Err(code(error))) {
             Err(error) => LeaveGroupResponse::default().with_error_code(error),
             Ok(codes) if version >= 3 => LeaveGroupResponse::default().with_members(
                 leaving
@@ -384,15 +423,15 @@ impl KafkaApis {
     }
 
     pub(super) fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
+        // Offsets may be committed for any partition of the cluster, wherever it is led. Per
+        // partition of the request, in its order: where its offset is in the commit (None for a
+        // partition the cluster does not have), so the answer is built in one pass.
         let mut offsets = Vec::new();
-        let mut unknown = Vec::new();
+        let mut slots: Vec<Option<usize>> = Vec::new();
         for topic in &request.topics {
             for p in &topic.partitions {
-                if self
-                    .replicas
-                    .get(topic.name.as_str(), p.partition_index)
-                    .is_some()
-                {
+                if self.partition_exists(topic.name.as_str(), p.partition_index) {
+                    slots.push(Some(offsets.len()));
                     offsets.push((
                         topic.name.to_string(),
                         p.partition_index,
@@ -401,54 +440,32 @@ impl KafkaApis {
                         p.committed_metadata.as_ref().map(|m| m.to_string()),
                     ));
                 } else {
-                    unknown.push((topic.name.to_string(), p.partition_index));
+                    slots.push(None);
                 }
             }
         }
         let group_id = request.group_id.to_string();
-        let keys: Vec<(String, i32)> = offsets.iter().map(|o| (o.0.clone(), o.1)).collect();
-        let mut state = self.groups.lock();
-        // What OffsetFetch would answer now, to put back if the commit cannot be persisted.
-        let previous: Vec<_> = keys
-            .iter()
-            .map(|(topic, partition)| {
-                let committed = state.coordinator.committed(&group_id, topic, *partition);
-                ((topic.clone(), *partition), committed.cloned())
-            })
-            .collect();
-        let (codes, effects) = state.coordinator.commit_offsets(
-            OffsetCommit {
-                group_id: group_id.clone(),
-                generation: request.generation_id_or_member_epoch,
-                member_id: request.member_id.to_string(),
-                instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
-                offsets,
-            },
-            now_ms(),
-        );
-        let persisted = self.groups.apply(&mut state, &self.replicas, effects);
-        if let Err(e) = &persisted {
-            warn!(group = %group_id, error = %e, "persisting offsets failed");
-            state.coordinator.restore_offsets(&group_id, previous);
-        }
-        drop(state);
-        let mut results: Vec<((String, i32), i16)> = keys
-            .into_iter()
-            .zip(codes)
-            .map(|(k, c)| {
-                let c = if c == 0 && persisted.is_err() {
-                    code(ResponseError::CoordinatorNotAvailable)
-                } else {
-                    c
-                };
-                (k, c)
-            })
-            .collect();
-        results.extend(
-            unknown
-                .into_iter()
-                .map(|k| (k, code(ResponseError::UnknownTopicOrPartition))),
-        );
+        let committing = offsets.len();
+        let commit = OffsetCommit {
+            group_id: group_id.clone(),
+            generation: request.generation_id_or_member_epoch,
+            member_id: request.member_id.to_string(),
+            instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+            offsets,
+        };
+        let attempt = || -> Result<Vec<i16>, ResponseError> {
+            let shard = self.group_coordinator(&group_id)?;
+            let mut state = shard.lock()?;
+            let (codes, completions) =
+                self.groups
+                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                        c.commit_offsets(commit, now_ms())
+                    })?;
+            state.deliver(completions);
+            Ok(codes)
+        };
+        let codes = attempt().unwrap_or_else(|error| vec![code(error); committing]);
+        let mut slots = slots.into_iter();
         let topics = request
             .topics
             .iter()
@@ -460,13 +477,10 @@ impl KafkaApis {
                             .partitions
                             .iter()
                             .map(|p| {
-                                let error = results
-                                    .iter()
-                                    .find(|((t, i), _)| {
-                                        t == topic.name.as_str() && *i == p.partition_index
-                                    })
-                                    .map(|(_, c)| *c)
-                                    .unwrap_or(0);
+                                let error = match slots.next() {
+                                    Some(Some(index)) => codes.get(index).copied().unwrap_or(0),
+                                    _ => code(ResponseError::UnknownTopicOrPartition),
+                                };
                                 OffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
                                     .with_error_code(error)
@@ -484,8 +498,9 @@ impl KafkaApis {
         &self,
         group: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<Fetched>)> {
-        let state = self.groups.lock();
+    ) -> Result<Vec<(String, Vec<Fetched>)>, ResponseError> {
+        let shard = self.group_coordinator(group)?;
+        let state = shard.lock()?;
         let lookup = |topic: &str, partition: i32| match state
             .coordinator
             .committed(group, topic, partition)
@@ -503,7 +518,7 @@ impl KafkaApis {
                 metadata: String::new(),
             },
         };
-        match topics {
+        Ok(match topics {
             Some(topics) => topics
                 .into_iter()
                 .map(|(topic, partitions)| {
@@ -526,7 +541,7 @@ impl KafkaApis {
                 }
                 by_topic.into_iter().collect()
             }
-        }
+        })
     }
 
     pub(super) fn offset_fetch(
@@ -544,40 +559,69 @@ impl KafkaApis {
                             .map(|t| (t.name.to_string(), t.partition_indexes))
                             .collect()
                     });
-                    let found = self.committed_offsets(g.group_id.as_str(), topics);
-                    OffsetFetchResponseGroup::default()
-                        .with_group_id(g.group_id)
-                        .with_topics(
-                            found
-                                .into_iter()
-                                .map(|(topic, partitions)| {
-                                    OffsetFetchResponseTopics::default()
-                                        .with_name(TopicName(s(&topic)))
-                                        .with_partitions(
-                                            partitions
-                                                .into_iter()
-                                                .map(|f| {
-                                                    OffsetFetchResponsePartitions::default()
-                                                        .with_partition_index(f.partition)
-                                                        .with_committed_offset(f.offset)
-                                                        .with_committed_leader_epoch(f.leader_epoch)
-                                                        .with_metadata(Some(s(&f.metadata)))
-                                                })
-                                                .collect(),
-                                        )
-                                })
-                                .collect(),
-                        )
+                    let response =
+                        OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                    let found = match self.committed_offsets(g.group_id.as_str(), topics) {
+                        Ok(found) => found,
+                        Err(error) => return response.with_error_code(code(error)),
+                    };
+                    response.with_topics(
+                        found
+                            .into_iter()
+                            .map(|(topic, partitions)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(s(&topic)))
+                                    .with_partitions(
+                                        partitions
+                                            .into_iter()
+                                            .map(|f| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(f.partition)
+                                                    .with_committed_offset(f.offset)
+                                                    .with_committed_leader_epoch(f.leader_epoch)
+                                                    .with_metadata(Some(s(&f.metadata)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
                 })
                 .collect();
             return OffsetFetchResponse::default().with_groups(groups);
         }
-        let topics = request.topics.map(|ts| {
+        let topics: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|ts| {
             ts.into_iter()
                 .map(|t| (t.name.to_string(), t.partition_indexes))
                 .collect()
         });
-        let found = self.committed_offsets(request.group_id.as_str(), topics);
+        let (found, partition_error) =
+            match self.committed_offsets(request.group_id.as_str(), topics.clone()) {
+                Ok(found) => (found, 0),
+                Err(error) if version >= 2 => {
+                    return OffsetFetchResponse::default().with_error_code(code(error))
+                }
+                // v0 and v1 have no top-level error: every requested partition carries it.
+                Err(error) => {
+                    let unanswered = topics
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(topic, partitions)| {
+                            let none = partitions
+                                .into_iter()
+                                .map(|partition| Fetched {
+                                    partition,
+                                    offset: -1,
+                                    leader_epoch: -1,
+                                    metadata: String::new(),
+                                })
+                                .collect();
+                            (topic, none)
+                        })
+                        .collect();
+                    (unanswered, code(error))
+                }
+            };
         OffsetFetchResponse::default().with_topics(
             found
                 .into_iter()
@@ -597,6 +641,7 @@ impl KafkaApis {
                                             -1
                                         })
                                         .with_metadata(Some(s(&f.metadata)))
+                                        .with_error_code(partition_error)
                                 })
                                 .collect(),
                         )
@@ -605,30 +650,44 @@ impl KafkaApis {
         )
     }
 
+    /// The groups of every coordinator loaded here; COORDINATOR_LOAD_IN_PROGRESS, with the
+    /// groups known so far, while one is still loading (as Kafka).
     pub(super) fn list_groups(&self, request: ListGroupsRequest) -> ListGroupsResponse {
-        let state = self.groups.lock();
-        let groups = state
-            .coordinator
-            .groups()
-            .filter(|g| {
-                request.states_filter.is_empty()
-                    || request
-                        .states_filter
-                        .iter()
-                        .any(|f| f.as_str().eq_ignore_ascii_case(g.state.name()))
+        let loading = self
+            .groups
+            .is_loading(&self.cluster.image(), &self.replicas);
+        let mut groups = Vec::new();
+        for shard in self.groups.shards() {
+            let Ok(state) = shard.lock() else { continue };
+            groups.extend(
+                state
+                    .coordinator
+                    .groups()
+                    .filter(|g| {
+                        request.states_filter.is_empty()
+                            || request
+                                .states_filter
+                                .iter()
+                                .any(|f| f.as_str().eq_ignore_ascii_case(g.state.name()))
+                    })
+                    .map(|g| {
+                        ListedGroup::default()
+                            .with_group_id(GroupId(s(&g.id)))
+                            .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")))
+                            .with_group_state(s(g.state.name()))
+                    }),
+            );
+        }
+        ListGroupsResponse::default()
+            .with_error_code(if loading {
+                code(ResponseError::CoordinatorLoadInProgress)
+            } else {
+                0
             })
-            .map(|g| {
-                ListedGroup::default()
-                    .with_group_id(GroupId(s(&g.id)))
-                    .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")))
-                    .with_group_state(s(g.state.name()))
-            })
-            .collect();
-        ListGroupsResponse::default().with_groups(groups)
+            .with_groups(groups)
     }
 
     pub(super) fn describe_groups(&self, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
-        let state = self.groups.lock();
         let groups = request
             .groups
             .into_iter()
@@ -636,6 +695,14 @@ impl KafkaApis {
                 let described = DescribedGroup::default()
                     .with_group_id(id.clone())
                     .with_authorized_operations(i32::MIN);
+                let shard = match self.group_coordinator(id.as_str()) {
+                    Ok(shard) => shard,
+                    Err(error) => return described.with_error_code(code(error)),
+                };
+                let state = match shard.lock() {
+                    Ok(state) => state,
+                    Err(error) => return described.with_error_code(code(error)),
+                };
                 let Some(g) = state.coordinator.group(id.as_str()) else {
                     return described.with_group_state(s("Dead"));
                 };
@@ -677,19 +744,24 @@ impl KafkaApis {
     }
 
     pub(super) fn delete_groups(&self, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
-        let mut state = self.groups.lock();
         let results = request
             .groups_names
             .into_iter()
             .map(|id| {
-                let (error, effects) = state.coordinator.delete_group(id.as_str());
-                let error = match self.groups.apply(&mut state, &self.replicas, effects) {
-                    Ok(()) => error,
-                    Err(e) => {
-                        warn!(group = %id.as_str(), error = %e, "persisting group deletion failed");
-                        code(ResponseError::CoordinatorNotAvailable)
-                    }
+                let attempt = || -> Result<i16, ResponseError> {
+                    let shard = self.group_coordinator(id.as_str())?;
+                    let mut state = shard.lock()?;
+                    let (error, completions) = self.groups.write(
+                        &shard,
+                        &mut state,
+                        &self.replicas,
+                        id.as_str(),
+                        |c| c.delete_group(id.as_str()),
+                    )?;
+                    state.deliver(completions);
+                    Ok(error)
                 };
+                let error = attempt().unwrap_or_else(code);
                 DeletableGroupResult::default()
                     .with_group_id(id)
                     .with_error_code(error)
@@ -699,29 +771,37 @@ impl KafkaApis {
     }
 
     pub(super) fn offset_delete(&self, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
-        let partitions: Vec<(String, i32)> = request
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| (t.name.to_string(), p.partition_index))
-            })
-            .collect();
-        let mut state = self.groups.lock();
-        let (outcome, effects) = state
-            .coordinator
-            .delete_offsets(request.group_id.as_str(), &partitions);
-        if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
-            warn!(error = %e, "persisting offset deletion failed");
-            return OffsetDeleteResponse::default()
-                .with_error_code(code(ResponseError::CoordinatorNotAvailable));
+        // Partitions the cluster does not have are answered UNKNOWN_TOPIC_OR_PARTITION; their
+        // offsets, if any, went with their topic. `slots` as in OffsetCommit.
+        let mut partitions = Vec::new();
+        let mut slots: Vec<Option<usize>> = Vec::new();
+        for t in &request.topics {
+            for p in &t.partitions {
+                if self.partition_exists(t.name.as_str(), p.partition_index) {
+                    slots.push(Some(partitions.len()));
+                    partitions.push((t.name.to_string(), p.partition_index));
+                } else {
+                    slots.push(None);
+                }
+            }
         }
-        let codes = match outcome {
+        let group_id = request.group_id.to_string();
+        let attempt = || -> Result<_, ResponseError> {
+            let shard = self.group_coordinator(&group_id)?;
+            let mut state = shard.lock()?;
+            let (outcome, completions) =
+                self.groups
+                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                        c.delete_offsets(&group_id, &partitions)
+                    })?;
+            state.deliver(completions);
+            Ok(outcome)
+        };
+        let codes = match attempt().unwrap_or_else(|error| Err(code(error))) {
             Err(error) => return OffsetDeleteResponse::default().with_error_code(error),
             Ok(codes) => codes,
         };
-        let mut codes = codes.into_iter();
+        let mut slots = slots.into_iter();
         OffsetDeleteResponse::default().with_topics(
             request
                 .topics
@@ -731,9 +811,13 @@ impl KafkaApis {
                         .partitions
                         .iter()
                         .map(|p| {
+                            let error = match slots.next() {
+                                Some(Some(index)) => codes.get(index).copied().unwrap_or(0),
+                                _ => code(ResponseError::UnknownTopicOrPartition),
+                            };
                             OffsetDeleteResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(codes.next().unwrap_or(0))
+                                .with_error_code(error)
                         })
                         .collect();
                     OffsetDeleteResponseTopic::default()

@@ -22,7 +22,6 @@ use tracing::warn;
 pub use groups::ClientInfo;
 
 use crate::config::BrokerConfig;
-use crate::group::coordinator::{GroupConfig, GroupCoordinator};
 use crate::group::storage::OFFSETS_TOPIC;
 use crate::group::GroupService;
 use crate::producer_ids::ProducerIdBlock;
@@ -35,7 +34,7 @@ pub struct KafkaApis {
     cluster: Arc<MetadataRaft>,
     replicas: Arc<ReplicaManager>,
     producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
-    groups: GroupService,
+    groups: Arc<GroupService>,
 }
 
 fn code(error: ResponseError) -> i16 {
@@ -73,39 +72,21 @@ fn log_error_code(error: &LogError) -> i16 {
 
 impl KafkaApis {
     /// The broker's handlers over `replicas`, which the metadata publisher keeps in step with
-    /// `cluster`'s image. Loads consumer groups from the hosted `__consumer_offsets` partitions.
+    /// `cluster`'s image, and `groups`, whose coordinators `run_group_timers` loads.
     pub fn open(
         config: BrokerConfig,
         cluster: Arc<MetadataRaft>,
         replicas: Arc<ReplicaManager>,
+        groups: Arc<GroupService>,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let offsets_partitions = Topics::new(cluster.image())
-            .get(OFFSETS_TOPIC)
-            .map_or(config.offsets_topic_partitions, |t| t.partitions);
-        let groups = GroupService::new(
-            GroupCoordinator::new(GroupConfig {
-                min_session_timeout_ms: config.group_min_session_timeout_ms,
-                max_session_timeout_ms: config.group_max_session_timeout_ms,
-                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-                max_group_size: config.group_max_size,
-                offsets_retention_ms: config.offsets_retention_ms,
-                ..GroupConfig::default()
-            }),
-            offsets_partitions,
-        );
-        let apis = Self {
+        Ok(Self {
             config,
             cluster,
             replicas,
             producer_ids: tokio::sync::Mutex::new(ProducerIdBlock::default()),
             groups,
-        };
-        let loaded = apis.groups.load(&apis.replicas)?;
-        if loaded > 0 {
-            tracing::info!(records = loaded, "loaded consumer groups");
-        }
-        Ok(apis)
+        })
     }
 
     /// Creates `__consumer_offsets` when the first client looks for a group coordinator, as
@@ -122,7 +103,7 @@ impl KafkaApis {
         match self
             .create_topic_unchecked(
                 OFFSETS_TOPIC,
-                self.groups.offsets_partitions(),
+                self.config.offsets_topic_partitions,
                 -1,
                 configs,
                 None,
@@ -136,23 +117,16 @@ impl KafkaApis {
         }
     }
 
-    /// Drops every group's committed offsets of a deleted topic.
-    fn forget_committed_offsets(&self, topic: &str) {
-        let mut state = self.groups.lock();
-        let effects = state.coordinator.remove_topic_offsets(topic);
-        if let Err(e) = self.groups.apply(&mut state, &self.replicas, effects) {
-            warn!(topic, error = %e, "persisting the removal of committed offsets failed");
-        }
-    }
-
     /// Answers every parked JoinGroup and SyncGroup so shutdown does not wait for rebalance
     /// timeouts; the members find the coordinator again after the restart.
     pub fn release_group_waiters(&self) {
         self.groups.release_waiters();
     }
 
-    /// Group session expiry and rebalance deadlines; call every ~100 ms.
+    /// Loads and unloads group coordinators as `__consumer_offsets` leadership moves, then
+    /// runs session expiry and rebalance deadlines; call every ~100 ms, off the async workers.
     pub fn run_group_timers(&self) {
+        self.groups.reconcile(&self.cluster.image(), &self.replicas);
         self.groups.tick(&self.replicas);
     }
 
@@ -164,17 +138,20 @@ impl KafkaApis {
         &self.replicas
     }
 
+    /// Whether the cluster has partition `index` of `topic`, wherever it is hosted.
+    fn partition_exists(&self, topic: &str, index: i32) -> bool {
+        let image = self.cluster.image();
+        image
+            .topic_by_name(topic)
+            .and_then(|t| image.partition(t.topic_id, index))
+            .is_some()
+    }
+
     /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when it
     /// exists elsewhere, so clients refresh their metadata, UNKNOWN_TOPIC_OR_PARTITION when it
     /// does not exist at all.
     fn not_hosted_error(&self, topic: &str, index: i32) -> i16 {
-        let topics = self.topics();
-        let exists = topics
-            .image()
-            .topic_by_name(topic)
-            .and_then(|t| topics.image().partition(t.topic_id, index))
-            .is_some();
-        if exists {
+        if self.partition_exists(topic, index) {
             code(ResponseError::NotLeaderOrFollower)
         } else {
             code(ResponseError::UnknownTopicOrPartition)
@@ -302,7 +279,6 @@ impl KafkaApis {
     /// Runs retention, segment rolling by age and timed flushes.
     pub fn run_log_maintenance(&self) {
         self.replicas.run_log_maintenance();
-        self.groups.export_lag(&self.replicas);
     }
 
     /// Flushes and closes every partition log.

@@ -7,7 +7,7 @@
 //! PreparingRebalance when a member joins, leaves, changes its subscription or misses its
 //! session timeout.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -96,7 +96,7 @@ impl Member {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Group {
     pub id: String,
     pub state: GroupState,
@@ -1228,22 +1228,13 @@ impl GroupCoordinator {
         (codes, effects)
     }
 
-    /// Puts offsets back as they were (None: no commit) after a commit that could not be
-    /// persisted, so OffsetFetch never answers what the log does not hold.
-    pub fn restore_offsets(
-        &mut self,
-        group_id: &str,
-        previous: Vec<((String, i32), Option<CommittedOffset>)>,
-    ) {
-        let Some(group) = self.groups.get_mut(group_id) else {
-            return;
+    /// Puts a group back as it was before a change whose records could not be persisted (None:
+    /// it did not exist), so nothing answers from state the log does not hold.
+    pub fn restore_group(&mut self, group_id: &str, before: Option<Group>) {
+        match before {
+            Some(group) => self.groups.insert(group_id.to_string(), group),
+            None => self.groups.remove(group_id),
         };
-        for (key, committed) in previous {
-            match committed {
-                Some(c) => group.offsets.insert(key, c),
-                None => group.offsets.remove(&key),
-            };
-        }
     }
 
     pub fn committed(
@@ -1258,29 +1249,47 @@ impl GroupCoordinator {
             .get(&(topic.to_string(), partition))
     }
 
-    /// Forgets every group's committed offsets of a deleted topic, so a topic created again
-    /// under the same name starts without them.
-    pub fn remove_topic_offsets(&mut self, topic: &str) -> Effects {
+    /// Topics some group has committed offsets for.
+    pub fn topics_with_offsets(&self) -> BTreeSet<String> {
+        self.groups
+            .values()
+            .flat_map(|g| g.offsets.keys().map(|(t, _)| t.clone()))
+            .collect()
+    }
+
+    /// Groups with committed offsets of `topic`.
+    pub fn groups_with_offsets_of(&self, topic: &str) -> Vec<String> {
+        self.groups
+            .values()
+            .filter(|g| g.offsets.keys().any(|(t, _)| t == topic))
+            .map(|g| g.id.clone())
+            .collect()
+    }
+
+    /// Forgets one group's committed offsets of a deleted topic, so a topic created again under
+    /// the same name starts without them.
+    pub fn remove_topic_offsets(&mut self, group_id: &str, topic: &str) -> Effects {
         let mut effects = Effects::default();
-        for group in self.groups.values_mut() {
-            let gone: Vec<i32> = group
-                .offsets
-                .keys()
-                .filter(|(t, _)| t == topic)
-                .map(|(_, p)| *p)
-                .collect();
-            for partition in gone {
-                group.offsets.remove(&(topic.to_string(), partition));
-                effects.writes.push((
-                    group.id.clone(),
-                    Entry::Offset {
-                        group: group.id.clone(),
-                        topic: topic.to_string(),
-                        partition,
-                        value: None,
-                    },
-                ));
-            }
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return effects;
+        };
+        let gone: Vec<i32> = group
+            .offsets
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| *p)
+            .collect();
+        for partition in gone {
+            group.offsets.remove(&(topic.to_string(), partition));
+            effects.writes.push((
+                group.id.clone(),
+                Entry::Offset {
+                    group: group.id.clone(),
+                    topic: topic.to_string(),
+                    partition,
+                    value: None,
+                },
+            ));
         }
         effects
     }
@@ -1772,26 +1781,30 @@ mod tests {
         let mut c = GroupCoordinator::new(config());
         let commit = simple_commit("solo", &[("gone", 0, 5), ("kept", 0, 6)]);
         c.commit_offsets(commit, 0);
-        let effects = c.remove_topic_offsets("gone");
+        c.commit_offsets(simple_commit("other", &[("kept", 1, 7)]), 0);
+        assert_eq!(c.groups_with_offsets_of("gone"), ["solo"]);
+        assert_eq!(
+            c.topics_with_offsets(),
+            ["gone", "kept"].map(String::from).into()
+        );
+        let effects = c.remove_topic_offsets("solo", "gone");
         assert_eq!(effects.writes.len(), 1);
         assert!(c.committed("solo", "gone", 0).is_none());
         assert_eq!(c.committed("solo", "kept", 0).map(|o| o.offset), Some(6));
+        assert!(c.groups_with_offsets_of("gone").is_empty());
     }
 
     #[test]
-    fn offsets_that_could_not_be_persisted_are_put_back() {
+    fn a_group_is_put_back_as_it_was() {
         let mut c = GroupCoordinator::new(config());
         let commit = |offset| simple_commit("solo", &[("t", 0, offset), ("t", 1, offset)]);
         c.commit_offsets(commit(5), 0);
-        let before = vec![
-            (("t".to_string(), 0), c.committed("solo", "t", 0).cloned()),
-            (("t".to_string(), 1), c.committed("solo", "t", 1).cloned()),
-        ];
+        let before = c.group("solo").cloned();
         c.commit_offsets(commit(9), 10);
-        c.restore_offsets("solo", before);
+        c.restore_group("solo", before);
         assert_eq!(c.committed("solo", "t", 0).map(|o| o.offset), Some(5));
-        c.restore_offsets("solo", vec![(("t".to_string(), 1), None)]);
-        assert!(c.committed("solo", "t", 1).is_none());
+        c.restore_group("solo", None);
+        assert!(c.group("solo").is_none());
     }
 
     #[test]

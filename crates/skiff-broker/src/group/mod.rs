@@ -1,21 +1,32 @@
 //! Consumer groups: the sans-I/O `GroupCoordinator`, the records it keeps in
-//! `__consumer_offsets`, and `GroupService`, which feeds it requests and clock ticks, parks
+//! `__consumer_offsets`, and `GroupService`, which runs one coordinator per `__consumer_offsets`
+//! partition this broker leads (Kafka's model), feeds it requests and clock ticks, parks
 //! JoinGroup/SyncGroup requests until their answer is ready, and appends its records to the log
-//! before any answer that depends on them goes out.
+//! before anything that depends on them is answered or visible.
+//!
+//! A coordinator (`Shard`) is loaded by replaying its partition when this broker becomes the
+//! partition's leader and unloaded when it stops leading it; until it is loaded, requests for its
+//! groups get COORDINATOR_LOAD_IN_PROGRESS, and once unloaded NOT_COORDINATOR, so clients look
+//! for the coordinator again. Loading and unloading follow the hosted partitions' leadership,
+//! checked on every group timer tick (`reconcile`), never inside the Raft apply.
 
 pub mod coordinator;
 pub mod storage;
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use kafka_protocol::error::ResponseError;
 use skiff_log::records::{BatchRecords, RecordBatchBuilder};
 use skiff_log::LogError;
+use skiff_metadata::MetadataImage;
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::replica_manager::{now_ms, ReplicaManager};
-use coordinator::{Completion, Effects, GroupCoordinator, JoinResult, MemberIds, SyncResult};
+use coordinator::{
+    Completion, Effects, GroupConfig, GroupCoordinator, JoinResult, MemberIds, SyncResult,
+};
 use storage::{partition_for, Entry, OFFSETS_TOPIC};
 
 /// Member ids as Kafka makes them: `<client id>-<uuid>`.
@@ -31,46 +42,269 @@ impl MemberIds for RandomMemberIds {
 
 type Waiters<T> = HashMap<(String, String), oneshot::Sender<T>>;
 
+/// One coordinator's state and the requests parked on it.
 pub struct Coordination {
     pub coordinator: GroupCoordinator,
     join_waiters: Waiters<JoinResult>,
     sync_waiters: Waiters<SyncResult>,
+    /// False once the coordinator was unloaded: a request that found it before gets
+    /// NOT_COORDINATOR.
+    loaded: bool,
 }
 
-pub struct GroupService {
-    state: Mutex<Coordination>,
-    offsets_partitions: i32,
-}
-
-impl GroupService {
-    pub fn new(coordinator: GroupCoordinator, offsets_partitions: i32) -> Self {
-        Self {
-            state: Mutex::new(Coordination {
-                coordinator,
-                join_waiters: HashMap::new(),
-                sync_waiters: HashMap::new(),
-            }),
-            offsets_partitions,
+impl Coordination {
+    /// Hands out deferred JoinGroup and SyncGroup answers to the requests parked for them.
+    pub fn deliver(&mut self, completions: Vec<Completion>) {
+        for completion in completions {
+            match completion {
+                Completion::Join {
+                    group,
+                    member_id,
+                    result,
+                } => {
+                    if let Some(waiter) = self.join_waiters.remove(&(group, member_id)) {
+                        let _ = waiter.send(result);
+                    }
+                }
+                Completion::Sync {
+                    group,
+                    member_id,
+                    result,
+                } => {
+                    if let Some(waiter) = self.sync_waiters.remove(&(group, member_id)) {
+                        let _ = waiter.send(result);
+                    }
+                }
+            }
         }
     }
 
-    pub fn offsets_partitions(&self) -> i32 {
-        self.offsets_partitions
+    pub fn wait_for_join(&mut self, group: &str, member_id: &str) -> oneshot::Receiver<JoinResult> {
+        let (tx, rx) = oneshot::channel();
+        self.join_waiters
+            .insert((group.to_string(), member_id.to_string()), tx);
+        rx
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Coordination> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn wait_for_sync(&mut self, group: &str, member_id: &str) -> oneshot::Receiver<SyncResult> {
+        let (tx, rx) = oneshot::channel();
+        self.sync_waiters
+            .insert((group.to_string(), member_id.to_string()), tx);
+        rx
     }
 
-    /// Replays every `__consumer_offsets` partition into the coordinator.
-    pub fn load(&self, replicas: &ReplicaManager) -> Result<usize, LogError> {
-        let now = now_ms();
-        let mut state = self.lock();
-        let mut loaded = 0;
-        for index in 0..self.offsets_partitions {
-            let Some(partition) = replicas.get(OFFSETS_TOPIC, index) else {
+    /// Answers every parked request with `error`.
+    fn release_waiters(&mut self, error: ResponseError) {
+        for ((_, member_id), waiter) in self.join_waiters.drain() {
+            let _ = waiter.send(JoinResult::error(error, &member_id));
+        }
+        for (_, waiter) in self.sync_waiters.drain() {
+            let _ = waiter.send(SyncResult::error(error));
+        }
+    }
+}
+
+/// The coordinator of the groups of one `__consumer_offsets` partition, loaded at the leader
+/// epoch this broker leads it with.
+pub struct Shard {
+    pub partition: i32,
+    pub leader_epoch: i32,
+    state: Mutex<Coordination>,
+}
+
+impl Shard {
+    /// The coordinator's state, or NOT_COORDINATOR once it was unloaded.
+    pub fn lock(&self) -> Result<MutexGuard<'_, Coordination>, ResponseError> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.loaded {
+            Ok(state)
+        } else {
+            Err(ResponseError::NotCoordinator)
+        }
+    }
+}
+
+/// The partition count of `__consumer_offsets` in `image`, 0 before it exists. The image is the
+/// only source: the setting only sizes the topic when it is created.
+pub fn offsets_partitions(image: &MetadataImage) -> i32 {
+    image
+        .topic_by_name(OFFSETS_TOPIC)
+        .map_or(0, |t| image.partition_count(t.topic_id))
+}
+
+fn leading_epoch(replicas: &ReplicaManager, index: i32) -> Option<i32> {
+    replicas
+        .get(OFFSETS_TOPIC, index)?
+        .leader_epoch_if_leading()
+}
+
+pub struct GroupService {
+    config: GroupConfig,
+    shards: RwLock<BTreeMap<i32, Arc<Shard>>>,
+}
+
+impl GroupService {
+    pub fn new(config: GroupConfig) -> Self {
+        Self {
+            config,
+            shards: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn member_ids() -> impl MemberIds {
+        RandomMemberIds
+    }
+
+    fn shard(&self, index: i32) -> Option<Arc<Shard>> {
+        self.shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&index)
+            .cloned()
+    }
+
+    /// Every loaded coordinator.
+    pub fn shards(&self) -> Vec<Arc<Shard>> {
+        self.shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The coordinator of `group` on this broker: NOT_COORDINATOR when another broker leads the
+    /// group's `__consumer_offsets` partition (or it does not exist yet),
+    /// COORDINATOR_LOAD_IN_PROGRESS while this broker loads it.
+    pub fn coordinator_of(
+        &self,
+        image: &MetadataImage,
+        replicas: &ReplicaManager,
+        group: &str,
+    ) -> Result<Arc<Shard>, ResponseError> {
+        let partitions = offsets_partitions(image);
+        if partitions <= 0 {
+            return Err(ResponseError::NotCoordinator);
+        }
+        let index = partition_for(group, partitions);
+        if let Some(shard) = self.shard(index) {
+            return Ok(shard);
+        }
+        match leading_epoch(replicas, index) {
+            Some(_) => Err(ResponseError::CoordinatorLoadInProgress),
+            None => Err(ResponseError::NotCoordinator),
+        }
+    }
+
+    /// Whether this broker leads a `__consumer_offsets` partition it has not loaded yet.
+    pub fn is_loading(&self, image: &MetadataImage, replicas: &ReplicaManager) -> bool {
+        let loaded = self.shards.read().unwrap_or_else(|p| p.into_inner());
+        (0..offsets_partitions(image))
+            .any(|index| !loaded.contains_key(&index) && leading_epoch(replicas, index).is_some())
+    }
+
+    /// Runs `op`, which changes group `group_id` of `shard` and no other, and persists its
+    /// records before anything it changed can be seen: when the append fails, the group is put back as it was, every deferred
+    /// answer `op` produced becomes the error, and the error is returned. On success the
+    /// deferred answers come back for the caller to deliver once it has parked its own request.
+    pub fn write<R>(
+        &self,
+        shard: &Shard,
+        state: &mut Coordination,
+        replicas: &ReplicaManager,
+        group_id: &str,
+        op: impl FnOnce(&mut GroupCoordinator) -> (R, Effects),
+    ) -> Result<(R, Vec<Completion>), ResponseError> {
+        let before = state.coordinator.group(group_id).cloned();
+        let (result, effects) = op(&mut state.coordinator);
+        match persist(shard, replicas, effects.writes) {
+            Ok(()) => Ok((result, effects.completions)),
+            Err(error) => {
+                state.coordinator.restore_group(group_id, before);
+                let failed = effects
+                    .completions
+                    .into_iter()
+                    .map(|c| match c {
+                        Completion::Join {
+                            group, member_id, ..
+                        } => Completion::Join {
+                            result: JoinResult::error(error, &member_id),
+                            group,
+                            member_id,
+                        },
+                        Completion::Sync {
+                            group, member_id, ..
+                        } => Completion::Sync {
+                            group,
+                            member_id,
+                            result: SyncResult::error(error),
+                        },
+                    })
+                    .collect();
+                state.deliver(failed);
+                Err(error)
+            }
+        }
+    }
+
+    /// Loads the coordinators of the `__consumer_offsets` partitions this broker now leads and
+    /// unloads those it no longer leads at the epoch they were loaded with. Blocking file I/O:
+    /// call it off the async workers.
+    pub fn reconcile(&self, image: &MetadataImage, replicas: &ReplicaManager) {
+        let partitions = offsets_partitions(image);
+        let stale: Vec<Arc<Shard>> = self
+            .shards()
+            .into_iter()
+            .filter(|s| {
+                s.partition >= partitions
+                    || leading_epoch(replicas, s.partition) != Some(s.leader_epoch)
+            })
+            .collect();
+        for shard in stale {
+            self.unload(&shard);
+        }
+        for index in 0..partitions {
+            if self.shard(index).is_some() {
+                continue;
+            }
+            let Some(epoch) = leading_epoch(replicas, index) else {
                 continue;
             };
+            match self.load(replicas, index, epoch) {
+                Ok(shard) => {
+                    // Offsets of topics deleted while no broker coordinated them here.
+                    if let Ok(mut state) = shard.lock() {
+                        for topic in state.coordinator.topics_with_offsets() {
+                            if image.topic_by_name(&topic).is_none() {
+                                forget_topic(&shard, &mut state, replicas, &topic);
+                            }
+                        }
+                    }
+                    let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());
+                    // Leadership may have moved while the partition was replayed.
+                    if leading_epoch(replicas, index) == Some(epoch) {
+                        shards.insert(index, shard);
+                    }
+                }
+                Err(e) => {
+                    warn!(partition = index, error = %e, "loading consumer groups failed")
+                }
+            }
+        }
+    }
+
+    /// Replays one `__consumer_offsets` partition into a new coordinator.
+    fn load(
+        &self,
+        replicas: &ReplicaManager,
+        index: i32,
+        epoch: i32,
+    ) -> Result<Arc<Shard>, LogError> {
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let mut coordinator = GroupCoordinator::new(self.config.clone());
+        let mut loaded = 0;
+        if let Some(partition) = replicas.get(OFFSETS_TOPIC, index) {
             let (mut offset, end) = {
                 let log = partition.log();
                 (log.log_start_offset(), log.log_end_offset())
@@ -89,7 +323,7 @@ impl GroupService {
                         let Some(key) = record.key else { continue };
                         match Entry::decode(key, record.value) {
                             Ok(Some(entry)) => {
-                                state.coordinator.load(entry, now);
+                                coordinator.load(entry, now);
                                 loaded += 1;
                             }
                             Ok(None) => {}
@@ -102,144 +336,444 @@ impl GroupService {
                 offset = next;
             }
         }
-        Ok(loaded)
+        info!(
+            partition = index,
+            leader_epoch = epoch,
+            records = loaded,
+            groups = coordinator.groups().count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded consumer group coordinator"
+        );
+        Ok(Arc::new(Shard {
+            partition: index,
+            leader_epoch: epoch,
+            state: Mutex::new(Coordination {
+                coordinator,
+                join_waiters: HashMap::new(),
+                sync_waiters: HashMap::new(),
+                loaded: true,
+            }),
+        }))
     }
 
-    /// Appends the coordinator's records, then hands out the deferred answers. Runs under the
-    /// state lock, so records reach the log in the order the coordinator decided.
-    pub fn apply(
-        &self,
-        state: &mut Coordination,
-        replicas: &ReplicaManager,
-        effects: Effects,
-    ) -> Result<(), LogError> {
-        let written = self.persist(replicas, effects.writes);
-        for completion in effects.completions {
-            match completion {
-                Completion::Join {
-                    group,
-                    member_id,
-                    result,
-                } => {
-                    if let Some(waiter) = state.join_waiters.remove(&(group, member_id)) {
-                        let _ = waiter.send(result);
-                    }
-                }
-                Completion::Sync {
-                    group,
-                    member_id,
-                    result,
-                } => {
-                    if let Some(waiter) = state.sync_waiters.remove(&(group, member_id)) {
-                        let _ = waiter.send(result);
-                    }
-                }
+    /// Stops coordinating the groups of `shard`: parked and later requests get NOT_COORDINATOR.
+    fn unload(&self, shard: &Arc<Shard>) {
+        self.shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&shard.partition);
+        let mut state = shard.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.loaded = false;
+        state.release_waiters(ResponseError::NotCoordinator);
+        let groups = state.coordinator.groups().count();
+        state.coordinator = GroupCoordinator::new(self.config.clone());
+        info!(
+            partition = shard.partition,
+            leader_epoch = shard.leader_epoch,
+            groups,
+            "unloaded consumer group coordinator"
+        );
+    }
+
+    /// Forgets the committed offsets of deleted topics in every coordinator loaded here, so a
+    /// topic created again under the same name never resumes them. The metadata publisher of
+    /// every broker calls it, so whichever broker coordinates a group forgets them.
+    pub fn forget_topics(&self, topics: &[String], replicas: &ReplicaManager) {
+        for shard in self.shards() {
+            let Ok(mut state) = shard.lock() else {
+                continue;
+            };
+            for topic in topics {
+                forget_topic(&shard, &mut state, replicas, topic);
             }
         }
-        written
     }
 
-    fn persist(
-        &self,
-        replicas: &ReplicaManager,
-        writes: Vec<(String, Entry)>,
-    ) -> Result<(), LogError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let now = now_ms();
-        let mut by_partition: HashMap<i32, RecordBatchBuilder> = HashMap::new();
-        let mut next_offset: HashMap<i32, i64> = HashMap::new();
-        for (group, entry) in writes {
-            let index = partition_for(&group, self.offsets_partitions);
-            let (key, value) = entry.encode();
-            let offset = next_offset.entry(index).or_insert(0);
-            by_partition
-                .entry(index)
-                .or_insert_with(|| RecordBatchBuilder::new(0))
-                .push(*offset, now, Some(&key), value.as_deref(), &[]);
-            *offset += 1;
-        }
-        for (index, builder) in by_partition {
-            let not_here = || {
-                LogError::Io(std::io::Error::other(format!(
-                    "this broker does not lead {OFFSETS_TOPIC} partition {index}"
-                )))
+    /// Session expiry, rebalance deadlines and offsets retention, for every loaded coordinator.
+    /// As in Kafka, what a tick removes is removed from memory even when its tombstones cannot
+    /// be appended; it then comes back, and expires again, when the partition is loaded again.
+    pub fn tick(&self, replicas: &ReplicaManager) {
+        for shard in self.shards() {
+            let Ok(mut state) = shard.lock() else {
+                continue;
             };
-            let partition = replicas.get(OFFSETS_TOPIC, index).ok_or_else(not_here)?;
-            let epoch = partition.leader_epoch_if_leading().ok_or_else(not_here)?;
-            let mut batch = builder.build();
-            partition.log().append(&mut batch, epoch, now)?;
+            let effects = state.coordinator.tick(now_ms());
+            if let Err(error) = persist(&shard, replicas, effects.writes) {
+                warn!(
+                    partition = shard.partition,
+                    ?error,
+                    "persisting group expirations failed"
+                );
+            }
+            state.deliver(effects.completions);
         }
-        replicas.notify_appended();
-        Ok(())
-    }
-
-    pub fn wait_for_join(
-        state: &mut Coordination,
-        group: &str,
-        member_id: &str,
-    ) -> oneshot::Receiver<JoinResult> {
-        let (tx, rx) = oneshot::channel();
-        state
-            .join_waiters
-            .insert((group.to_string(), member_id.to_string()), tx);
-        rx
-    }
-
-    pub fn wait_for_sync(
-        state: &mut Coordination,
-        group: &str,
-        member_id: &str,
-    ) -> oneshot::Receiver<SyncResult> {
-        let (tx, rx) = oneshot::channel();
-        state
-            .sync_waiters
-            .insert((group.to_string(), member_id.to_string()), tx);
-        rx
     }
 
     /// Completes every parked request with COORDINATOR_NOT_AVAILABLE (shutdown).
     pub fn release_waiters(&self) {
-        use kafka_protocol::error::ResponseError::CoordinatorNotAvailable;
-        let mut state = self.lock();
-        for ((_, member_id), waiter) in state.join_waiters.drain() {
-            let _ = waiter.send(JoinResult::error(CoordinatorNotAvailable, &member_id));
-        }
-        for (_, waiter) in state.sync_waiters.drain() {
-            let _ = waiter.send(SyncResult::error(CoordinatorNotAvailable));
+        for shard in self.shards() {
+            if let Ok(mut state) = shard.lock() {
+                state.release_waiters(ResponseError::CoordinatorNotAvailable);
+            }
         }
     }
 
-    pub fn member_ids() -> impl MemberIds {
-        RandomMemberIds
-    }
-
-    /// Session expiry, rebalance deadlines and offsets retention.
-    pub fn tick(&self, replicas: &ReplicaManager) {
-        let mut state = self.lock();
-        let effects = state.coordinator.tick(now_ms());
-        if let Err(e) = self.apply(&mut state, replicas, effects) {
-            warn!(error = %e, "persisting group changes failed");
-        }
-    }
-
-    /// Consumer lag per group and partition, for `/metrics`.
-    pub fn export_lag(&self, replicas: &ReplicaManager) {
-        let state = self.lock();
-        for group in state.coordinator.groups() {
-            for ((topic, partition), committed) in &group.offsets {
-                if let Some(p) = replicas.get(topic, *partition) {
-                    let end = p.log().log_end_offset();
-                    metrics::gauge!(
-                        "skiff_consumer_group_lag",
-                        "group" => group.id.clone(),
-                        "topic" => topic.clone(),
-                        "partition" => partition.to_string()
-                    )
-                    .set((end - committed.offset).max(0) as f64);
+    /// Consumer lag (log end minus committed offset) of the groups coordinated here, for the
+    /// partitions hosted here, in Prometheus' text format. Computed when scraped, so the lag of
+    /// a group that was deleted or is no longer coordinated here disappears with it.
+    pub fn lag_metrics(&self, replicas: &ReplicaManager) -> String {
+        use std::fmt::Write;
+        let escape = |value: &str| {
+            value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        let mut out = String::new();
+        for shard in self.shards() {
+            let Ok(state) = shard.lock() else {
+                continue;
+            };
+            for group in state.coordinator.groups() {
+                for ((topic, partition), committed) in &group.offsets {
+                    if let Some(p) = replicas.get(topic, *partition) {
+                        let lag = (p.log().log_end_offset() - committed.offset).max(0);
+                        let _ = writeln!(
+                            out,
+                            "skiff_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                            escape(&group.id),
+                            escape(topic),
+                        );
+                    }
                 }
             }
         }
+        if out.is_empty() {
+            return out;
+        }
+        format!("# TYPE skiff_consumer_group_lag gauge\n{out}")
+    }
+}
+
+/// Drops every group's committed offsets of `topic` in one coordinator, one group at a time.
+fn forget_topic(shard: &Shard, state: &mut Coordination, replicas: &ReplicaManager, topic: &str) {
+    for group in state.coordinator.groups_with_offsets_of(topic) {
+        let removed = persist(
+            shard,
+            replicas,
+            state.coordinator.remove_topic_offsets(&group, topic).writes,
+        );
+        if let Err(error) = removed {
+            // The group keeps nothing of the topic in memory either way; the tombstones are
+            // written again when the partition is next loaded.
+            warn!(%group, topic, ?error, "persisting the removal of a deleted topic's offsets failed");
+        }
+    }
+}
+
+/// Appends a coordinator's records to its `__consumer_offsets` partition, as long as this
+/// broker still leads it at the epoch the coordinator was loaded with.
+fn persist(
+    shard: &Shard,
+    replicas: &ReplicaManager,
+    writes: Vec<(String, Entry)>,
+) -> Result<(), ResponseError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let partition = replicas
+        .get(OFFSETS_TOPIC, shard.partition)
+        .filter(|p| p.leader_epoch_if_leading() == Some(shard.leader_epoch))
+        .ok_or(ResponseError::NotCoordinator)?;
+    let now = now_ms();
+    let mut builder = RecordBatchBuilder::new(0);
+    for (offset, (_, entry)) in writes.into_iter().enumerate() {
+        let (key, value) = entry.encode();
+        builder.push(offset as i64, now, Some(&key), value.as_deref(), &[]);
+    }
+    let mut batch = builder.build();
+    let appended = partition.log().append(&mut batch, shard.leader_epoch, now);
+    match appended {
+        Ok(_) => {
+            replicas.notify_appended();
+            Ok(())
+        }
+        Err(e) => {
+            warn!(partition = shard.partition, error = %e, "appending to {OFFSETS_TOPIC} failed");
+            Err(match e {
+                LogError::Corrupt(skiff_log::batch::BatchError::TooLarge { .. }) => {
+                    ResponseError::InvalidCommitOffsetSize
+                }
+                _ => ResponseError::CoordinatorNotAvailable,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use skiff_metadata::MetadataRecord;
+    use uuid::Uuid;
+
+    use super::coordinator::{JoinRequest, OffsetCommit, Reply};
+    use super::*;
+    use crate::replica_manager::PartitionState;
+    use crate::topic_config::TopicConfigs;
+
+    const NOT_COORDINATOR: i16 = 16;
+
+    /// Broker 1 leading every partition of `__consumer_offsets` (`partitions`) and of `topics`.
+    fn image(partitions: i32, topics: &[&str]) -> MetadataImage {
+        let mut records = vec![
+            MetadataRecord::RegisterBroker {
+                id: 1,
+                endpoints: vec!["127.0.0.1:9092".into()],
+                rack: None,
+                incarnation: Uuid::new_v4(),
+            },
+            MetadataRecord::UnfenceBroker { id: 1 },
+        ];
+        let topics =
+            std::iter::once((OFFSETS_TOPIC, partitions)).chain(topics.iter().map(|t| (*t, 1)));
+        for (name, count) in topics {
+            let topic_id = Uuid::new_v4();
+            records.push(MetadataRecord::CreateTopic {
+                name: name.into(),
+                topic_id,
+                configs: BTreeMap::new(),
+            });
+            records.extend((0..count).map(|partition| MetadataRecord::CreatePartition {
+                topic_id,
+                partition,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: Some(1),
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }));
+        }
+        let mut image = MetadataImage::new();
+        image.apply_batch(1, &records).unwrap();
+        image
+    }
+
+    /// Hosts `__consumer_offsets` partition `index`, led here at `epoch` or followed.
+    fn host(replicas: &ReplicaManager, index: i32, epoch: i32, leading: bool) {
+        let state = PartitionState {
+            topic_id: Uuid::nil(),
+            leading,
+            leader_epoch: epoch,
+            configs: Arc::new(TopicConfigs::default()),
+        };
+        replicas
+            .host_partition(OFFSETS_TOPIC, index, state)
+            .unwrap();
+    }
+
+    fn service() -> GroupService {
+        GroupService::new(GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        })
+    }
+
+    fn commit(group: &str, topic: &str, offset: i64) -> OffsetCommit {
+        OffsetCommit {
+            group_id: group.into(),
+            generation: -1,
+            member_id: String::new(),
+            instance_id: None,
+            offsets: vec![(topic.into(), 0, offset, -1, None)],
+        }
+    }
+
+    fn join(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+            supports_skip_assignment: true,
+        }
+    }
+
+    /// Sends a JoinGroup as the handler does: parks it when the answer comes later.
+    fn send_join(
+        groups: &GroupService,
+        shard: &Shard,
+        replicas: &ReplicaManager,
+        member_id: &str,
+    ) -> Result<oneshot::Receiver<JoinResult>, ResponseError> {
+        let mut state = shard.lock()?;
+        let (reply, completions) = groups.write(shard, &mut state, replicas, "g", |c| {
+            c.join_group(join(member_id), &mut GroupService::member_ids(), now_ms())
+        })?;
+        let Reply::Later { member_id } = reply else {
+            panic!("a join to an empty or rebalancing group is answered later")
+        };
+        let rx = state.wait_for_join("g", &member_id);
+        state.deliver(completions);
+        Ok(rx)
+    }
+
+    #[test]
+    fn a_coordinator_is_loaded_and_unloaded_with_the_leadership_of_its_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(dir.path());
+        let image = image(1, &["t"]);
+        let groups = service();
+        let find = |groups: &GroupService| groups.coordinator_of(&image, &replicas, "g");
+
+        // Not led here: another broker coordinates. Led but not replayed yet: loading.
+        assert!(matches!(find(&groups), Err(ResponseError::NotCoordinator)));
+        host(&replicas, 0, 0, true);
+        assert!(matches!(
+            find(&groups),
+            Err(ResponseError::CoordinatorLoadInProgress)
+        ));
+        assert!(groups.is_loading(&image, &replicas));
+        groups.reconcile(&image, &replicas);
+        assert!(!groups.is_loading(&image, &replicas));
+        let shard = find(&groups).unwrap();
+        {
+            let mut state = shard.lock().unwrap();
+            let (codes, _) = groups
+                .write(&shard, &mut state, &replicas, "g", |c| {
+                    c.commit_offsets(commit("g", "t", 42), now_ms())
+                })
+                .unwrap();
+            assert_eq!(codes, [0]);
+        }
+
+        // A member's JoinGroup is parked (first one answered, second one waits for the first
+        // member to rejoin) when leadership moves away.
+        let first = send_join(&groups, &shard, &replicas, "")
+            .unwrap()
+            .try_recv()
+            .unwrap();
+        assert_eq!(first.error, 0);
+        let mut parked = send_join(&groups, &shard, &replicas, "").unwrap();
+        assert!(parked.try_recv().is_err(), "the second join waits");
+        host(&replicas, 0, 0, false);
+        groups.reconcile(&image, &replicas);
+        assert_eq!(parked.try_recv().unwrap().error, NOT_COORDINATOR);
+        // A request that found the coordinator before it was unloaded, and any after.
+        assert!(matches!(shard.lock(), Err(ResponseError::NotCoordinator)));
+        assert!(matches!(find(&groups), Err(ResponseError::NotCoordinator)));
+
+        // Leading again at a later epoch: the new coordinator replays the committed offset.
+        host(&replicas, 0, 1, true);
+        groups.reconcile(&image, &replicas);
+        let shard = find(&groups).unwrap();
+        assert_eq!(shard.leader_epoch, 1);
+        let state = shard.lock().unwrap();
+        assert_eq!(
+            state.coordinator.committed("g", "t", 0).map(|c| c.offset),
+            Some(42)
+        );
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_persisted_is_undone_and_answered_with_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(dir.path());
+        let image = image(1, &["t"]);
+        let groups = service();
+        host(&replicas, 0, 0, true);
+        groups.reconcile(&image, &replicas);
+        let shard = groups.coordinator_of(&image, &replicas, "g").unwrap();
+        let joined = send_join(&groups, &shard, &replicas, "")
+            .unwrap()
+            .try_recv()
+            .unwrap();
+
+        // The partition's leader epoch moves on before this coordinator is reloaded: its
+        // appends are refused, so nothing it decides may take effect.
+        host(&replicas, 0, 1, true);
+        let mut state = shard.lock().unwrap();
+        let synced = groups.write(&shard, &mut state, &replicas, "g", |c| {
+            c.sync_group(
+                "g",
+                joined.generation,
+                &joined.member_id,
+                None,
+                None,
+                None,
+                vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
+                now_ms(),
+            )
+        });
+        assert!(matches!(synced, Err(ResponseError::NotCoordinator)));
+        let group = state.coordinator.group("g").unwrap();
+        assert_eq!(group.state.name(), "CompletingRebalance");
+        assert!(group.members[&joined.member_id].assignment.is_empty());
+        let committed = groups.write(&shard, &mut state, &replicas, "solo", |c| {
+            c.commit_offsets(commit("solo", "t", 7), now_ms())
+        });
+        assert!(matches!(committed, Err(ResponseError::NotCoordinator)));
+        assert!(state.coordinator.group("solo").is_none());
+        let deleted = groups.write(&shard, &mut state, &replicas, "g", |c| c.delete_group("g"));
+        assert!(
+            matches!(deleted, Ok((code, _)) if code != 0),
+            "a non-empty group stays"
+        );
+        drop(state);
+
+        // Reloaded at the new epoch, the log shows the group as it was before the SyncGroup.
+        groups.reconcile(&image, &replicas);
+        let shard = groups.coordinator_of(&image, &replicas, "g").unwrap();
+        assert_eq!(shard.leader_epoch, 1);
+        assert!(shard.lock().unwrap().coordinator.group("solo").is_none());
+    }
+
+    #[test]
+    fn deleted_topics_lose_their_offsets_in_loaded_and_later_loaded_coordinators() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(dir.path());
+        let groups = service();
+        let before = image(1, &["kept", "gone"]);
+        host(&replicas, 0, 0, true);
+        groups.reconcile(&before, &replicas);
+        let shard = groups.coordinator_of(&before, &replicas, "g").unwrap();
+        {
+            let mut state = shard.lock().unwrap();
+            for (group, topic) in [("g", "kept"), ("g", "gone"), ("h", "gone"), ("h", "gone2")] {
+                groups
+                    .write(&shard, &mut state, &replicas, group, |c| {
+                        c.commit_offsets(commit(group, topic, 5), now_ms())
+                    })
+                    .unwrap();
+            }
+        }
+        groups.forget_topics(&["gone".to_string()], &replicas);
+        {
+            let state = shard.lock().unwrap();
+            assert!(state.coordinator.committed("g", "gone", 0).is_none());
+            assert!(state.coordinator.committed("h", "gone", 0).is_none());
+            assert!(state.coordinator.committed("g", "kept", 0).is_some());
+        }
+
+        // "gone2" disappeared while the coordinator was elsewhere: a reload forgets it, and the
+        // removals of "gone" were persisted.
+        host(&replicas, 0, 0, false);
+        groups.reconcile(&before, &replicas);
+        host(&replicas, 0, 1, true);
+        let after = image(1, &["kept"]);
+        groups.reconcile(&after, &replicas);
+        let shard = groups.coordinator_of(&after, &replicas, "g").unwrap();
+        let state = shard.lock().unwrap();
+        assert_eq!(
+            state.coordinator.topics_with_offsets(),
+            ["kept".to_string()].into()
+        );
     }
 }

@@ -6,198 +6,17 @@ use std::collections::BTreeMap;
 
 use skiff_log::{CleanupPolicy, LogConfig};
 
-/// How a config value is typed, as reported by DescribeConfigs v3+ (`config_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigType {
-    String = 2,
-    Int = 3,
-    Long = 5,
-    List = 7,
-}
-
-/// One topic config Skiff knows and enforces.
-#[derive(Debug)]
-pub struct ConfigDef {
-    pub name: &'static str,
-    /// The broker-wide config this topic config falls back to, as DescribeConfigs synonyms name it.
-    pub broker_synonym: &'static str,
-    pub default: &'static str,
-    pub config_type: ConfigType,
-    pub doc: &'static str,
-    validate: fn(&str) -> Result<(), String>,
-}
-
-fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
-    move |v| match v.trim().parse::<i64>() {
-        Ok(n) if n >= min => Ok(()),
-        Ok(n) => Err(format!("{n} is below the minimum {min}")),
-        Err(_) => Err(format!("'{v}' is not a number")),
-    }
-}
-
-fn validate_retention(v: &str) -> Result<(), String> {
-    long_at_least(-1)(v)
-}
-fn validate_non_negative(v: &str) -> Result<(), String> {
-    long_at_least(0)(v)
-}
-fn validate_positive(v: &str) -> Result<(), String> {
-    long_at_least(1)(v)
-}
-fn validate_segment_bytes(v: &str) -> Result<(), String> {
-    long_at_least(14)(v)?;
-    if v.trim().parse::<i64>().unwrap_or(0) > i32::MAX as i64 {
-        return Err(format!("{v} is above the maximum {}", i32::MAX));
-    }
-    Ok(())
-}
-fn validate_max_message_bytes(v: &str) -> Result<(), String> {
-    long_at_least(0)(v)?;
-    if v.trim().parse::<i64>().unwrap_or(0) > i32::MAX as i64 {
-        return Err(format!("{v} is above the maximum {}", i32::MAX));
-    }
-    Ok(())
-}
-fn validate_cleanup_policy(v: &str) -> Result<(), String> {
-    parse_cleanup_policy(v).map(|_| ())
-}
-fn validate_timestamp_type(v: &str) -> Result<(), String> {
-    match v {
-        "CreateTime" | "LogAppendTime" => Ok(()),
-        _ => Err(format!("'{v}' is not one of CreateTime, LogAppendTime")),
-    }
-}
-
-pub const TOPIC_CONFIGS: &[ConfigDef] = &[
-    ConfigDef {
-        name: "cleanup.policy",
-        broker_synonym: "log.cleanup.policy",
-        default: "delete",
-        config_type: ConfigType::List,
-        doc: "delete: remove old segments by retention; compact: keep the latest record per key; both: compact,delete",
-        validate: validate_cleanup_policy,
-    },
-    ConfigDef {
-        name: "retention.ms",
-        broker_synonym: "log.retention.ms",
-        default: "604800000",
-        config_type: ConfigType::Long,
-        doc: "Delete segments whose newest record is older than this; -1 keeps them forever",
-        validate: validate_retention,
-    },
-    ConfigDef {
-        name: "retention.bytes",
-        broker_synonym: "log.retention.bytes",
-        default: "-1",
-        config_type: ConfigType::Long,
-        doc: "Delete the oldest segments while a partition is larger than this; -1 means no limit",
-        validate: validate_retention,
-    },
-    ConfigDef {
-        name: "segment.bytes",
-        broker_synonym: "log.segment.bytes",
-        default: "1073741824",
-        config_type: ConfigType::Int,
-        doc: "Roll to a new segment file when the active one reaches this size",
-        validate: validate_segment_bytes,
-    },
-    ConfigDef {
-        name: "segment.ms",
-        broker_synonym: "log.roll.ms",
-        default: "604800000",
-        config_type: ConfigType::Long,
-        doc: "Roll to a new segment file when the active one is older than this",
-        validate: validate_positive,
-    },
-    ConfigDef {
-        name: "max.message.bytes",
-        broker_synonym: "message.max.bytes",
-        default: "1048588",
-        config_type: ConfigType::Int,
-        doc: "Largest record batch accepted, after compression; larger ones get MESSAGE_TOO_LARGE",
-        validate: validate_max_message_bytes,
-    },
-    ConfigDef {
-        name: "message.timestamp.type",
-        broker_synonym: "log.message.timestamp.type",
-        default: "CreateTime",
-        config_type: ConfigType::String,
-        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock",
-        validate: validate_timestamp_type,
-    },
-    ConfigDef {
-        name: "min.insync.replicas",
-        broker_synonym: "min.insync.replicas",
-        default: "1",
-        config_type: ConfigType::Int,
-        doc: "Replicas that must have a write for acks=all to succeed (stored; enforced once replication exists)",
-        validate: validate_positive,
-    },
-    ConfigDef {
-        name: "flush.messages",
-        broker_synonym: "log.flush.interval.messages",
-        default: "9223372036854775807",
-        config_type: ConfigType::Long,
-        doc: "fsync the log after this many records; the default leaves durability to the page cache",
-        validate: validate_positive,
-    },
-    ConfigDef {
-        name: "flush.ms",
-        broker_synonym: "log.flush.interval.ms",
-        default: "9223372036854775807",
-        config_type: ConfigType::Long,
-        doc: "fsync the log when the last fsync is older than this",
-        validate: validate_non_negative,
-    },
-    ConfigDef {
-        name: "delete.retention.ms",
-        broker_synonym: "log.cleaner.delete.retention.ms",
-        default: "86400000",
-        config_type: ConfigType::Long,
-        doc: "How long tombstones are kept in a compacted topic",
-        validate: validate_non_negative,
-    },
-];
-
-pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
-    TOPIC_CONFIGS.iter().find(|d| d.name == name)
-}
-
-fn parse_cleanup_policy(v: &str) -> Result<CleanupPolicy, String> {
-    let mut delete = false;
-    let mut compact = false;
-    for part in v.split(',').map(str::trim) {
-        match part {
-            "delete" => delete = true,
-            "compact" => compact = true,
-            other => {
-                return Err(format!(
-                    "'{other}' is not a cleanup policy (delete, compact)"
-                ))
-            }
-        }
-    }
-    Ok(match (delete, compact) {
-        (_, false) => CleanupPolicy::Delete,
-        (false, true) => CleanupPolicy::Compact,
-        (true, true) => CleanupPolicy::CompactDelete,
-    })
-}
+pub use skiff_metadata::topic_config::{
+    config_def, ConfigDef, ConfigError, ConfigType, TOPIC_CONFIGS,
+};
+use skiff_metadata::topic_config::{parse_cleanup_policy, validate_topic_config};
 
 /// A topic's config overrides, validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicConfigs(BTreeMap<String, String>);
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("unknown topic config '{0}'")]
-    Unknown(String),
-    #[error("invalid value for {name}: {reason}")]
-    Invalid { name: String, reason: String },
-}
-
 impl TopicConfigs {
-    /// Overrides that were validated before they entered the metadata log.
+    /// Overrides from the metadata image, which refuses any that break their rules.
     pub fn from_validated(overrides: BTreeMap<String, String>) -> Self {
         Self(overrides)
     }
@@ -221,11 +40,7 @@ impl TopicConfigs {
     }
 
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
-        let def = config_def(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
-        (def.validate)(value).map_err(|reason| ConfigError::Invalid {
-            name: name.to_string(),
-            reason,
-        })?;
+        validate_topic_config(name, value)?;
         self.0.insert(name.to_string(), value.to_string());
         Ok(())
     }
@@ -247,13 +62,15 @@ impl TopicConfigs {
             .to_string()
     }
 
+    /// A numeric config's value. The image admits only valid overrides, and every default
+    /// parses; should either ever fail, the value is 0 rather than a panic in the metadata apply.
     fn long(&self, name: &str) -> i64 {
-        let def = config_def(name).expect("known config");
+        let parse = |v: &str| v.trim().parse::<i64>().ok();
+        let default = config_def(name).and_then(|d| parse(d.default));
         self.get_override(name)
-            .unwrap_or(def.default)
-            .trim()
-            .parse()
-            .expect("validated on set")
+            .and_then(parse)
+            .or(default)
+            .unwrap_or(0)
     }
 
     pub fn uses_log_append_time(&self) -> bool {
@@ -281,10 +98,14 @@ impl TopicConfigs {
             retention_bytes: optional("retention.bytes"),
             flush_messages: unless_max("flush.messages"),
             flush_ms: unless_max("flush.ms"),
-            cleanup_policy: parse_cleanup_policy(
-                self.get_override("cleanup.policy").unwrap_or("delete"),
-            )
-            .expect("validated on set"),
+            cleanup_policy: match self
+                .get_override("cleanup.policy")
+                .map(parse_cleanup_policy)
+            {
+                Some(Ok((false, true))) => CleanupPolicy::Compact,
+                Some(Ok((true, true))) => CleanupPolicy::CompactDelete,
+                _ => CleanupPolicy::Delete,
+            },
             max_batch_bytes: self.max_message_bytes(),
             delete_retention_ms: self.long("delete.retention.ms"),
             ..LogConfig::default()

@@ -4,6 +4,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::record::{LeaderChange, MetadataRecord};
+use crate::topic_config::{validate_topic_config, validate_topic_configs, ConfigError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerRegistration {
@@ -55,6 +56,8 @@ pub enum ImageError {
     PartitionExists { topic_id: Uuid, partition: i32 },
     #[error("unknown partition {partition} of topic {topic_id}")]
     UnknownPartition { topic_id: Uuid, partition: i32 },
+    #[error("topic config refused: {0}")]
+    InvalidConfig(ConfigError),
     #[error("invalid partition {partition} of topic {topic_id}: {reason}")]
     InvalidPartition {
         topic_id: Uuid,
@@ -325,6 +328,7 @@ impl MetadataImage {
                 if self.topics.contains_key(topic_id) {
                     return Err(ImageError::DuplicateTopicId(*topic_id));
                 }
+                validate_topic_configs(configs).map_err(ImageError::InvalidConfig)?;
                 self.topic_ids_by_name.insert(name.clone(), *topic_id);
                 self.topics.insert(
                     *topic_id,
@@ -448,6 +452,9 @@ impl MetadataImage {
                 value,
             } => {
                 self.known_topic(*topic_id)?;
+                if let Some(value) = value {
+                    validate_topic_config(name, value).map_err(ImageError::InvalidConfig)?;
+                }
                 let configs = &mut self
                     .topics
                     .get_mut(topic_id)

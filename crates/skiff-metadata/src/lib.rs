@@ -8,6 +8,7 @@ mod image;
 mod quorum;
 mod record;
 mod request;
+pub mod topic_config;
 
 pub use controller::{
     create_topic_records, fence_broker_records, place_replicas, unfence_broker_records,

@@ -14,6 +14,7 @@ use crate::controller::{
 };
 use crate::image::{MetadataImage, TopicImage};
 use crate::record::MetadataRecord;
+use crate::topic_config::validate_topic_configs;
 
 /// Kafka's limit on topic name length, so names stay valid as file names with a partition suffix.
 const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -75,6 +76,8 @@ pub enum ControllerError {
     InvalidTopic(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    InvalidConfig(String),
 }
 
 impl ControllerError {
@@ -88,6 +91,7 @@ impl ControllerError {
             ControllerError::InvalidReplicaAssignment(_) => 39,
             ControllerError::InvalidTopic(_) => 17,
             ControllerError::InvalidRequest(_) => 42,
+            ControllerError::InvalidConfig(_) => 40,
         }
     }
 }
@@ -131,6 +135,7 @@ pub fn decide(
             assignments,
         } => {
             check_new_topic(image, name, *topic_id)?;
+            check_configs(configs)?;
             match assignments {
                 None => Ok(create_topic_records(
                     image,
@@ -170,6 +175,7 @@ pub fn decide(
             }])
         }
         ControllerRequest::SetTopicConfigs { topic_id, configs } => {
+            check_configs(configs)?;
             let current = &known_topic(image, *topic_id)?.configs;
             let names: BTreeSet<&String> = current.keys().chain(configs.keys()).collect();
             Ok(names
@@ -201,6 +207,10 @@ fn known_topic(image: &MetadataImage, topic_id: Uuid) -> Result<&TopicImage, Con
 
 /// Kafka's topic name rules, including its refusal of names that differ from an existing one
 /// only by '.' versus '_', because both map to the same metric name.
+fn check_configs(configs: &BTreeMap<String, String>) -> Result<(), ControllerError> {
+    validate_topic_configs(configs).map_err(|e| ControllerError::InvalidConfig(e.to_string()))
+}
+
 fn check_new_topic(
     image: &MetadataImage,
     name: &str,
@@ -423,6 +433,7 @@ fn manual_partitions(
 mod tests {
     use super::*;
     use crate::controller::fence_broker_records;
+    use crate::image::{BatchError, ImageError};
 
     const TOPIC: Uuid = Uuid::from_u128(7);
 
@@ -718,6 +729,55 @@ mod tests {
             ],
         );
         assert_eq!(code(&image, &grow(2, None)), 42);
+    }
+
+    #[test]
+    fn configs_no_broker_can_apply_are_refused_by_the_controller_and_the_image() {
+        let bad = || BTreeMap::from([("retention.ms".to_string(), "not-a-number".to_string())]);
+        let mut image = brokers(1);
+        let request = ControllerRequest::CreateTopic {
+            name: "p".into(),
+            topic_id: TOPIC,
+            partitions: 1,
+            replication_factor: 1,
+            configs: bad(),
+            assignments: None,
+        };
+        assert_eq!(code(&image, &request), 40, "INVALID_CONFIG");
+        let unknown = BTreeMap::from([("no.such.config".to_string(), "1".to_string())]);
+        let set = |configs| ControllerRequest::SetTopicConfigs {
+            topic_id: TOPIC,
+            configs,
+        };
+        decided(&mut image, &create("p", 1, 1));
+        assert_eq!(code(&image, &set(bad())), 40);
+        assert_eq!(code(&image, &set(unknown)), 40);
+
+        // Records that reach the image anyway (a forged or old entry) are refused whole.
+        let before = image.clone();
+        let next = image.offset().map_or(0, |o| o + 1);
+        let forged = [
+            MetadataRecord::CreateTopic {
+                name: "q".into(),
+                topic_id: Uuid::from_u128(9),
+                configs: bad(),
+            },
+            MetadataRecord::SetTopicConfig {
+                topic_id: TOPIC,
+                name: "cleanup.policy".into(),
+                value: Some("shred".into()),
+            },
+        ];
+        for record in &forged {
+            assert!(matches!(
+                image.apply_batch(next, std::slice::from_ref(record)),
+                Err(BatchError {
+                    error: ImageError::InvalidConfig(_),
+                    ..
+                })
+            ));
+        }
+        assert_eq!(image, before);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
-use skiff_metadata::{ControllerError, ControllerRequest, MetadataRecord};
+use skiff_metadata::{ControllerError, ControllerRequest};
 use thiserror::Error;
 
 use crate::kv::{KvEntry, KvOp, KvWriteResult};
@@ -15,8 +15,6 @@ pub enum ForwardRequest {
         request: ControllerRequest,
         validate_only: bool,
     },
-    /// Records decided by the caller, which must be the leader's own driver.
-    Records(Vec<MetadataRecord>),
     /// An operator adds a node by hand (`POST /raft/join`).
     Join {
         node_id: u64,

@@ -633,10 +633,6 @@ impl MetadataRaft {
                 }
                 self.write(Command::Metadata(records)).await.map(done)
             }
-            ForwardRequest::Records(records) => {
-                let _decisions = self.controller.lock().await;
-                self.write(Command::Metadata(records)).await.map(done)
-            }
             ForwardRequest::Join { node_id, raft_addr } => {
                 self.join(node_id, raft_addr).await.map(done)
             }
@@ -923,9 +919,12 @@ impl MetadataRaft {
     /// Proposes records decided by this node's own driver, and waits until they are applied
     /// here, so the driver's next plan sees them.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, SubmitError> {
-        let index = match self.execute(ForwardRequest::Records(records)).await? {
-            ForwardReply::Done { log_index } => log_index,
-            _ => unreachable!("records are answered with Done"),
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let index = {
+            let _decisions = self.controller.lock().await;
+            self.write(Command::Metadata(records)).await?
         };
         if !self.wait_applied(index, self.settings.write_timeout).await {
             return Err(SubmitError::Unavailable(format!(

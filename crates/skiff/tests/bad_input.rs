@@ -263,3 +263,73 @@ fn produce_v0_to_v2_is_refused_per_partition_and_the_connection_stays() {
         client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(versions.error_code, 0);
 }
+
+/// One framed JSON message to the Raft port (4-byte length, then the body); the reply, or None
+/// when the connection is closed without one.
+fn raft_exchange(port: u16, body: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body.as_bytes());
+    stream.write_all(&frame).ok()?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).ok()?;
+    Some(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// The poison-record attack: one message to the Raft port, from a node that is not a member,
+/// carrying records with a topic config no broker can apply. Raw records are not a wire
+/// message at all, and a forwarded CreateTopic with such a config is refused by the controller
+/// (and would be by every image), so the broker keeps serving, and serves after a restart.
+#[test]
+fn a_forged_topic_config_on_the_raft_port_is_refused_and_the_broker_keeps_serving() {
+    let mut broker = Broker::start();
+    // Once a topic can be created, the broker is registered and unfenced: the forged partition's
+    // leader is valid, so only its config is wrong.
+    let mut client = Client::connect(&broker.bootstrap());
+    assert_eq!(create_topic(&mut client, "healthy", &[]), 0);
+    let stats: serde_json::Value =
+        serde_json::from_str(&broker.http_get("/raft/stats").unwrap()).unwrap();
+    let cluster_id = stats["cluster_id"].as_str().unwrap().to_owned();
+    let topic_id = "0a6f2b64-9d3e-4f55-9a57-1c2d3e4f5a6b";
+    let records = format!(
+        r#"{{"cluster_id":null,"from":9,"rpc":{{"Forward":{{"Records":[{{"CreateTopic":{{"name":"poison","topic_id":"{topic_id}","configs":{{"retention.ms":"not-a-number"}}}}}},{{"CreatePartition":{{"topic_id":"{topic_id}","partition":0,"replicas":[1],"isr":[1],"leader":1,"leader_epoch":0,"partition_epoch":0}}}}]}}}}}}"#
+    );
+    assert_eq!(
+        raft_exchange(broker.raft_port, &records),
+        None,
+        "raw records are not a message: the connection is closed"
+    );
+    let forwarded = format!(
+        r#"{{"cluster_id":"{cluster_id}","from":9,"rpc":{{"Forward":{{"Controller":{{"request":{{"CreateTopic":{{"name":"poison","topic_id":"{topic_id}","partitions":1,"replication_factor":1,"configs":{{"retention.ms":"not-a-number"}},"assignments":null}}}},"validate_only":false}}}}}}}}"#
+    );
+    let reply = raft_exchange(broker.raft_port, &forwarded).expect("a reply");
+    assert!(
+        reply.contains("Failed") && reply.contains("retention.ms"),
+        "{reply}"
+    );
+
+    assert_eq!(create_topic(&mut client, "after", &[]), 0);
+    broker.kill9();
+    broker.restart();
+    let mut client = Client::connect(&broker.bootstrap());
+    let metadata: MetadataResponse = client.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false),
+    );
+    let names: Vec<&str> = metadata
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.as_str()))
+        .collect();
+    assert!(names.contains(&"healthy") && names.contains(&"after"), "{names:?}");
+    assert!(!names.contains(&"poison"), "{names:?}");
+}

@@ -22,4 +22,4 @@ pub use quorum::{
     QuorumSettings, RaftMembership,
 };
 pub use record::{LeaderChange, MetadataRecord};
-pub use request::{decide, ControllerError, ControllerRequest};
+pub use request::{decide, ControllerError, ControllerRequest, OFFSETS_TOPIC};

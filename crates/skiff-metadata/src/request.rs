@@ -53,6 +53,10 @@ pub enum ControllerRequest {
     },
 }
 
+/// The internal topic of consumer-group offsets, placed by a hash of the group id over its
+/// partition count.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
 /// Producer ids per block: one metadata write per this many idempotent producers.
 pub const PRODUCER_ID_BLOCK_LEN: i64 = 1000;
 
@@ -307,8 +311,15 @@ fn create_partitions(
     total: i32,
     assignments: Option<&[Vec<i32>]>,
 ) -> Result<Vec<MetadataRecord>, ControllerError> {
-    known_topic(image, topic_id)?;
+    let topic = known_topic(image, topic_id)?;
     let current = image.partition_count(topic_id);
+    if topic.name == OFFSETS_TOPIC && total != current {
+        // Groups are placed by hashing their id over this count: a new count would move them
+        // to partitions that know nothing of them.
+        return Err(ControllerError::InvalidPartitions(format!(
+            "the partition count of {OFFSETS_TOPIC} is fixed at {current}"
+        )));
+    }
     if total < current {
         return Err(ControllerError::InvalidPartitions(format!(
             "Topic currently has {current} partitions, which is higher than the requested {total}."
@@ -778,6 +789,28 @@ mod tests {
             ));
         }
         assert_eq!(image, before);
+    }
+
+    #[test]
+    fn the_offsets_topic_keeps_its_partition_count() {
+        let mut image = brokers(1);
+        decided(
+            &mut image,
+            &ControllerRequest::CreateTopic {
+                name: OFFSETS_TOPIC.into(),
+                topic_id: TOPIC,
+                partitions: 2,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+                assignments: None,
+            },
+        );
+        let grow = ControllerRequest::CreatePartitions {
+            topic_id: TOPIC,
+            total: 3,
+            assignments: None,
+        };
+        assert_eq!(code(&image, &grow), 37, "INVALID_PARTITIONS");
     }
 
     #[test]

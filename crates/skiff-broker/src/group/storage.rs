@@ -4,7 +4,7 @@
 
 use bytes::{Buf, BufMut, Bytes};
 
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use skiff_metadata::OFFSETS_TOPIC;
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;

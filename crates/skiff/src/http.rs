@@ -64,7 +64,11 @@ pub async fn serve(
                 if !text.is_empty() && !text.ends_with('\n') {
                     text.push('\n');
                 }
-                text + &s.groups.lag_metrics(&s.replicas)
+                // Lag reads every coordinator's offsets and log ends: blocking work.
+                let lag = tokio::task::spawn_blocking(move || s.groups.lag_metrics(&s.replicas))
+                    .await
+                    .unwrap_or_default();
+                text + &lag
             }),
         )
         .route("/v1/members", get(members))

@@ -276,7 +276,8 @@ async fn committed_offsets_survive_consumer_and_broker_restarts() {
         assert!(Instant::now() < deadline, "{deleted:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = broker.http_get("/metrics").unwrap_or_default();
+    let metrics = broker.http_get("/metrics").unwrap();
+    assert!(metrics.contains("skiff_log_end_offset"), "{metrics}");
     assert!(!metrics.contains("skiff_consumer_group_lag"), "{metrics}");
 }
 

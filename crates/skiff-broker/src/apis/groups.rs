@@ -208,9 +208,10 @@ impl KafkaApis {
         let attempt = || -> Result<_, ResponseError> {
             let shard = self.group_coordinator(&group_id)?;
             let mut state = shard.lock()?;
+            let undo = state.coordinator.undo_group(&group_id);
             let (reply, completions) =
                 self.groups
-                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                    .write(&shard, &mut state, &self.replicas, undo, |c| {
                         c.join_group(join, &mut GroupService::member_ids(), now_ms())
                     })?;
             let answer = match reply {
@@ -292,9 +293,10 @@ impl KafkaApis {
                 .and_then(|g| g.members.get(&member_id))
                 .map(|m| m.rebalance_timeout_ms)
                 .unwrap_or(0);
+            let undo = state.coordinator.undo_group(&group_id);
             let (reply, completions) =
                 self.groups
-                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                    .write(&shard, &mut state, &self.replicas, undo, |c| {
                         c.sync_group(
                             &group_id,
                             request.generation_id,
@@ -321,8 +323,15 @@ impl KafkaApis {
             Ok(answer)
         };
         // A failed append leaves the group as it was before this SyncGroup: the members sync or
-        // rejoin again.
-        let answer = attempt().unwrap_or_else(|error| Answer::Now(SyncResult::error(error)));
+        // rejoin again. While the coordinator loads, REBALANCE_IN_PROGRESS, as Kafka answers:
+        // clients (the Java consumer among them) rejoin on it, but treat
+        // COORDINATOR_LOAD_IN_PROGRESS from SyncGroup as fatal.
+        let answer = attempt().unwrap_or_else(|error| {
+            Answer::Now(SyncResult::error(match error {
+                ResponseError::CoordinatorLoadInProgress => ResponseError::RebalanceInProgress,
+                other => other,
+            }))
+        });
         let result = match answer {
             Answer::Now(result) => result,
             Answer::Later(rx, rebalance_timeout) => {
@@ -364,7 +373,12 @@ impl KafkaApis {
                 now_ms(),
             ))
         };
-        let error = attempt().unwrap_or_else(code);
+        // While the coordinator loads, a heartbeat is answered as accepted, as Kafka does: the
+        // member's session starts afresh when the group is loaded.
+        let error = attempt().unwrap_or_else(|error| match error {
+            ResponseError::CoordinatorLoadInProgress => 0,
+            other => code(other),
+        });
         if error != 0 {
             debug!(group = %request.group_id.as_str(), member = %request.member_id.as_str(), error, "Heartbeat refused");
         }
@@ -394,9 +408,10 @@ impl KafkaApis {
         let attempt = || -> Result<_, ResponseError> {
             let shard = self.group_coordinator(&group_id)?;
             let mut state = shard.lock()?;
+            let undo = state.coordinator.undo_group(&group_id);
             let (outcome, completions) =
                 self.groups
-                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                    .write(&shard, &mut state, &self.replicas, undo, |c| {
                         c.leave_group(&group_id, &leaving, now_ms())
                     })?;
             state.deliver(completions);
@@ -423,49 +438,59 @@ impl KafkaApis {
     }
 
     pub(super) fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
-        // Offsets may be committed for any partition of the cluster, wherever it is led. Per
-        // partition of the request, in its order: where its offset is in the commit (None for a
-        // partition the cluster does not have), so the answer is built in one pass.
-        let mut offsets = Vec::new();
-        let mut slots: Vec<Option<usize>> = Vec::new();
-        for topic in &request.topics {
-            for p in &topic.partitions {
-                if self.partition_exists(topic.name.as_str(), p.partition_index) {
-                    slots.push(Some(offsets.len()));
-                    offsets.push((
-                        topic.name.to_string(),
-                        p.partition_index,
-                        p.committed_offset,
-                        p.committed_leader_epoch,
-                        p.committed_metadata.as_ref().map(|m| m.to_string()),
-                    ));
-                } else {
-                    slots.push(None);
-                }
-            }
-        }
         let group_id = request.group_id.to_string();
-        let committing = offsets.len();
-        let commit = OffsetCommit {
-            group_id: group_id.clone(),
-            generation: request.generation_id_or_member_epoch,
-            member_id: request.member_id.to_string(),
-            instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
-            offsets,
-        };
         let attempt = || -> Result<Vec<i16>, ResponseError> {
             let shard = self.group_coordinator(&group_id)?;
             let mut state = shard.lock()?;
+            // Offsets may be committed for any partition of the cluster, wherever it is led.
+            // Checked under the coordinator's lock, which the metadata publisher also takes to
+            // forget a deleted topic's offsets: a commit racing the deletion is refused or
+            // forgotten with the topic, never kept for a topic created again.
+            let mut offsets = Vec::new();
+            let mut slots: Vec<Option<usize>> = Vec::new();
+            for topic in &request.topics {
+                for p in &topic.partitions {
+                    if self.partition_exists(topic.name.as_str(), p.partition_index) {
+                        slots.push(Some(offsets.len()));
+                        offsets.push((
+                            topic.name.to_string(),
+                            p.partition_index,
+                            p.committed_offset,
+                            p.committed_leader_epoch,
+                            p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        ));
+                    } else {
+                        slots.push(None);
+                    }
+                }
+            }
+            let undo = state
+                .coordinator
+                .undo_offsets(&group_id, offsets.iter().map(|(t, p, ..)| (t.clone(), *p)));
+            let commit = OffsetCommit {
+                group_id: group_id.clone(),
+                generation: request.generation_id_or_member_epoch,
+                member_id: request.member_id.to_string(),
+                instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+                offsets,
+            };
             let (codes, completions) =
                 self.groups
-                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                    .write(&shard, &mut state, &self.replicas, undo, |c| {
                         c.commit_offsets(commit, now_ms())
                     })?;
             state.deliver(completions);
-            Ok(codes)
+            // One code per partition of the request, in its order.
+            Ok(slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Some(index) => codes.get(index).copied().unwrap_or(0),
+                    None => code(ResponseError::UnknownTopicOrPartition),
+                })
+                .collect())
         };
-        let codes = attempt().unwrap_or_else(|error| vec![code(error); committing]);
-        let mut slots = slots.into_iter();
+        let codes = attempt();
+        let mut next = 0;
         let topics = request
             .topics
             .iter()
@@ -477,10 +502,11 @@ impl KafkaApis {
                             .partitions
                             .iter()
                             .map(|p| {
-                                let error = match slots.next() {
-                                    Some(Some(index)) => codes.get(index).copied().unwrap_or(0),
-                                    _ => code(ResponseError::UnknownTopicOrPartition),
+                                let error = match &codes {
+                                    Ok(codes) => codes.get(next).copied().unwrap_or(0),
+                                    Err(error) => code(*error),
                                 };
+                                next += 1;
                                 OffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
                                     .with_error_code(error)
@@ -751,13 +777,12 @@ impl KafkaApis {
                 let attempt = || -> Result<i16, ResponseError> {
                     let shard = self.group_coordinator(id.as_str())?;
                     let mut state = shard.lock()?;
-                    let (error, completions) = self.groups.write(
-                        &shard,
-                        &mut state,
-                        &self.replicas,
-                        id.as_str(),
-                        |c| c.delete_group(id.as_str()),
-                    )?;
+                    let undo = state.coordinator.undo_group(id.as_str());
+                    let (error, completions) =
+                        self.groups
+                            .write(&shard, &mut state, &self.replicas, undo, |c| {
+                                c.delete_group(id.as_str())
+                            })?;
                     state.deliver(completions);
                     Ok(error)
                 };
@@ -789,9 +814,12 @@ impl KafkaApis {
         let attempt = || -> Result<_, ResponseError> {
             let shard = self.group_coordinator(&group_id)?;
             let mut state = shard.lock()?;
+            let undo = state
+                .coordinator
+                .undo_offsets(&group_id, partitions.iter().cloned());
             let (outcome, completions) =
                 self.groups
-                    .write(&shard, &mut state, &self.replicas, &group_id, |c| {
+                    .write(&shard, &mut state, &self.replicas, undo, |c| {
                         c.delete_offsets(&group_id, &partitions)
                     })?;
             state.deliver(completions);

@@ -126,7 +126,8 @@ impl KafkaApis {
     /// Loads and unloads group coordinators as `__consumer_offsets` leadership moves, then
     /// runs session expiry and rebalance deadlines; call every ~100 ms, off the async workers.
     pub fn run_group_timers(&self) {
-        self.groups.reconcile(&self.cluster.image(), &self.replicas);
+        self.groups
+            .reconcile(&|| self.cluster.image(), &self.replicas);
         self.groups.tick(&self.replicas);
     }
 

@@ -353,6 +353,20 @@ pub struct Effects {
     pub writes: Vec<(String, Entry)>,
 }
 
+/// Enough of a group's state to put it back after a change that could not be persisted.
+#[derive(Debug)]
+pub enum Undo {
+    Group {
+        id: String,
+        before: Option<Box<Group>>,
+    },
+    Offsets {
+        id: String,
+        existed: bool,
+        before: Vec<((String, i32), Option<CommittedOffset>)>,
+    },
+}
+
 /// Gives each new member a unique id: `<client id>-<counter>-<random>`.
 pub trait MemberIds {
     fn new_member_id(&mut self, client_id: &str) -> String;
@@ -1228,13 +1242,78 @@ impl GroupCoordinator {
         (codes, effects)
     }
 
-    /// Puts a group back as it was before a change whose records could not be persisted (None:
-    /// it did not exist), so nothing answers from state the log does not hold.
-    pub fn restore_group(&mut self, group_id: &str, before: Option<Group>) {
-        match before {
-            Some(group) => self.groups.insert(group_id.to_string(), group),
-            None => self.groups.remove(group_id),
-        };
+    /// What putting `group_id` back takes, should the change about to be made not be
+    /// persisted: a copy of the whole group.
+    pub fn undo_group(&self, group_id: &str) -> Undo {
+        Undo::Group {
+            id: group_id.to_string(),
+            before: self.groups.get(group_id).cloned().map(Box::new),
+        }
+    }
+
+    /// Like `undo_group` for a change of committed offsets only: a copy of those offsets, so an
+    /// offset commit does not copy every offset of its group.
+    pub fn undo_offsets(
+        &self,
+        group_id: &str,
+        keys: impl IntoIterator<Item = (String, i32)>,
+    ) -> Undo {
+        let group = self.groups.get(group_id);
+        Undo::Offsets {
+            id: group_id.to_string(),
+            existed: group.is_some(),
+            before: keys
+                .into_iter()
+                .map(|key| {
+                    let committed = group.and_then(|g| g.offsets.get(&key)).cloned();
+                    (key, committed)
+                })
+                .collect(),
+        }
+    }
+
+    /// Puts a group back as it was before a change whose records could not be persisted, so
+    /// nothing answers from state the log does not hold.
+    pub fn undo(&mut self, undo: Undo) {
+        match undo {
+            Undo::Group {
+                id,
+                before: Some(group),
+            } => {
+                self.groups.insert(id, *group);
+            }
+            Undo::Group { id, before: None }
+            | Undo::Offsets {
+                id, existed: false, ..
+            } => {
+                self.groups.remove(&id);
+            }
+            Undo::Offsets { id, before, .. } => {
+                let Some(group) = self.groups.get_mut(&id) else {
+                    return;
+                };
+                for (key, committed) in before {
+                    match committed {
+                        Some(c) => group.offsets.insert(key, c),
+                        None => group.offsets.remove(&key),
+                    };
+                }
+            }
+        }
+    }
+
+    /// A member's parked JoinGroup or SyncGroup was answered with an error instead of by the
+    /// coordinator: it is no longer waiting, so its session counts again and a rebalance does not
+    /// wait for it until it joins again.
+    pub fn stop_waiting(&mut self, group_id: &str, member_id: &str) {
+        if let Some(member) = self
+            .groups
+            .get_mut(group_id)
+            .and_then(|g| g.members.get_mut(member_id))
+        {
+            member.awaiting_join = false;
+            member.awaiting_sync = false;
+        }
     }
 
     pub fn committed(
@@ -1799,12 +1878,23 @@ mod tests {
         let mut c = GroupCoordinator::new(config());
         let commit = |offset| simple_commit("solo", &[("t", 0, offset), ("t", 1, offset)]);
         c.commit_offsets(commit(5), 0);
-        let before = c.group("solo").cloned();
+        let undo = c.undo_group("solo");
         c.commit_offsets(commit(9), 10);
-        c.restore_group("solo", before);
+        c.undo(undo);
         assert_eq!(c.committed("solo", "t", 0).map(|o| o.offset), Some(5));
-        c.restore_group("solo", None);
-        assert!(c.group("solo").is_none());
+
+        // Only the offsets a commit touches are copied, and put back.
+        let undo = c.undo_offsets("solo", [("t".to_string(), 1), ("t".to_string(), 2)]);
+        c.commit_offsets(simple_commit("solo", &[("t", 1, 7), ("t", 2, 7)]), 20);
+        c.undo(undo);
+        assert_eq!(c.committed("solo", "t", 1).map(|o| o.offset), Some(5));
+        assert!(c.committed("solo", "t", 2).is_none());
+
+        // A group the change created is removed again.
+        let undo = c.undo_offsets("new", [("t".to_string(), 0)]);
+        c.commit_offsets(simple_commit("new", &[("t", 0, 1)]), 30);
+        c.undo(undo);
+        assert!(c.group("new").is_none());
     }
 
     #[test]

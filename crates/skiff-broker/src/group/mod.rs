@@ -15,6 +15,7 @@ pub mod storage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use skiff_log::records::{BatchRecords, RecordBatchBuilder};
@@ -25,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::replica_manager::{now_ms, ReplicaManager};
 use coordinator::{
-    Completion, Effects, GroupConfig, GroupCoordinator, JoinResult, MemberIds, SyncResult,
+    Completion, Effects, GroupConfig, GroupCoordinator, JoinResult, MemberIds, SyncResult, Undo,
 };
 use storage::{partition_for, Entry, OFFSETS_TOPIC};
 
@@ -138,9 +139,15 @@ fn leading_epoch(replicas: &ReplicaManager, index: i32) -> Option<i32> {
         .leader_epoch_if_leading()
 }
 
+/// How long a partition whose load failed waits before it is tried again.
+const LOAD_RETRY: Duration = Duration::from_secs(5);
+
 pub struct GroupService {
     config: GroupConfig,
     shards: RwLock<BTreeMap<i32, Arc<Shard>>>,
+    /// Partitions whose load failed, with the epoch tried and when to try again; their groups
+    /// get COORDINATOR_NOT_AVAILABLE meanwhile.
+    failed_loads: Mutex<HashMap<i32, (i32, Instant)>>,
 }
 
 impl GroupService {
@@ -148,6 +155,7 @@ impl GroupService {
         Self {
             config,
             shards: RwLock::new(BTreeMap::new()),
+            failed_loads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -175,7 +183,10 @@ impl GroupService {
 
     /// The coordinator of `group` on this broker: NOT_COORDINATOR when another broker leads the
     /// group's `__consumer_offsets` partition (or it does not exist yet),
-    /// COORDINATOR_LOAD_IN_PROGRESS while this broker loads it.
+    /// COORDINATOR_LOAD_IN_PROGRESS while this broker loads it (or is about to reload it at a
+    /// new leader epoch), COORDINATOR_NOT_AVAILABLE while a failed load waits to be retried. A
+    /// coordinator loaded at an epoch this broker no longer leads with serves nothing, reads
+    /// included.
     pub fn coordinator_of(
         &self,
         image: &MetadataImage,
@@ -187,71 +198,91 @@ impl GroupService {
             return Err(ResponseError::NotCoordinator);
         }
         let index = partition_for(group, partitions);
-        if let Some(shard) = self.shard(index) {
-            return Ok(shard);
-        }
-        match leading_epoch(replicas, index) {
-            Some(_) => Err(ResponseError::CoordinatorLoadInProgress),
-            None => Err(ResponseError::NotCoordinator),
+        let leading = leading_epoch(replicas, index);
+        match (self.shard(index), leading) {
+            (_, None) => Err(ResponseError::NotCoordinator),
+            (Some(shard), Some(epoch)) if shard.leader_epoch == epoch => Ok(shard),
+            _ if self.load_failed(index, leading) => Err(ResponseError::CoordinatorNotAvailable),
+            _ => Err(ResponseError::CoordinatorLoadInProgress),
         }
     }
 
-    /// Whether this broker leads a `__consumer_offsets` partition it has not loaded yet.
+    fn load_failed(&self, index: i32, epoch: Option<i32>) -> bool {
+        let failed = self.failed_loads.lock().unwrap_or_else(|p| p.into_inner());
+        failed
+            .get(&index)
+            .is_some_and(|(tried, _)| Some(*tried) == epoch)
+    }
+
+    /// Whether this broker leads a `__consumer_offsets` partition it has not loaded at the
+    /// epoch it leads it with.
     pub fn is_loading(&self, image: &MetadataImage, replicas: &ReplicaManager) -> bool {
         let loaded = self.shards.read().unwrap_or_else(|p| p.into_inner());
-        (0..offsets_partitions(image))
-            .any(|index| !loaded.contains_key(&index) && leading_epoch(replicas, index).is_some())
+        (0..offsets_partitions(image)).any(|index| {
+            leading_epoch(replicas, index)
+                .is_some_and(|epoch| loaded.get(&index).map(|s| s.leader_epoch) != Some(epoch))
+        })
     }
 
-    /// Runs `op`, which changes group `group_id` of `shard` and no other, and persists its
-    /// records before anything it changed can be seen: when the append fails, the group is put back as it was, every deferred
-    /// answer `op` produced becomes the error, and the error is returned. On success the
-    /// deferred answers come back for the caller to deliver once it has parked its own request.
+    /// Runs `op`, a change of the one group `undo` was taken for (before the change, with
+    /// `GroupCoordinator::undo_group` or `undo_offsets`), and persists its records before
+    /// anything it changed can be seen. When the append fails, the group is put back with
+    /// `undo`, every deferred answer `op` produced becomes the error (and those members stop
+    /// waiting), and the error is returned. On success the deferred answers come back for the
+    /// caller to deliver once it has parked its own request.
     pub fn write<R>(
         &self,
         shard: &Shard,
         state: &mut Coordination,
         replicas: &ReplicaManager,
-        group_id: &str,
+        undo: Undo,
         op: impl FnOnce(&mut GroupCoordinator) -> (R, Effects),
     ) -> Result<(R, Vec<Completion>), ResponseError> {
-        let before = state.coordinator.group(group_id).cloned();
         let (result, effects) = op(&mut state.coordinator);
-        match persist(shard, replicas, effects.writes) {
-            Ok(()) => Ok((result, effects.completions)),
-            Err(error) => {
-                state.coordinator.restore_group(group_id, before);
-                let failed = effects
-                    .completions
-                    .into_iter()
-                    .map(|c| match c {
-                        Completion::Join {
-                            group, member_id, ..
-                        } => Completion::Join {
-                            result: JoinResult::error(error, &member_id),
-                            group,
-                            member_id,
-                        },
-                        Completion::Sync {
-                            group, member_id, ..
-                        } => Completion::Sync {
-                            group,
-                            member_id,
-                            result: SyncResult::error(error),
-                        },
-                    })
-                    .collect();
-                state.deliver(failed);
-                Err(error)
+        let Err(error) = persist(shard, replicas, effects.writes) else {
+            return Ok((result, effects.completions));
+        };
+        state.coordinator.undo(undo);
+        let failed: Vec<Completion> = effects
+            .completions
+            .into_iter()
+            .map(|c| match c {
+                Completion::Join {
+                    group, member_id, ..
+                } => Completion::Join {
+                    result: JoinResult::error(error, &member_id),
+                    group,
+                    member_id,
+                },
+                Completion::Sync {
+                    group, member_id, ..
+                } => Completion::Sync {
+                    group,
+                    member_id,
+                    result: SyncResult::error(error),
+                },
+            })
+            .collect();
+        for completion in &failed {
+            let (Completion::Join {
+                group, member_id, ..
             }
+            | Completion::Sync {
+                group, member_id, ..
+            }) = completion;
+            state.coordinator.stop_waiting(group, member_id);
         }
+        state.deliver(failed);
+        Err(error)
     }
 
     /// Loads the coordinators of the `__consumer_offsets` partitions this broker now leads and
-    /// unloads those it no longer leads at the epoch they were loaded with. Blocking file I/O:
-    /// call it off the async workers.
-    pub fn reconcile(&self, image: &MetadataImage, replicas: &ReplicaManager) {
-        let partitions = offsets_partitions(image);
+    /// unloads those it no longer leads at the epoch they were loaded with; `image` gives the
+    /// current metadata image each time it is called. Clock ticks run between loads, so a long
+    /// load does not hold up the sessions and rebalances of loaded coordinators. Blocking file
+    /// I/O: call it off the async workers.
+    pub fn reconcile(&self, image: &dyn Fn() -> Arc<MetadataImage>, replicas: &ReplicaManager) {
+        let partitions = offsets_partitions(&image());
         let stale: Vec<Arc<Shard>> = self
             .shards()
             .into_iter()
@@ -270,27 +301,55 @@ impl GroupService {
             let Some(epoch) = leading_epoch(replicas, index) else {
                 continue;
             };
+            {
+                let mut failed = self.failed_loads.lock().unwrap_or_else(|p| p.into_inner());
+                match failed.get(&index) {
+                    Some((tried, retry_at)) if *tried == epoch && Instant::now() < *retry_at => {
+                        continue
+                    }
+                    _ => failed.remove(&index),
+                };
+            }
             match self.load(replicas, index, epoch) {
-                Ok(shard) => {
-                    // Offsets of topics deleted while no broker coordinated them here.
-                    if let Ok(mut state) = shard.lock() {
-                        for topic in state.coordinator.topics_with_offsets() {
-                            if image.topic_by_name(&topic).is_none() {
-                                forget_topic(&shard, &mut state, replicas, &topic);
-                            }
-                        }
-                    }
-                    let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());
-                    // Leadership may have moved while the partition was replayed.
-                    if leading_epoch(replicas, index) == Some(epoch) {
-                        shards.insert(index, shard);
-                    }
-                }
+                Ok(shard) => self.activate(shard, image, replicas),
                 Err(e) => {
-                    warn!(partition = index, error = %e, "loading consumer groups failed")
+                    warn!(partition = index, leader_epoch = epoch, error = %e, retry_secs = LOAD_RETRY.as_secs(), "loading consumer groups failed");
+                    self.failed_loads
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(index, (epoch, Instant::now() + LOAD_RETRY));
                 }
             }
+            self.tick(replicas);
         }
+    }
+
+    /// Starts serving a loaded coordinator, unless leadership moved while it was replayed. Its
+    /// offsets of topics that the current image lacks (deleted while no coordinator here had
+    /// them) are forgotten before any request sees them: the image is read after the shard is
+    /// in the map, so a topic deleted later is forgotten by `forget_topics`.
+    fn activate(
+        &self,
+        shard: Arc<Shard>,
+        image: &dyn Fn() -> Arc<MetadataImage>,
+        replicas: &ReplicaManager,
+    ) {
+        let mut state = shard.state.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());
+            if leading_epoch(replicas, shard.partition) != Some(shard.leader_epoch) {
+                return;
+            }
+            shards.insert(shard.partition, shard.clone());
+        }
+        let image = image();
+        let gone: Vec<String> = state
+            .coordinator
+            .topics_with_offsets()
+            .into_iter()
+            .filter(|topic| image.topic_by_name(topic).is_none())
+            .collect();
+        forget_topics_in(&shard, &mut state, replicas, &gone);
     }
 
     /// Replays one `__consumer_offsets` partition into a new coordinator.
@@ -383,9 +442,7 @@ impl GroupService {
             let Ok(mut state) = shard.lock() else {
                 continue;
             };
-            for topic in topics {
-                forget_topic(&shard, &mut state, replicas, topic);
-            }
+            forget_topics_in(&shard, &mut state, replicas, topics);
         }
     }
 
@@ -431,20 +488,28 @@ impl GroupService {
         };
         let mut out = String::new();
         for shard in self.shards() {
-            let Ok(state) = shard.lock() else {
-                continue;
+            // Copied out, so no log lock is taken while the coordinator is locked.
+            let committed: Vec<(String, String, i32, i64)> = match shard.lock() {
+                Ok(state) => state
+                    .coordinator
+                    .groups()
+                    .flat_map(|g| {
+                        g.offsets
+                            .iter()
+                            .map(|((t, p), c)| (g.id.clone(), t.clone(), *p, c.offset))
+                    })
+                    .collect(),
+                Err(_) => continue,
             };
-            for group in state.coordinator.groups() {
-                for ((topic, partition), committed) in &group.offsets {
-                    if let Some(p) = replicas.get(topic, *partition) {
-                        let lag = (p.log().log_end_offset() - committed.offset).max(0);
-                        let _ = writeln!(
-                            out,
-                            "skiff_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
-                            escape(&group.id),
-                            escape(topic),
-                        );
-                    }
+            for (group, topic, partition, offset) in committed {
+                if let Some(p) = replicas.get(&topic, partition) {
+                    let lag = (p.log().log_end_offset() - offset).max(0);
+                    let _ = writeln!(
+                        out,
+                        "skiff_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                        escape(&group),
+                        escape(&topic),
+                    );
                 }
             }
         }
@@ -455,19 +520,28 @@ impl GroupService {
     }
 }
 
-/// Drops every group's committed offsets of `topic` in one coordinator, one group at a time.
-fn forget_topic(shard: &Shard, state: &mut Coordination, replicas: &ReplicaManager, topic: &str) {
-    for group in state.coordinator.groups_with_offsets_of(topic) {
-        let removed = persist(
-            shard,
-            replicas,
-            state.coordinator.remove_topic_offsets(&group, topic).writes,
-        );
-        if let Err(error) = removed {
-            // The group keeps nothing of the topic in memory either way; the tombstones are
-            // written again when the partition is next loaded.
-            warn!(%group, topic, ?error, "persisting the removal of a deleted topic's offsets failed");
+/// Drops every group's committed offsets of `topics` in one coordinator, in one append.
+fn forget_topics_in(
+    shard: &Shard,
+    state: &mut Coordination,
+    replicas: &ReplicaManager,
+    topics: &[String],
+) {
+    let mut writes = Vec::new();
+    for topic in topics {
+        for group in state.coordinator.groups_with_offsets_of(topic) {
+            writes.extend(state.coordinator.remove_topic_offsets(&group, topic).writes);
         }
+    }
+    if let Err(error) = persist(shard, replicas, writes) {
+        // Memory keeps nothing of the topics either way; the coordinator that next loads the
+        // partition forgets them again.
+        warn!(
+            partition = shard.partition,
+            ?topics,
+            ?error,
+            "persisting the removal of deleted topics' offsets failed"
+        );
     }
 }
 
@@ -606,6 +680,11 @@ mod tests {
         }
     }
 
+    fn reconcile(groups: &GroupService, image: &MetadataImage, replicas: &ReplicaManager) {
+        let image = Arc::new(image.clone());
+        groups.reconcile(&|| image.clone(), replicas);
+    }
+
     /// Sends a JoinGroup as the handler does: parks it when the answer comes later.
     fn send_join(
         groups: &GroupService,
@@ -614,13 +693,47 @@ mod tests {
         member_id: &str,
     ) -> Result<oneshot::Receiver<JoinResult>, ResponseError> {
         let mut state = shard.lock()?;
-        let (reply, completions) = groups.write(shard, &mut state, replicas, "g", |c| {
+        let undo = state.coordinator.undo_group("g");
+        let (reply, completions) = groups.write(shard, &mut state, replicas, undo, |c| {
             c.join_group(join(member_id), &mut GroupService::member_ids(), now_ms())
         })?;
         let Reply::Later { member_id } = reply else {
             panic!("a join to an empty or rebalancing group is answered later")
         };
         let rx = state.wait_for_join("g", &member_id);
+        state.deliver(completions);
+        Ok(rx)
+    }
+
+    /// Sends a SyncGroup as the handler does; the answer now, or the parked request.
+    fn send_sync(
+        groups: &GroupService,
+        shard: &Shard,
+        replicas: &ReplicaManager,
+        joined: &JoinResult,
+        assignment: &[&str],
+    ) -> Result<oneshot::Receiver<SyncResult>, ResponseError> {
+        let mut state = shard.lock()?;
+        let undo = state.coordinator.undo_group("g");
+        let (reply, completions) = groups.write(shard, &mut state, replicas, undo, |c| {
+            c.sync_group(
+                "g",
+                joined.generation,
+                &joined.member_id,
+                None,
+                None,
+                None,
+                assignment
+                    .iter()
+                    .map(|m| (m.to_string(), Bytes::from_static(b"a")))
+                    .collect(),
+                now_ms(),
+            )
+        })?;
+        let Reply::Later { member_id } = reply else {
+            panic!("a sync during CompletingRebalance is answered later")
+        };
+        let rx = state.wait_for_sync("g", &member_id);
         state.deliver(completions);
         Ok(rx)
     }
@@ -641,13 +754,14 @@ mod tests {
             Err(ResponseError::CoordinatorLoadInProgress)
         ));
         assert!(groups.is_loading(&image, &replicas));
-        groups.reconcile(&image, &replicas);
+        reconcile(&groups, &image, &replicas);
         assert!(!groups.is_loading(&image, &replicas));
         let shard = find(&groups).unwrap();
         {
             let mut state = shard.lock().unwrap();
+            let undo = state.coordinator.undo_offsets("g", [("t".to_string(), 0)]);
             let (codes, _) = groups
-                .write(&shard, &mut state, &replicas, "g", |c| {
+                .write(&shard, &mut state, &replicas, undo, |c| {
                     c.commit_offsets(commit("g", "t", 42), now_ms())
                 })
                 .unwrap();
@@ -664,7 +778,11 @@ mod tests {
         let mut parked = send_join(&groups, &shard, &replicas, "").unwrap();
         assert!(parked.try_recv().is_err(), "the second join waits");
         host(&replicas, 0, 0, false);
-        groups.reconcile(&image, &replicas);
+        assert!(
+            matches!(find(&groups), Err(ResponseError::NotCoordinator)),
+            "not served even before the coordinator is unloaded"
+        );
+        reconcile(&groups, &image, &replicas);
         assert_eq!(parked.try_recv().unwrap().error, NOT_COORDINATOR);
         // A request that found the coordinator before it was unloaded, and any after.
         assert!(matches!(shard.lock(), Err(ResponseError::NotCoordinator)));
@@ -672,14 +790,29 @@ mod tests {
 
         // Leading again at a later epoch: the new coordinator replays the committed offset.
         host(&replicas, 0, 1, true);
-        groups.reconcile(&image, &replicas);
+        reconcile(&groups, &image, &replicas);
         let shard = find(&groups).unwrap();
         assert_eq!(shard.leader_epoch, 1);
-        let state = shard.lock().unwrap();
         assert_eq!(
-            state.coordinator.committed("g", "t", 0).map(|c| c.offset),
+            shard
+                .lock()
+                .unwrap()
+                .coordinator
+                .committed("g", "t", 0)
+                .map(|c| c.offset),
             Some(42)
         );
+
+        // A new epoch while still leading: nothing is served from the old coordinator until
+        // the partition is replayed again.
+        host(&replicas, 0, 2, true);
+        assert!(matches!(
+            find(&groups),
+            Err(ResponseError::CoordinatorLoadInProgress)
+        ));
+        assert!(groups.is_loading(&image, &replicas));
+        reconcile(&groups, &image, &replicas);
+        assert_eq!(find(&groups).unwrap().leader_epoch, 2);
     }
 
     #[test]
@@ -689,50 +822,60 @@ mod tests {
         let image = image(1, &["t"]);
         let groups = service();
         host(&replicas, 0, 0, true);
-        groups.reconcile(&image, &replicas);
+        reconcile(&groups, &image, &replicas);
         let shard = groups.coordinator_of(&image, &replicas, "g").unwrap();
-        let joined = send_join(&groups, &shard, &replicas, "")
+
+        // Two members form a generation; the follower's SyncGroup waits for the leader's.
+        let a = send_join(&groups, &shard, &replicas, "")
             .unwrap()
             .try_recv()
             .unwrap();
+        let mut b = send_join(&groups, &shard, &replicas, "").unwrap();
+        let mut a_again = send_join(&groups, &shard, &replicas, &a.member_id).unwrap();
+        let (a, b) = (a_again.try_recv().unwrap(), b.try_recv().unwrap());
+        assert_eq!((a.error, b.error, a.generation), (0, 0, b.generation));
+        let (leader, follower) = if a.leader == a.member_id {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let mut follower_sync = send_sync(&groups, &shard, &replicas, &follower, &[]).unwrap();
+        assert!(follower_sync.try_recv().is_err(), "the follower waits");
 
         // The partition's leader epoch moves on before this coordinator is reloaded: its
-        // appends are refused, so nothing it decides may take effect.
+        // appends are refused, so the leader's assignment must not take effect, and the
+        // follower waiting for it gets the error too.
         host(&replicas, 0, 1, true);
+        let members = [leader.member_id.as_str(), follower.member_id.as_str()];
+        assert!(matches!(
+            send_sync(&groups, &shard, &replicas, &leader, &members),
+            Err(ResponseError::NotCoordinator)
+        ));
+        assert_eq!(follower_sync.try_recv().unwrap().error, NOT_COORDINATOR);
         let mut state = shard.lock().unwrap();
-        let synced = groups.write(&shard, &mut state, &replicas, "g", |c| {
-            c.sync_group(
-                "g",
-                joined.generation,
-                &joined.member_id,
-                None,
-                None,
-                None,
-                vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
-                now_ms(),
-            )
-        });
-        assert!(matches!(synced, Err(ResponseError::NotCoordinator)));
         let group = state.coordinator.group("g").unwrap();
         assert_eq!(group.state.name(), "CompletingRebalance");
-        assert!(group.members[&joined.member_id].assignment.is_empty());
-        let committed = groups.write(&shard, &mut state, &replicas, "solo", |c| {
+        assert!(group.members.values().all(|m| m.assignment.is_empty()));
+        let undo = state
+            .coordinator
+            .undo_offsets("solo", [("t".to_string(), 0)]);
+        let committed = groups.write(&shard, &mut state, &replicas, undo, |c| {
             c.commit_offsets(commit("solo", "t", 7), now_ms())
         });
         assert!(matches!(committed, Err(ResponseError::NotCoordinator)));
         assert!(state.coordinator.group("solo").is_none());
-        let deleted = groups.write(&shard, &mut state, &replicas, "g", |c| c.delete_group("g"));
-        assert!(
-            matches!(deleted, Ok((code, _)) if code != 0),
-            "a non-empty group stays"
-        );
         drop(state);
 
-        // Reloaded at the new epoch, the log shows the group as it was before the SyncGroup.
-        groups.reconcile(&image, &replicas);
+        // Reloaded at the new epoch: the log has neither the assignment nor the commit.
+        reconcile(&groups, &image, &replicas);
         let shard = groups.coordinator_of(&image, &replicas, "g").unwrap();
         assert_eq!(shard.leader_epoch, 1);
-        assert!(shard.lock().unwrap().coordinator.group("solo").is_none());
+        let state = shard.lock().unwrap();
+        assert!(state.coordinator.group("solo").is_none());
+        assert!(state
+            .coordinator
+            .group("g")
+            .is_none_or(|g| g.state.name() != "Stable"));
     }
 
     #[test]
@@ -740,15 +883,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let replicas = ReplicaManager::new(dir.path());
         let groups = service();
-        let before = image(1, &["kept", "gone"]);
+        let before = image(1, &["kept", "gone", "gone2"]);
         host(&replicas, 0, 0, true);
-        groups.reconcile(&before, &replicas);
+        reconcile(&groups, &before, &replicas);
         let shard = groups.coordinator_of(&before, &replicas, "g").unwrap();
         {
             let mut state = shard.lock().unwrap();
             for (group, topic) in [("g", "kept"), ("g", "gone"), ("h", "gone"), ("h", "gone2")] {
+                let undo = state
+                    .coordinator
+                    .undo_offsets(group, [(topic.to_string(), 0)]);
                 groups
-                    .write(&shard, &mut state, &replicas, group, |c| {
+                    .write(&shard, &mut state, &replicas, undo, |c| {
                         c.commit_offsets(commit(group, topic, 5), now_ms())
                     })
                     .unwrap();
@@ -762,13 +908,23 @@ mod tests {
             assert!(state.coordinator.committed("g", "kept", 0).is_some());
         }
 
-        // "gone2" disappeared while the coordinator was elsewhere: a reload forgets it, and the
-        // removals of "gone" were persisted.
-        host(&replicas, 0, 0, false);
-        groups.reconcile(&before, &replicas);
+        // Reloaded with an image that still has every topic: the removals were persisted.
         host(&replicas, 0, 1, true);
+        reconcile(&groups, &before, &replicas);
+        let shard = groups.coordinator_of(&before, &replicas, "g").unwrap();
+        assert_eq!(shard.leader_epoch, 1);
+        assert_eq!(
+            shard.lock().unwrap().coordinator.topics_with_offsets(),
+            ["gone2", "kept"].map(String::from).into()
+        );
+
+        // "gone2" disappears while no coordinator here has the partition: the next one to load
+        // it forgets its offsets.
+        host(&replicas, 0, 1, false);
+        reconcile(&groups, &before, &replicas);
+        host(&replicas, 0, 2, true);
         let after = image(1, &["kept"]);
-        groups.reconcile(&after, &replicas);
+        reconcile(&groups, &after, &replicas);
         let shard = groups.coordinator_of(&after, &replicas, "g").unwrap();
         let state = shard.lock().unwrap();
         assert_eq!(

@@ -330,6 +330,9 @@ fn a_forged_topic_config_on_the_raft_port_is_refused_and_the_broker_keeps_servin
         .iter()
         .filter_map(|t| t.name.as_ref().map(|n| n.as_str()))
         .collect();
-    assert!(names.contains(&"healthy") && names.contains(&"after"), "{names:?}");
+    assert!(
+        names.contains(&"healthy") && names.contains(&"after"),
+        "{names:?}"
+    );
     assert!(!names.contains(&"poison"), "{names:?}");
 }

@@ -26,6 +26,10 @@ pub struct GroupArgs {
     /// How long to run synchronous offset commits for.
     #[arg(long, default_value_t = 5.0)]
     pub commit_secs: f64,
+    /// Partitions in each synchronous commit (0 to N-1): on a cluster, a commit of every
+    /// partition covers partitions led by every broker, as a real consumer's does.
+    #[arg(long, default_value_t = 1)]
+    pub commit_partitions: i32,
 }
 
 /// One member thread: polls (which drives the group protocol) and publishes how many partitions
@@ -102,7 +106,13 @@ fn commit_throughput(args: &GroupArgs) -> Result<(u64, Duration)> {
     let mut commits = 0u64;
     while started.elapsed().as_secs_f64() < args.commit_secs {
         let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(&args.common.topic, 0, Offset::Offset(commits as i64))?;
+        for partition in 0..args.commit_partitions.max(1) {
+            offsets.add_partition_offset(
+                &args.common.topic,
+                partition,
+                Offset::Offset(commits as i64),
+            )?;
+        }
         consumer.commit(&offsets, CommitMode::Sync)?;
         commits += 1;
     }
@@ -111,6 +121,9 @@ fn commit_throughput(args: &GroupArgs) -> Result<(u64, Duration)> {
 
 pub fn run(args: GroupArgs) -> Result<()> {
     let partitions = args.common.ensure_topic()? as usize;
+    if args.commit_partitions as usize > partitions {
+        bail!("--commit-partitions is more than the topic's {partitions} partitions");
+    }
     if partitions < args.members {
         bail!(
             "the topic has {partitions} partitions: at least --members ({}) are needed",
@@ -149,7 +162,8 @@ pub fn run(args: GroupArgs) -> Result<()> {
     let (commits, elapsed) = commit_throughput(&args)?;
     let per_second = commits as f64 / elapsed.as_secs_f64();
     println!(
-        "synchronous offset commits: {commits} in {:.1} s = {per_second:.0}/s",
+        "synchronous offset commits of {} partitions: {commits} in {:.1} s = {per_second:.0}/s",
+        args.commit_partitions.max(1),
         elapsed.as_secs_f64()
     );
     println!(
@@ -160,6 +174,7 @@ pub fn run(args: GroupArgs) -> Result<()> {
             "partitions": partitions,
             "stabilise_ms": stabilise.as_secs_f64() * 1e3,
             "rebalance_after_leave_ms": rebalance.as_secs_f64() * 1e3,
+            "commit_partitions": args.commit_partitions.max(1),
             "sync_commits_per_sec": per_second,
         })
     );

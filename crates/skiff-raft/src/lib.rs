@@ -12,6 +12,7 @@ mod store;
 mod types;
 
 pub use forward::{ForwardReply, ForwardRequest, SubmitError};
+pub use network::ClusterSecret;
 pub use node::{
     BootstrapError, FollowerStats, Membership, MetadataRaft, RaftPeer, RaftSettings, RaftStats,
     Staleness, StartError,

@@ -2,6 +2,10 @@
 //! and a JSON body, one request in flight per connection. Every request names the sender and the
 //! cluster it belongs to, so a node of another cluster, or a node this one does not know, is
 //! refused before its message reaches Raft.
+//!
+//! With a cluster secret, both ends of every connection prove they know it before anything else
+//! is read (`ClusterSecret`): an HMAC-SHA256 challenge-response over a nonce from each side, so
+//! a peer without the secret never gets a message decoded.
 
 use std::future::Future;
 use std::io;
@@ -28,6 +32,106 @@ use crate::types::{Snapshot, SnapshotMeta, TypeConfig, Vote};
 /// Largest message accepted: a snapshot of a large cluster fits, a garbage length does not.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest the mutual proof of the cluster secret may take on a new connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const NONCE_LEN: usize = 32;
+const TAG_LEN: usize = 32;
+
+/// The secret every broker of a cluster is given (`--cluster-secret`). Cluster-internal
+/// connections are accepted only from peers that prove they know it, and prove it back.
+#[derive(Clone)]
+pub struct ClusterSecret([u8; 32]);
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+impl ClusterSecret {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    fn hmac(&self, label: &[u8]) -> HmacSha256 {
+        use hmac::Mac;
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(label);
+        mac
+    }
+
+    fn tag(&self, label: &[u8], first: &[u8], second: &[u8]) -> [u8; TAG_LEN] {
+        use hmac::Mac;
+        let mut mac = self.hmac(label);
+        mac.update(first);
+        mac.update(second);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Checks a tag in constant time.
+    fn verify(&self, label: &[u8], first: &[u8], second: &[u8], tag: &[u8]) -> bool {
+        use hmac::Mac;
+        let mut mac = self.hmac(label);
+        mac.update(first);
+        mac.update(second);
+        mac.verify_slice(tag).is_ok()
+    }
+
+    /// A key for another use, derived from the secret, so one secret configures a cluster.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        self.tag(b"skiff derived key", purpose.as_bytes(), &[])
+    }
+}
+
+fn nonce() -> io::Result<[u8; NONCE_LEN]> {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(nonce)
+}
+
+const CLIENT_PROOF: &[u8] = b"skiff raft client proof";
+const SERVER_PROOF: &[u8] = b"skiff raft server proof";
+
+/// The accepting side: a challenge, the client's proof over both nonces, then ours. Fixed-size
+/// reads only: nothing the peer sends is decoded before it has proved itself.
+async fn prove_as_server(stream: &mut TcpStream, secret: &ClusterSecret) -> io::Result<()> {
+    let server_nonce = nonce()?;
+    stream.write_all(&server_nonce).await?;
+    let mut client_nonce = [0u8; NONCE_LEN];
+    let mut client_tag = [0u8; TAG_LEN];
+    stream.read_exact(&mut client_nonce).await?;
+    stream.read_exact(&mut client_tag).await?;
+    if !secret.verify(CLIENT_PROOF, &server_nonce, &client_nonce, &client_tag) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the peer does not know the cluster secret",
+        ));
+    }
+    stream
+        .write_all(&secret.tag(SERVER_PROOF, &client_nonce, &server_nonce))
+        .await
+}
+
+/// The connecting side: answers the challenge, then checks the server's proof.
+async fn prove_as_client(stream: &mut TcpStream, secret: &ClusterSecret) -> io::Result<()> {
+    let mut server_nonce = [0u8; NONCE_LEN];
+    stream.read_exact(&mut server_nonce).await?;
+    let client_nonce = nonce()?;
+    let mut proof = client_nonce.to_vec();
+    proof.extend_from_slice(&secret.tag(CLIENT_PROOF, &server_nonce, &client_nonce));
+    stream.write_all(&proof).await?;
+    let mut server_tag = [0u8; TAG_LEN];
+    stream.read_exact(&mut server_tag).await?;
+    if !secret.verify(SERVER_PROOF, &client_nonce, &server_nonce, &server_tag) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the peer does not know the cluster secret",
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Envelope {
@@ -99,8 +203,13 @@ pub(crate) trait RpcHandler: Send + Sync + 'static {
     fn handle(&self, envelope: Envelope) -> impl Future<Output = Reply> + Send;
 }
 
-/// Accepts peer connections until the listener fails; each connection is served in order.
-pub(crate) async fn serve<H: RpcHandler>(listener: TcpListener, handler: Arc<H>) {
+/// Accepts peer connections until the listener fails; each connection is served in order, once
+/// the peer proved it knows `secret` (when there is one).
+pub(crate) async fn serve<H: RpcHandler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    secret: Option<ClusterSecret>,
+) {
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -112,7 +221,17 @@ pub(crate) async fn serve<H: RpcHandler>(listener: TcpListener, handler: Arc<H>)
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let secret = secret.clone();
         tokio::spawn(async move {
+            if let Some(secret) = &secret {
+                let proved =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, prove_as_server(&mut stream, secret))
+                        .await;
+                if !matches!(proved, Ok(Ok(()))) {
+                    warn!(%peer, "refused a Raft connection: no proof of the cluster secret");
+                    return;
+                }
+            }
             loop {
                 let envelope: Envelope = match read_message(&mut stream).await {
                     Ok(envelope) => envelope,
@@ -137,6 +256,7 @@ pub(crate) async fn serve<H: RpcHandler>(listener: TcpListener, handler: Arc<H>)
 pub(crate) struct LocalIdentity {
     pub node_id: u64,
     pub shared: Arc<crate::state_machine::SharedState>,
+    pub secret: Option<ClusterSecret>,
 }
 
 /// A connection to one peer, opened on first use and again after any failure.
@@ -198,11 +318,21 @@ impl PeerClient {
             .next()
             .ok_or_else(|| io::Error::other(format!("{} does not resolve", self.addr)))?;
         let not_connected = |what: String| io::Error::new(io::ErrorKind::NotConnected, what);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| not_connected(format!("connecting to {addr} timed out")))?
             .map_err(|e| not_connected(format!("cannot connect to {addr}: {e}")))?;
         stream.set_nodelay(true)?;
+        if let Some(secret) = &self.identity.secret {
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, prove_as_client(&mut stream, secret))
+                .await
+                .map_err(|_| {
+                    not_connected(format!(
+                        "{addr} did not prove the cluster secret in time (is --cluster-secret the same on every broker?)"
+                    ))
+                })?
+                .map_err(|e| not_connected(format!("{addr}: {e}")))?;
+        }
         Ok(stream)
     }
 }
@@ -336,6 +466,71 @@ mod tests {
         Rpc::Forward(ForwardRequest::KvGet { key: key.into() })
     }
 
+    /// Hears everything it is sent: answers with the sender's id.
+    struct Echo;
+
+    impl RpcHandler for Echo {
+        async fn handle(&self, envelope: Envelope) -> Reply {
+            Reply::Refused(format!("heard {}", envelope.from))
+        }
+    }
+
+    fn client(addr: SocketAddr, secret: Option<ClusterSecret>) -> PeerClient {
+        let identity = LocalIdentity {
+            node_id: 1,
+            shared: Arc::new(SharedState::new(None, Arc::new(Quiet))),
+            secret,
+        };
+        PeerClient::new(identity, 2, addr.to_string())
+    }
+
+    #[tokio::test]
+    async fn only_peers_that_prove_the_cluster_secret_are_heard() {
+        let secret = ClusterSecret::new([7; 32]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Arc::new(Echo), Some(secret.clone())));
+        let timeout = Duration::from_secs(10);
+
+        let heard = client(addr, Some(secret.clone()))
+            .call(get("k"), timeout)
+            .await;
+        assert!(matches!(heard, Ok(Reply::Refused(text)) if text == "heard 1"));
+        for stranger in [Some(ClusterSecret::new([8; 32])), None] {
+            let refused = client(addr, stranger).call(get("k"), timeout).await;
+            assert!(refused.is_err(), "a peer without the secret is not heard");
+        }
+
+        // A server that cannot prove the secret back is not talked to either.
+        let impostor = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let impostor_addr = impostor.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = impostor.accept().await.unwrap();
+            stream.write_all(&[1; NONCE_LEN]).await.unwrap();
+            let mut proof = [0; NONCE_LEN + TAG_LEN];
+            stream.read_exact(&mut proof).await.unwrap();
+            stream.write_all(&[0; TAG_LEN]).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+            assert!(
+                rest.is_empty(),
+                "nothing is sent to a server that failed its proof"
+            );
+        });
+        let fooled = client(impostor_addr, Some(secret.clone()))
+            .call(get("k"), timeout)
+            .await;
+        assert!(
+            matches!(&fooled, Err(e) if e.kind() == io::ErrorKind::NotConnected),
+            "{:?}",
+            fooled.err()
+        );
+
+        // Derived keys differ by purpose and from the secret.
+        assert_ne!(secret.derive("gossip"), secret.derive("other"));
+        assert_ne!(secret.derive("gossip"), [7; 32]);
+    }
+
     /// A peer that answers every request with its key, late for the key "slow".
     async fn echo_peer() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -380,6 +575,7 @@ mod tests {
         let identity = LocalIdentity {
             node_id: 1,
             shared: Arc::new(SharedState::new(None, Arc::new(Quiet))),
+            secret: None,
         };
         let mut client = PeerClient::new(identity, 2, addr.to_string());
         for key in ["first", "second"] {
@@ -397,6 +593,7 @@ mod tests {
         let identity = LocalIdentity {
             node_id: 1,
             shared: Arc::new(SharedState::new(None, Arc::new(Quiet))),
+            secret: None,
         };
         let mut client = PeerClient::new(identity, 2, addr.to_string());
         let gave_up = client.call(get("slow"), Duration::from_millis(50)).await;

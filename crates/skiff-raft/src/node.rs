@@ -25,7 +25,9 @@ use uuid::Uuid;
 use crate::forward::{ForwardReply, ForwardRequest, SubmitError, WriteError};
 use crate::kv::{self, KvEntry, KvOp, KvStore, KvWriteResult};
 use crate::kv_batcher::KvBatcher;
-use crate::network::{self, Envelope, LocalIdentity, NetworkFactory, PeerClient, Reply, Rpc};
+use crate::network::{
+    self, ClusterSecret, Envelope, LocalIdentity, NetworkFactory, PeerClient, Reply, Rpc,
+};
 use crate::state_machine::{MetadataListener, SharedState, StateMachine};
 use crate::store::{LogStore, RaftDb, CLUSTER_ID_KEY, NODE_ID_KEY};
 use crate::types::{Command, CommandOutcome, Raft, Snapshot, TypeConfig};
@@ -45,6 +47,8 @@ pub struct RaftSettings {
     pub snapshot_entries: u64,
     /// How long a cluster write waits for a controller before it fails.
     pub write_timeout: Duration,
+    /// Peers must prove they know it, and this node proves it to them; none: open to anyone.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl RaftSettings {
@@ -59,6 +63,7 @@ impl RaftSettings {
             election_timeout_max_ms: 600,
             snapshot_entries: 1000,
             write_timeout: Duration::from_secs(10),
+            cluster_secret: None,
         }
     }
 }
@@ -188,9 +193,11 @@ impl MetadataRaft {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
+        let secret = settings.cluster_secret.clone();
         let identity = LocalIdentity {
             node_id: settings.node_id,
             shared: shared.clone(),
+            secret: secret.clone(),
         };
         let tcp = TcpListener::bind(settings.listen_addr)
             .await
@@ -244,6 +251,7 @@ impl MetadataRaft {
             Arc::new(Handler {
                 node: Arc::downgrade(&node),
             }),
+            secret,
         ));
         Ok(node)
     }

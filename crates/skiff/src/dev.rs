@@ -1,6 +1,8 @@
 //! `skiff dev --nodes N`: a local cluster for trying Skiff out. Each broker gets the default
 //! ports shifted by 100 per broker (Kafka 9092, 9192, ...; HTTP 9644, 9744, ...; Raft 9093,
 //! 9193, ...; gossip 7946, 8046, ...). Broker 1 bootstraps; the others join it through gossip.
+//! The brokers share a cluster secret made for the run (in their environment, not their
+//! command line, where any local user could read it).
 
 use std::path::Path;
 
@@ -32,6 +34,11 @@ pub async fn run(nodes: u16, data_dir: &Path) -> anyhow::Result<()> {
         bail!("skiff dev runs 1 to 9 brokers, not {nodes}");
     }
     let exe = std::env::current_exe().context("cannot find the skiff executable")?;
+    // A fresh cluster secret, so even a local cluster's Raft port takes no unauthenticated peer.
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("no randomness for the cluster secret: {e}"))?;
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let seed = ports(0);
     let mut children: Vec<Child> = Vec::new();
     for index in 0..nodes {
@@ -47,7 +54,8 @@ pub async fn run(nodes: u16, data_dir: &Path) -> anyhow::Result<()> {
             .arg(format!("--http-addr=127.0.0.1:{}", p.http))
             .arg(format!("--raft-addr=127.0.0.1:{}", p.raft))
             .arg(format!("--gossip-addr=127.0.0.1:{}", p.gossip))
-            .arg(format!("--node-name=skiff-dev-{node_id}"));
+            .arg(format!("--node-name=skiff-dev-{node_id}"))
+            .env("SKIFF_CLUSTER_SECRET", &secret);
         if index > 0 {
             command.arg(format!("--join=127.0.0.1:{}", seed.gossip));
         }

@@ -243,6 +243,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     );
     raft_settings.advertised_addr = settings.advertised_raft_addr.clone();
     raft_settings.snapshot_entries = settings.raft_snapshot_entries;
+    raft_settings.cluster_secret = settings.cluster_secret.clone();
     let raft = MetadataRaft::start(
         raft_settings,
         Arc::new(MetadataPublisher::new(

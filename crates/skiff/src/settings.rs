@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 use skiff_broker::BrokerConfig;
+use skiff_raft::ClusterSecret;
 
 /// Every setting of `skiff serve`. In the TOML file the keys are the flag names
 /// (e.g. `data-dir = "/var/lib/skiff"`).
@@ -40,8 +41,18 @@ pub struct ServeArgs {
     #[serde(default)]
     join: Vec<String>,
     /// Encrypt gossip with AES-256-GCM under this key (64 hex digits); every member needs it
+    /// [default: derived from --cluster-secret when that is given]
     #[arg(long, env = "SKIFF_GOSSIP_KEY", hide_env_values = true)]
     gossip_key: Option<String>,
+    /// Secret shared by every broker of the cluster (64 hex digits): Raft connections, forwarded
+    /// writes and key-value forwarding are accepted only from peers that prove they know it
+    #[arg(long, env = "SKIFF_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Allow Raft or gossip on a non-loopback address without --cluster-secret: anyone who
+    /// reaches those ports can then change the cluster
+    #[arg(long, env = "SKIFF_INSECURE_CLUSTER")]
+    #[serde(default)]
+    insecure_cluster: bool,
     /// Forget a failed member this long after it failed, in seconds [default: 86400]
     #[arg(long, env = "SKIFF_RECONNECT_TIMEOUT_SECS")]
     reconnect_timeout_secs: Option<u64>,
@@ -149,6 +160,7 @@ pub struct Settings {
     pub node_name: Option<String>,
     pub event_handler: Option<PathBuf>,
     pub gossip_key: Option<[u8; 32]>,
+    pub cluster_secret: Option<ClusterSecret>,
     pub reconnect_timeout: Option<Duration>,
     pub tombstone_timeout: Option<Duration>,
     pub log_level: String,
@@ -174,11 +186,11 @@ fn parse_host_port(value: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
-/// A 256-bit key written as 64 hexadecimal digits.
-fn parse_key(text: &str) -> anyhow::Result<[u8; 32]> {
+/// A 256-bit key (`what` names it in errors) written as 64 hexadecimal digits.
+fn parse_key(what: &str, text: &str) -> anyhow::Result<[u8; 32]> {
     let text = text.trim();
     if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("the gossip key must be 64 hexadecimal digits (32 bytes)");
+        bail!("the {what} must be 64 hexadecimal digits (32 bytes)");
     }
     let mut key = [0u8; 32];
     for (i, byte) in key.iter_mut().enumerate() {
@@ -314,6 +326,25 @@ impl ServeArgs {
         } else {
             self.join
         };
+        let cluster_secret = pick!(cluster_secret)
+            .map(|k| parse_key("cluster secret", &k).map(ClusterSecret::new))
+            .transpose()?;
+        let gossip_addr =
+            pick!(gossip_addr).unwrap_or_else(|| "127.0.0.1:7946".parse().expect("valid"));
+        let insecure_cluster = self.insecure_cluster || file.insecure_cluster;
+        if cluster_secret.is_none() && !insecure_cluster {
+            for (what, addr) in [("Raft", raft_addr), ("gossip", gossip_addr)] {
+                if !addr.ip().is_loopback() {
+                    bail!(
+                        "the {what} address {addr} is reachable beyond this machine: give every broker the same --cluster-secret (64 hex digits, e.g. from `openssl rand -hex 32`), or --insecure-cluster to run without one on purpose"
+                    );
+                }
+            }
+        }
+        let gossip_key = match pick!(gossip_key) {
+            Some(key) => Some(parse_key("gossip key", &key)?),
+            None => cluster_secret.as_ref().map(|s| s.derive("gossip")),
+        };
         let bootstrap = self.bootstrap || file.bootstrap;
         if bootstrap && !join.is_empty() {
             bail!("--bootstrap starts a new cluster and --join joins one: give one of them");
@@ -330,12 +361,12 @@ impl ServeArgs {
             ),
             raft_snapshot_entries,
             http_addr: pick!(http_addr).unwrap_or_else(|| "127.0.0.1:9644".parse().expect("valid")),
-            gossip_addr: pick!(gossip_addr)
-                .unwrap_or_else(|| "127.0.0.1:7946".parse().expect("valid")),
+            gossip_addr,
             join,
             node_name: pick!(node_name),
             event_handler: pick!(event_handler),
-            gossip_key: pick!(gossip_key).map(|k| parse_key(&k)).transpose()?,
+            gossip_key,
+            cluster_secret,
             reconnect_timeout: pick!(reconnect_timeout_secs).map(Duration::from_secs),
             tombstone_timeout: pick!(tombstone_timeout_secs).map(Duration::from_secs),
             log_level: pick!(log_level).unwrap_or_else(|| "info,openraft=warn".into()),
@@ -395,9 +426,50 @@ mod tests {
 
     #[test]
     fn gossip_keys_are_64_hex_digits() {
-        assert_eq!(parse_key(&"ab".repeat(32)).unwrap(), [0xab; 32]);
-        assert!(parse_key("abc").is_err());
-        assert!(parse_key(&"zz".repeat(32)).is_err());
+        assert_eq!(parse_key("key", &"ab".repeat(32)).unwrap(), [0xab; 32]);
+        assert!(parse_key("key", "abc").is_err());
+        assert!(parse_key("key", &"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn cluster_ports_beyond_loopback_need_a_secret() {
+        let resolve = |args: &[&str]| {
+            let mut argv = vec!["skiff"];
+            argv.extend_from_slice(args);
+            Wrapper::parse_from(argv).args.resolve()
+        };
+        let open = [
+            "--raft-addr",
+            "0.0.0.0:9093",
+            "--advertised-raft-addr",
+            "10.0.0.1:9093",
+        ];
+        let err = resolve(&open).err().unwrap();
+        assert!(err.to_string().contains("--cluster-secret"), "{err}");
+        let err = resolve(&["--gossip-addr", "10.0.0.1:7946"]).err().unwrap();
+        assert!(err.to_string().contains("gossip"), "{err}");
+
+        let secret = "cd".repeat(32);
+        let settings = resolve(&[&open[..], &["--cluster-secret", &secret]].concat()).unwrap();
+        assert!(settings.cluster_secret.is_some());
+        let derived = settings
+            .gossip_key
+            .expect("gossip is encrypted with a derived key");
+        assert_ne!(
+            derived, [0xcd; 32],
+            "the gossip key is not the secret itself"
+        );
+        let given = resolve(&[
+            "--cluster-secret",
+            &secret,
+            "--gossip-key",
+            &"ab".repeat(32),
+        ]);
+        assert_eq!(given.unwrap().gossip_key, Some([0xab; 32]));
+        assert!(resolve(&[&open[..], &["--insecure-cluster"]].concat()).is_ok());
+        assert!(resolve(&["--cluster-secret", "short"]).is_err());
+        let defaults = resolve(&[]).unwrap();
+        assert!(defaults.cluster_secret.is_none() && defaults.gossip_key.is_none());
     }
 
     #[test]

@@ -336,3 +336,34 @@ fn a_forged_topic_config_on_the_raft_port_is_refused_and_the_broker_keeps_servin
     );
     assert!(!names.contains(&"poison"), "{names:?}");
 }
+
+/// With `--cluster-secret`, the same forwarded request, now with a valid config and the right
+/// cluster id, is not heard from a peer that cannot prove the secret: the connection closes
+/// without a reply, and nothing is created.
+#[test]
+fn with_a_cluster_secret_the_raft_port_hears_no_one_without_it() {
+    let secret = "5e".repeat(32);
+    let broker = Broker::start_with(&["--cluster-secret", &secret]);
+    let mut client = Client::connect(&broker.bootstrap());
+    assert_eq!(create_topic(&mut client, "guarded", &[]), 0);
+    let stats: serde_json::Value =
+        serde_json::from_str(&broker.http_get("/raft/stats").unwrap()).unwrap();
+    let cluster_id = stats["cluster_id"].as_str().unwrap().to_owned();
+    let forwarded = format!(
+        r#"{{"cluster_id":"{cluster_id}","from":9,"rpc":{{"Forward":{{"Controller":{{"request":{{"CreateTopic":{{"name":"sneaked","topic_id":"0a6f2b64-9d3e-4f55-9a57-1c2d3e4f5a6c","partitions":1,"replication_factor":1,"configs":{{}},"assignments":null}}}},"validate_only":false}}}}}}}}"#
+    );
+    assert_eq!(raft_exchange(broker.raft_port, &forwarded), None);
+    assert_eq!(create_topic(&mut client, "still-serving", &[]), 0);
+    let metadata: MetadataResponse = client.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false),
+    );
+    assert!(!metadata
+        .topics
+        .iter()
+        .any(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "sneaked")));
+    assert!(broker.log().contains("no proof of the cluster secret"));
+}

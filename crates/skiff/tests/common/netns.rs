@@ -91,7 +91,8 @@ pub struct Cluster {
 impl Cluster {
     /// Creates `n` namespaces on a fresh bridge and starts `skiff serve` in each, with
     /// `extra_args` (`{ip}`, `{node}` and `{cluster}` replaced by the node's address, its index
-    /// and the cluster's subnet number, so `10.99.{cluster}.1` is the first node).
+    /// and the cluster's subnet number, so `10.99.{cluster}.1` is the first node). Every node
+    /// gets the same `--cluster-secret`, which brokers beyond loopback need.
     pub fn start(n: usize, extra_args: &[&str]) -> Self {
         Self::start_each(n, |_| extra_args.iter().map(|a| a.to_string()).collect())
     }
@@ -151,14 +152,19 @@ impl Cluster {
                 data_dir: cluster.work_dir.path().join(format!("node{i}")),
                 log_path: cluster.work_dir.path().join(format!("node{i}.log")),
                 child: None,
-                extra_args: args_of(i)
-                    .iter()
-                    .map(|a| {
-                        a.replace("{ip}", &ip)
-                            .replace("{node}", &i.to_string())
-                            .replace("{cluster}", &id.to_string())
-                    })
-                    .collect(),
+                // Brokers on addresses beyond loopback need a cluster secret; one per cluster.
+                extra_args: [
+                    "--cluster-secret".to_string(),
+                    format!("{id:02x}").repeat(32),
+                ]
+                .iter()
+                .chain(&args_of(i))
+                .map(|a| {
+                    a.replace("{ip}", &ip)
+                        .replace("{node}", &i.to_string())
+                        .replace("{cluster}", &id.to_string())
+                })
+                .collect(),
             };
             node.exec(&["ip", "link", "set", "lo", "up"]).unwrap();
             node.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])

@@ -11,11 +11,22 @@ pub struct AdminTarget {
     /// HTTP admin address of any broker
     #[arg(long, env = "SKIFF_HTTP_ADDR", default_value = "127.0.0.1:9644")]
     http_addr: String,
+    /// Bearer token of brokers started with --http-auth-token
+    #[arg(long, env = "SKIFF_HTTP_AUTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 impl AdminTarget {
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http_addr)
+    }
+
+    /// The request with the bearer token, when one was given.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        }
     }
 }
 
@@ -52,7 +63,7 @@ fn agent() -> ureq::Agent {
 
 pub fn members(target: &AdminTarget) -> anyhow::Result<()> {
     let url = target.url("/v1/members");
-    let members = answer(agent().get(&url).call(), &url)?;
+    let members = answer(target.authorized(agent().get(&url)).call(), &url)?;
     for m in members.as_array().context("members are a list")? {
         let tags: Vec<String> = m["tags"]
             .as_object()
@@ -81,7 +92,7 @@ pub fn event(
 ) -> anyhow::Result<()> {
     let url = target.url("/v1/event");
     let body = json!({ "name": name, "payload": payload, "coalesce": coalesce });
-    answer(agent().post(&url).send_json(body), &url)?;
+    answer(target.authorized(agent().post(&url)).send_json(body), &url)?;
     println!("event '{name}' sent");
     Ok(())
 }
@@ -94,7 +105,7 @@ pub fn query(
 ) -> anyhow::Result<()> {
     let url = target.url("/v1/query");
     let body = json!({ "name": name, "payload": payload, "timeout_ms": timeout_ms });
-    let result = answer(agent().post(&url).send_json(body), &url)?;
+    let result = answer(target.authorized(agent().post(&url)).send_json(body), &url)?;
     let acks = result["acks"].as_array().map_or(0, Vec::len);
     let responses = result["responses"].as_object().cloned().unwrap_or_default();
     println!("{acks} acknowledgements, {} responses", responses.len());
@@ -107,7 +118,7 @@ pub fn query(
 /// `skiff raft stats`: the quorum as the broker at `target` sees it, as JSON.
 pub fn raft_stats(target: &AdminTarget) -> anyhow::Result<()> {
     let url = target.url("/raft/stats");
-    let stats = answer(agent().get(&url).call(), &url)?;
+    let stats = answer(target.authorized(agent().get(&url)).call(), &url)?;
     println!("{}", serde_json::to_string_pretty(&stats)?);
     Ok(())
 }
@@ -116,7 +127,7 @@ pub fn raft_stats(target: &AdminTarget) -> anyhow::Result<()> {
 pub fn raft_join(target: &AdminTarget, node_id: u64, raft_address: &str) -> anyhow::Result<()> {
     let url = target.url("/raft/join");
     let body = json!({ "node_id": node_id, "raft_address": raft_address });
-    let reply = answer(agent().post(&url).send_json(&body), &url)?;
+    let reply = answer(target.authorized(agent().post(&url)).send_json(&body), &url)?;
     println!("node {node_id} joined at log index {}", reply["log_index"]);
     Ok(())
 }
@@ -125,7 +136,7 @@ pub fn raft_join(target: &AdminTarget, node_id: u64, raft_address: &str) -> anyh
 pub fn raft_remove(target: &AdminTarget, node_id: u64) -> anyhow::Result<()> {
     let url = target.url("/raft/remove");
     let body = json!({ "node_id": node_id });
-    let reply = answer(agent().post(&url).send_json(&body), &url)?;
+    let reply = answer(target.authorized(agent().post(&url)).send_json(&body), &url)?;
     println!("node {node_id} removed at log index {}", reply["log_index"]);
     Ok(())
 }
@@ -150,7 +161,7 @@ fn store_url(target: &AdminTarget, key: &str) -> String {
 /// `skiff kv get`: prints the value (linearizable unless `stale`).
 pub fn kv_get(target: &AdminTarget, key: &str, stale: bool) -> anyhow::Result<()> {
     let url = store_url(target, key);
-    let mut request = agent().get(&url);
+    let mut request = target.authorized(agent().get(&url));
     if stale {
         request = request.query("consistency", "stale");
     }
@@ -167,7 +178,7 @@ pub fn kv_put(
     cas: Option<u64>,
 ) -> anyhow::Result<()> {
     let url = store_url(target, key);
-    let mut request = agent().put(&url);
+    let mut request = target.authorized(agent().put(&url));
     if let Some(version) = cas {
         request = request.query("cas", version.to_string());
     }
@@ -179,7 +190,7 @@ pub fn kv_put(
 /// `skiff kv delete`: deletes a key, optionally only at a version.
 pub fn kv_delete(target: &AdminTarget, key: &str, cas: Option<u64>) -> anyhow::Result<()> {
     let url = store_url(target, key);
-    let mut request = agent().delete(&url);
+    let mut request = target.authorized(agent().delete(&url));
     if let Some(version) = cas {
         request = request.query("cas", version.to_string());
     }
@@ -195,7 +206,7 @@ pub fn kv_delete(target: &AdminTarget, key: &str, cas: Option<u64>) -> anyhow::R
 /// `skiff kv list`: keys, versions and values under a prefix.
 pub fn kv_list(target: &AdminTarget, prefix: &str, limit: Option<usize>) -> anyhow::Result<()> {
     let url = target.url("/store");
-    let mut request = agent().get(&url).query("prefix", prefix);
+    let mut request = target.authorized(agent().get(&url)).query("prefix", prefix);
     if let Some(limit) = limit {
         request = request.query("limit", limit.to_string());
     }

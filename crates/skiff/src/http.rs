@@ -2,7 +2,8 @@
 //! `GET /v1/members`, `POST /v1/event`, `POST /v1/query`, `PUT /v1/tags` (JSON, as Serf's
 //! agent offers them), and the metadata quorum's `GET /raft/stats`, `POST /raft/join` and
 //! `POST /raft/remove` for operators who manage membership by hand, and the replicated
-//! key-value store under `/store`.
+//! key-value store under `/store`. With `--http-auth-token`, requests that change something
+//! (and with `--http-auth-reads` all but `/health`) need the token as a bearer token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +48,63 @@ struct AppState {
     replicas: Arc<ReplicaManager>,
 }
 
+/// Who may use the admin API: with a token, every request that changes something (and, with
+/// `reads`, every request but `/health`) must carry `Authorization: Bearer <token>`.
+#[derive(Clone, Default)]
+pub struct HttpAuth {
+    pub token: Option<String>,
+    pub reads: bool,
+}
+
+/// Refuses a request without the token where one is needed: 401 without credentials, 403 with
+/// the wrong ones, each with a JSON error.
+async fn authorize(
+    State(auth): State<Arc<HttpAuth>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, Method};
+    use axum::response::IntoResponse;
+    let Some(token) = &auth.token else {
+        return next.run(request).await;
+    };
+    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
+    if request.uri().path() == "/health" || (reading && !auth.reads) {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => (
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            error(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs Authorization: Bearer <token> (--http-auth-token)",
+            ),
+        )
+            .into_response(),
+        Some(given)
+            if bool::from(subtle::ConstantTimeEq::ct_eq(
+                given.as_bytes(),
+                token.as_bytes(),
+            )) =>
+        {
+            next.run(request).await
+        }
+        Some(_) => error(StatusCode::FORBIDDEN, "the bearer token is not valid").into_response(),
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
     gossip: GossipHandle,
     raft: Arc<MetadataRaft>,
     (groups, replicas): (Arc<GroupService>, Arc<ReplicaManager>),
+    auth: HttpAuth,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -86,6 +138,10 @@ pub async fn serve(
             get(store::get).put(store::put).delete(store::delete),
         )
         .route("/raft/remove", post(raft_remove))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            authorize,
+        ))
         .with_state(AppState {
             metrics,
             gossip,

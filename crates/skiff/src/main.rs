@@ -307,6 +307,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         gossip.clone(),
         raft.clone(),
         (groups.clone(), replicas.clone()),
+        settings.http_auth.clone(),
         shutdown.clone(),
     ));
     wait_until_registered(&raft, broker.node_id).await;

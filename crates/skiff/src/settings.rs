@@ -11,6 +11,8 @@ use serde::Deserialize;
 use skiff_broker::BrokerConfig;
 use skiff_raft::ClusterSecret;
 
+use crate::http::HttpAuth;
+
 /// Every setting of `skiff serve`. In the TOML file the keys are the flag names
 /// (e.g. `data-dir = "/var/lib/skiff"`).
 #[derive(Args, Deserialize, Default, Debug)]
@@ -48,6 +50,15 @@ pub struct ServeArgs {
     /// writes and key-value forwarding are accepted only from peers that prove they know it
     #[arg(long, env = "SKIFF_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
+    /// Bearer token every HTTP admin request that changes something must carry
+    /// (`Authorization: Bearer <token>`): /raft/join, /raft/remove, /store writes, /v1/event,
+    /// /v1/query, /v1/tags
+    #[arg(long, env = "SKIFF_HTTP_AUTH_TOKEN", hide_env_values = true)]
+    http_auth_token: Option<String>,
+    /// Require the HTTP token for reads too (every endpoint but /health)
+    #[arg(long, env = "SKIFF_HTTP_AUTH_READS")]
+    #[serde(default)]
+    http_auth_reads: bool,
     /// Allow Raft or gossip on a non-loopback address without --cluster-secret: anyone who
     /// reaches those ports can then change the cluster
     #[arg(long, env = "SKIFF_INSECURE_CLUSTER")]
@@ -161,6 +172,7 @@ pub struct Settings {
     pub event_handler: Option<PathBuf>,
     pub gossip_key: Option<[u8; 32]>,
     pub cluster_secret: Option<ClusterSecret>,
+    pub http_auth: HttpAuth,
     pub reconnect_timeout: Option<Duration>,
     pub tombstone_timeout: Option<Duration>,
     pub log_level: String,
@@ -345,6 +357,20 @@ impl ServeArgs {
             Some(key) => Some(parse_key("gossip key", &key)?),
             None => cluster_secret.as_ref().map(|s| s.derive("gossip")),
         };
+        let http_auth = HttpAuth {
+            token: pick!(http_auth_token),
+            reads: self.http_auth_reads || file.http_auth_reads,
+        };
+        if http_auth
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            bail!("the HTTP auth token is empty");
+        }
+        if http_auth.reads && http_auth.token.is_none() {
+            bail!("--http-auth-reads needs --http-auth-token");
+        }
         let bootstrap = self.bootstrap || file.bootstrap;
         if bootstrap && !join.is_empty() {
             bail!("--bootstrap starts a new cluster and --join joins one: give one of them");
@@ -367,6 +393,7 @@ impl ServeArgs {
             event_handler: pick!(event_handler),
             gossip_key,
             cluster_secret,
+            http_auth,
             reconnect_timeout: pick!(reconnect_timeout_secs).map(Duration::from_secs),
             tombstone_timeout: pick!(tombstone_timeout_secs).map(Duration::from_secs),
             log_level: pick!(log_level).unwrap_or_else(|| "info,openraft=warn".into()),
@@ -470,6 +497,21 @@ mod tests {
         assert!(resolve(&["--cluster-secret", "short"]).is_err());
         let defaults = resolve(&[]).unwrap();
         assert!(defaults.cluster_secret.is_none() && defaults.gossip_key.is_none());
+    }
+
+    #[test]
+    fn the_http_token_is_checked() {
+        let resolve = |args: &[&str]| {
+            let mut argv = vec!["skiff"];
+            argv.extend_from_slice(args);
+            Wrapper::parse_from(argv).args.resolve()
+        };
+        let auth = resolve(&["--http-auth-token", "t", "--http-auth-reads"])
+            .unwrap()
+            .http_auth;
+        assert_eq!((auth.token.as_deref(), auth.reads), (Some("t"), true));
+        assert!(resolve(&["--http-auth-reads"]).is_err());
+        assert!(resolve(&["--http-auth-token", " "]).is_err());
     }
 
     #[test]

@@ -339,3 +339,99 @@ fn without_a_quorum_writes_and_reads_answer_503_with_retry_after() {
     // The local copy still answers stale reads.
     assert_eq!(get_stale(&seed, "before").as_deref(), Some("quorum"));
 }
+
+/// `--http-auth-token`: requests that change something need the bearer token (401 without,
+/// 403 with a wrong one, JSON errors); reads stay open unless `--http-auth-reads`; `/health`
+/// always answers; `skiff kv --token` carries it.
+#[test]
+fn the_http_token_guards_writes_and_optionally_reads() {
+    use common::http_exchange_with;
+    let token = "s3cret-token";
+    let broker = Broker::start_with(&["--http-auth-token", token]);
+    let addr = format!("127.0.0.1:{}", broker.http_port);
+    let send = |method: &str, path: &str, auth: Option<&str>, body: Option<&str>| {
+        let header = auth.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = header
+            .iter()
+            .map(|h| ("Authorization", h.as_str()))
+            .collect();
+        http_exchange_with(
+            &addr,
+            method,
+            path,
+            &headers,
+            body,
+            std::time::Duration::from_secs(30),
+        )
+        .expect("an answer")
+    };
+    let (status, body) = send("PUT", "/store/k", None, Some("v"));
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("\"error\"") && body.contains("Bearer"),
+        "{body}"
+    );
+    assert_eq!(send("PUT", "/store/k", Some("wrong"), Some("v")).0, 403);
+    assert_eq!(send("PUT", "/store/k", Some(token), Some("v")).0, 200);
+    for (method, path, body) in [
+        ("DELETE", "/store/k", None),
+        ("POST", "/store", Some(r#"{"key":"k","value":"v"}"#)),
+        (
+            "POST",
+            "/raft/join",
+            Some(r#"{"node_id":9,"raft_address":"127.0.0.1:1"}"#),
+        ),
+        ("POST", "/raft/remove", Some(r#"{"node_id":9}"#)),
+        ("POST", "/v1/event", Some(r#"{"name":"e","payload":""}"#)),
+        ("POST", "/v1/query", Some(r#"{"name":"q","payload":""}"#)),
+        ("PUT", "/v1/tags", Some(r#"{"rack":"r1"}"#)),
+    ] {
+        assert_eq!(send(method, path, None, body).0, 401, "{method} {path}");
+    }
+    assert_eq!(send("GET", "/store/k", None, None).0, 200);
+    assert_eq!(send("GET", "/metrics", None, None).0, 200);
+
+    // The CLI sends the token it is given, and says why without it.
+    let kv = |args: &[&str], token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
+        command
+            .arg("kv")
+            .args(args)
+            .env("SKIFF_HTTP_ADDR", &addr)
+            .env_remove("SKIFF_HTTP_AUTH_TOKEN");
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        command.output().unwrap()
+    };
+    let refused = kv(&["put", "cli", "x"], None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Authorization"));
+    assert!(kv(&["put", "cli", "x"], Some(token)).status.success());
+
+    // With --http-auth-reads, every endpoint but /health needs it.
+    let guarded = Broker::start_with(&["--http-auth-token", token, "--http-auth-reads"]);
+    let guarded_addr = format!("127.0.0.1:{}", guarded.http_port);
+    let read = |path: &str, auth: Option<&str>| {
+        let header = auth.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = header
+            .iter()
+            .map(|h| ("Authorization", h.as_str()))
+            .collect();
+        http_exchange_with(
+            &guarded_addr,
+            "GET",
+            path,
+            &headers,
+            None,
+            std::time::Duration::from_secs(30),
+        )
+        .expect("an answer")
+        .0
+    };
+    assert_eq!(read("/health", None), 200);
+    for path in ["/metrics", "/raft/stats", "/v1/members", "/store?prefix="] {
+        assert_eq!(read(path, None), 401, "{path}");
+        assert_eq!(read(path, Some(token)), 200, "{path}");
+    }
+}

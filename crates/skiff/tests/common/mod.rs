@@ -260,13 +260,29 @@ pub fn http_exchange(
     body: Option<&str>,
     timeout: Duration,
 ) -> Option<(u16, String)> {
+    http_exchange_with(addr, method, path, &[], body, timeout)
+}
+
+/// Like `http_exchange`, with extra request headers.
+pub fn http_exchange_with(
+    addr: impl std::net::ToSocketAddrs,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     let addr = addr.to_socket_addrs().ok()?.next()?;
     let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     let body = body.unwrap_or("");
+    let headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;

@@ -367,3 +367,26 @@ fn with_a_cluster_secret_the_raft_port_hears_no_one_without_it() {
         .any(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "sneaked")));
     assert!(broker.log().contains("no proof of the cluster secret"));
 }
+
+/// InitProducerId naming a producer id (as KIP-360 clients do after some errors) gets a new id
+/// at epoch 0, as Kafka answers: naming another producer's id must not bump its epoch, which
+/// would fence that producer.
+#[test]
+fn init_producer_id_never_hands_out_a_named_id_again() {
+    let broker = Broker::start();
+    let mut client = Client::connect(&broker.bootstrap());
+    let init = |client: &mut Client, id: i64, epoch: i16| -> InitProducerIdResponse {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(id.into())
+            .with_producer_epoch(epoch);
+        client.call(ApiKey::InitProducerId, 4, &request)
+    };
+    let first = init(&mut client, -1, -1);
+    assert_eq!((first.error_code, first.producer_epoch), (0, 0));
+    let claimed = init(&mut client, first.producer_id.0, 0);
+    assert_eq!(claimed.error_code, 0);
+    assert_ne!(claimed.producer_id, first.producer_id);
+    assert_eq!(claimed.producer_epoch, 0);
+}

@@ -218,8 +218,10 @@ impl KafkaApis {
     }
 
     /// Idempotent producers only: transactions need a transaction coordinator Skiff does not
-    /// have yet, so a transactional id is refused as an unsupported feature. A producer that
-    /// already has an id (KIP-360 epoch bump) keeps it with the next epoch.
+    /// have yet, so a transactional id is refused as an unsupported feature. Every idempotent
+    /// producer gets a new id at epoch 0, as Kafka answers, also one that names an id it had
+    /// (KIP-360): bumping the epoch of any id a client names would let it fence another
+    /// producer.
     async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
         let response = InitProducerIdResponse::default();
         if request.transactional_id.is_some() {
@@ -227,14 +229,6 @@ impl KafkaApis {
                 .with_error_code(code(ResponseError::UnsupportedVersion))
                 .with_producer_id((-1).into())
                 .with_producer_epoch(-1);
-        }
-        if request.producer_id.0 >= 0
-            && request.producer_epoch >= 0
-            && request.producer_epoch < i16::MAX - 1
-        {
-            return response
-                .with_producer_id(request.producer_id)
-                .with_producer_epoch(request.producer_epoch + 1);
         }
         match self.next_producer_id().await {
             Ok(id) => response.with_producer_id(id.into()).with_producer_epoch(0),

@@ -340,30 +340,33 @@ fn without_a_quorum_writes_and_reads_answer_503_with_retry_after() {
     assert_eq!(get_stale(&seed, "before").as_deref(), Some("quorum"));
 }
 
+/// One admin request with an optional bearer token; its status and body.
+fn with_token(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let header = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = header
+        .iter()
+        .map(|h| ("Authorization", h.as_str()))
+        .collect();
+    common::http_exchange_with(addr, method, path, &headers, body, Duration::from_secs(30))
+        .expect("an answer")
+}
+
 /// `--http-auth-token`: requests that change something need the bearer token (401 without,
 /// 403 with a wrong one, JSON errors); reads stay open unless `--http-auth-reads`; `/health`
 /// always answers; `skiff kv --token` carries it.
 #[test]
 fn the_http_token_guards_writes_and_optionally_reads() {
-    use common::http_exchange_with;
     let token = "s3cret-token";
     let broker = Broker::start_with(&["--http-auth-token", token]);
     let addr = format!("127.0.0.1:{}", broker.http_port);
     let send = |method: &str, path: &str, auth: Option<&str>, body: Option<&str>| {
-        let header = auth.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = header
-            .iter()
-            .map(|h| ("Authorization", h.as_str()))
-            .collect();
-        http_exchange_with(
-            &addr,
-            method,
-            path,
-            &headers,
-            body,
-            std::time::Duration::from_secs(30),
-        )
-        .expect("an answer")
+        with_token(&addr, method, path, auth, body)
     };
     let (status, body) = send("PUT", "/store/k", None, Some("v"));
     assert_eq!(status, 401, "{body}");
@@ -412,23 +415,8 @@ fn the_http_token_guards_writes_and_optionally_reads() {
     // With --http-auth-reads, every endpoint but /health needs it.
     let guarded = Broker::start_with(&["--http-auth-token", token, "--http-auth-reads"]);
     let guarded_addr = format!("127.0.0.1:{}", guarded.http_port);
-    let read = |path: &str, auth: Option<&str>| {
-        let header = auth.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = header
-            .iter()
-            .map(|h| ("Authorization", h.as_str()))
-            .collect();
-        http_exchange_with(
-            &guarded_addr,
-            "GET",
-            path,
-            &headers,
-            None,
-            std::time::Duration::from_secs(30),
-        )
-        .expect("an answer")
-        .0
-    };
+    let read =
+        |path: &str, auth: Option<&str>| with_token(&guarded_addr, "GET", path, auth, None).0;
     assert_eq!(read("/health", None), 200);
     for path in ["/metrics", "/raft/stats", "/v1/members", "/store?prefix="] {
         assert_eq!(read(path, None), 401, "{path}");

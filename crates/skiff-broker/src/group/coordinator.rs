@@ -528,6 +528,11 @@ impl GroupCoordinator {
                     return Self::rejoin_static(group, old, request, ids, now, &config);
                 }
             }
+            // Members told to come back with their id count toward the group's size, so a
+            // client repeating JoinGroup without one cannot grow the pending list without end.
+            if group.members.len() + group.pending_members.len() >= config.max_group_size {
+                return fail(ResponseError::GroupMaxSizeReached);
+            }
             let member_id = ids.new_member_id(&request.client_id);
             if request.require_known_member_id && request.instance_id.is_none() {
                 group.pending_members.insert(
@@ -541,9 +546,6 @@ impl GroupCoordinator {
                     )),
                     effects,
                 );
-            }
-            if group.members.len() >= config.max_group_size {
-                return fail(ResponseError::GroupMaxSizeReached);
             }
             Self::add_member(
                 group,
@@ -1920,6 +1922,26 @@ mod tests {
             c.commit_offsets(commit, 0).0,
             vec![code(ResponseError::InvalidGroupId)]
         );
+    }
+
+    #[test]
+    fn joins_without_a_member_id_cannot_grow_the_group_past_its_limit() {
+        let mut c = GroupCoordinator::new(GroupConfig {
+            max_group_size: 2,
+            ..config()
+        });
+        let mut ids = Counter(0);
+        let errors: Vec<i16> = (0..4)
+            .map(
+                |_| match c.join_group(join("", None, &["range"]), &mut ids, 0).0 {
+                    Reply::Now(result) => result.error,
+                    Reply::Later { .. } => 0,
+                },
+            )
+            .collect();
+        let required = code(ResponseError::MemberIdRequired);
+        let full = code(ResponseError::GroupMaxSizeReached);
+        assert_eq!(errors, [required, required, full, full]);
     }
 
     #[test]

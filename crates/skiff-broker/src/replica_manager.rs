@@ -120,8 +120,15 @@ impl ReplicaManager {
         index: i32,
         state: PartitionState,
     ) -> Result<(), LogError> {
+        // The image admits no other index; a slot per index is allocated below.
         let slot = usize::try_from(index)
-            .map_err(|_| LogError::Io(std::io::Error::other("negative partition index")))?;
+            .ok()
+            .filter(|_| index < skiff_metadata::topic_rules::MAX_PARTITIONS_PER_TOPIC)
+            .ok_or_else(|| {
+                LogError::Io(std::io::Error::other(format!(
+                    "partition index {index} is out of range"
+                )))
+            })?;
         if let Some(existing) = self.get(topic, index) {
             // Every image change reaches every hosted partition; only real changes take the
             // locks that produce and fetch also take.

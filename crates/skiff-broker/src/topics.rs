@@ -8,8 +8,6 @@ use uuid::Uuid;
 
 use crate::topic_config::TopicConfigs;
 
-pub const MAX_TOPIC_NAME_LEN: usize = 249;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMeta {
     pub name: String,
@@ -60,40 +58,4 @@ impl Topics {
     }
 }
 
-/// Kafka's rule: 1-249 characters from `[a-zA-Z0-9._-]`, and not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("topic name is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("topic name '{name}' is not allowed"));
-    }
-    if name.len() > MAX_TOPIC_NAME_LEN {
-        return Err(format!(
-            "topic name is {} characters long, the limit is {MAX_TOPIC_NAME_LEN}",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "topic name '{name}' has the character {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topic_names_follow_kafka_rules() {
-        assert!(validate_topic_name("orders.v1_A-b").is_ok());
-        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
-            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
-        }
-    }
-}
+pub use skiff_metadata::topic_rules::validate_topic_name;

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::image::{MetadataImage, PartitionRegistration};
 use crate::record::{LeaderChange, MetadataRecord};
+use crate::topic_rules::MAX_PARTITIONS_PER_TOPIC;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PlacementError {
@@ -15,7 +16,7 @@ pub enum PlacementError {
     #[error("replication factor {requested} must be between 1 and the {live} unfenced brokers")]
     InvalidReplicationFactor { requested: i16, live: usize },
     /// Kafka's INVALID_PARTITIONS.
-    #[error("partition count {0} must be at least 1")]
+    #[error("partition count {0} must be between 1 and {MAX_PARTITIONS_PER_TOPIC}")]
     InvalidPartitions(i32),
 }
 
@@ -47,7 +48,7 @@ pub fn place_replicas(
     partitions: i32,
     replication_factor: i16,
 ) -> Result<Vec<Vec<i32>>, PlacementError> {
-    if partitions < 1 {
+    if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
         return Err(PlacementError::InvalidPartitions(partitions));
     }
     let live: Vec<(i32, RackKey)> = image

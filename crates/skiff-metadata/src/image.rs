@@ -4,7 +4,8 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::record::{LeaderChange, MetadataRecord};
-use crate::topic_config::{validate_topic_config, validate_topic_configs, ConfigError};
+use crate::topic_config::{validate_known_topic_config, validate_known_topic_configs, ConfigError};
+use crate::topic_rules::{validate_topic_name, MAX_PARTITIONS_PER_TOPIC};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerRegistration {
@@ -56,6 +57,8 @@ pub enum ImageError {
     PartitionExists { topic_id: Uuid, partition: i32 },
     #[error("unknown partition {partition} of topic {topic_id}")]
     UnknownPartition { topic_id: Uuid, partition: i32 },
+    #[error("{0}")]
+    InvalidTopicName(String),
     #[error("topic config refused: {0}")]
     InvalidConfig(ConfigError),
     #[error("invalid partition {partition} of topic {topic_id}: {reason}")]
@@ -322,13 +325,14 @@ impl MetadataImage {
                 if name.is_empty() {
                     return Err(ImageError::EmptyTopicName);
                 }
+                validate_topic_name(name).map_err(ImageError::InvalidTopicName)?;
                 if self.topic_ids_by_name.contains_key(name) {
                     return Err(ImageError::DuplicateTopicName(name.clone()));
                 }
                 if self.topics.contains_key(topic_id) {
                     return Err(ImageError::DuplicateTopicId(*topic_id));
                 }
-                validate_topic_configs(configs).map_err(ImageError::InvalidConfig)?;
+                validate_known_topic_configs(configs).map_err(ImageError::InvalidConfig)?;
                 self.topic_ids_by_name.insert(name.clone(), *topic_id);
                 self.topics.insert(
                     *topic_id,
@@ -354,6 +358,11 @@ impl MetadataImage {
                     reason,
                 };
                 self.known_topic(*topic_id)?;
+                if !(0..MAX_PARTITIONS_PER_TOPIC).contains(partition) {
+                    return Err(invalid(
+                        "its index is beyond the partitions a topic may have",
+                    ));
+                }
                 if self.partitions.contains_key(&(*topic_id, *partition)) {
                     return Err(ImageError::PartitionExists {
                         topic_id: *topic_id,
@@ -453,7 +462,7 @@ impl MetadataImage {
             } => {
                 self.known_topic(*topic_id)?;
                 if let Some(value) = value {
-                    validate_topic_config(name, value).map_err(ImageError::InvalidConfig)?;
+                    validate_known_topic_config(name, value).map_err(ImageError::InvalidConfig)?;
                 }
                 let configs = &mut self
                     .topics

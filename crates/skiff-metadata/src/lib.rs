@@ -9,6 +9,7 @@ mod quorum;
 mod record;
 mod request;
 pub mod topic_config;
+pub mod topic_rules;
 
 pub use controller::{
     create_topic_records, fence_broker_records, place_replicas, unfence_broker_records,

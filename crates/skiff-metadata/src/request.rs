@@ -15,9 +15,9 @@ use crate::controller::{
 use crate::image::{MetadataImage, TopicImage};
 use crate::record::MetadataRecord;
 use crate::topic_config::validate_topic_configs;
+use crate::topic_rules::{validate_topic_name, MAX_PARTITIONS_PER_TOPIC};
 
 /// Kafka's limit on topic name length, so names stay valid as file names with a partition suffix.
-const MAX_TOPIC_NAME_LEN: usize = 249;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerRequest {
@@ -161,7 +161,11 @@ pub fn decide(
             }
         }
         ControllerRequest::DeleteTopic { topic_id } => {
-            known_topic(image, *topic_id)?;
+            if known_topic(image, *topic_id)?.name == OFFSETS_TOPIC {
+                return Err(ControllerError::InvalidTopic(format!(
+                    "{OFFSETS_TOPIC} is internal and cannot be deleted"
+                )));
+            }
             Ok(vec![MetadataRecord::DeleteTopic {
                 topic_id: *topic_id,
             }])
@@ -221,25 +225,8 @@ fn check_new_topic(
     topic_id: Uuid,
 ) -> Result<(), ControllerError> {
     let invalid = |message: String| Err(ControllerError::InvalidTopic(message));
-    if name.is_empty() {
-        return invalid("Topic name must not be empty.".into());
-    }
-    if name == "." || name == ".." {
-        return invalid(format!("Topic name '{name}' is not allowed."));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return invalid(format!(
-            "Topic name '{name}' contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed."
-        ));
-    }
-    if name.len() > MAX_TOPIC_NAME_LEN {
-        return invalid(format!(
-            "Topic name is {} characters long; the limit is {MAX_TOPIC_NAME_LEN}.",
-            name.len()
-        ));
+    if let Err(message) = validate_topic_name(name) {
+        return invalid(message);
     }
     if image.topic_by_name(name).is_some() {
         return Err(topic_exists(name));
@@ -272,10 +259,10 @@ fn create_topic_manually(
     let assigned_partitions = i32::try_from(assignments.len()).map_err(|_| {
         ControllerError::InvalidPartitions("The manual assignment has too many partitions.".into())
     })?;
-    if assigned_partitions == 0 {
-        return Err(ControllerError::InvalidPartitions(
-            "The manual assignment must list at least one partition.".into(),
-        ));
+    if assigned_partitions == 0 || assigned_partitions > MAX_PARTITIONS_PER_TOPIC {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "The manual assignment must list 1 to {MAX_PARTITIONS_PER_TOPIC} partitions, not {assigned_partitions}."
+        )));
     }
     if partitions != -1 && partitions != assigned_partitions {
         return Err(ControllerError::InvalidRequest(format!(
@@ -318,6 +305,11 @@ fn create_partitions(
         // to partitions that know nothing of them.
         return Err(ControllerError::InvalidPartitions(format!(
             "the partition count of {OFFSETS_TOPIC} is fixed at {current}"
+        )));
+    }
+    if total > MAX_PARTITIONS_PER_TOPIC {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "A topic has at most {MAX_PARTITIONS_PER_TOPIC} partitions, not {total}."
         )));
     }
     if total < current {
@@ -789,6 +781,79 @@ mod tests {
             ));
         }
         assert_eq!(image, before);
+    }
+
+    #[test]
+    fn names_and_partition_counts_no_broker_can_host_are_refused() {
+        let mut image = brokers(1);
+        let too_many = ControllerRequest::CreateTopic {
+            name: "t".into(),
+            topic_id: TOPIC,
+            partitions: -1,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+            assignments: Some(vec![vec![1]; MAX_PARTITIONS_PER_TOPIC as usize + 1]),
+        };
+        assert_eq!(code(&image, &too_many), 37, "INVALID_PARTITIONS");
+        decided(&mut image, &create("t", 1, 1));
+        let grow = ControllerRequest::CreatePartitions {
+            topic_id: TOPIC,
+            total: MAX_PARTITIONS_PER_TOPIC + 1,
+            assignments: None,
+        };
+        assert_eq!(code(&image, &grow), 37);
+
+        // Records that reach the image anyway are refused whole: a name that is not a safe
+        // directory name, an index no broker should allocate a slot for. Config names this
+        // version does not know are kept (a newer version may know them).
+        let next = image.offset().map_or(0, |o| o + 1);
+        let before = image.clone();
+        let forged = [
+            MetadataRecord::CreateTopic {
+                name: "../../x".into(),
+                topic_id: Uuid::from_u128(9),
+                configs: BTreeMap::new(),
+            },
+            MetadataRecord::CreatePartition {
+                topic_id: TOPIC,
+                partition: i32::MAX,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: Some(1),
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        ];
+        for record in &forged {
+            assert!(image
+                .apply_batch(next, std::slice::from_ref(record))
+                .is_err());
+        }
+        assert_eq!(image, before);
+        let newer = MetadataRecord::SetTopicConfig {
+            topic_id: TOPIC,
+            name: "a.config.of.a.newer.version".into(),
+            value: Some("1".into()),
+        };
+        image.apply_batch(next, &[newer]).unwrap();
+    }
+
+    #[test]
+    fn the_offsets_topic_cannot_be_deleted() {
+        let mut image = brokers(1);
+        decided(
+            &mut image,
+            &ControllerRequest::CreateTopic {
+                name: OFFSETS_TOPIC.into(),
+                topic_id: TOPIC,
+                partitions: 1,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+                assignments: None,
+            },
+        );
+        let delete = ControllerRequest::DeleteTopic { topic_id: TOPIC };
+        assert_eq!(code(&image, &delete), 17, "INVALID_TOPIC_EXCEPTION");
     }
 
     #[test]

@@ -205,6 +205,23 @@ pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), 
         .try_for_each(|(name, value)| validate_topic_config(name, value))
 }
 
+/// The image's check, which must hold for every version that replays the log: a value of a
+/// config this version knows must follow its rule; a name it does not know (a newer version's
+/// config) is kept and ignored, so versions never disagree about which records apply.
+pub fn validate_known_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
+    match validate_topic_config(name, value) {
+        Err(ConfigError::Unknown(_)) => Ok(()),
+        other => other,
+    }
+}
+
+/// `validate_known_topic_config` for every override of a topic.
+pub fn validate_known_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    configs
+        .iter()
+        .try_for_each(|(name, value)| validate_known_topic_config(name, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

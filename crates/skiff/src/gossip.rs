@@ -149,6 +149,14 @@ fn member_line(m: &MemberInfo) -> Vec<u8> {
 async fn run_handler(script: &PathBuf, gossip: &GossipHandle, event: MemberEvent) {
     let local = gossip.local();
     let mut command = tokio::process::Command::new(script);
+    // A handler's output can reach any /v1/query caller: it does not get the broker's secrets.
+    for secret in [
+        "SKIFF_CLUSTER_SECRET",
+        "SKIFF_GOSSIP_KEY",
+        "SKIFF_HTTP_AUTH_TOKEN",
+    ] {
+        command.env_remove(secret);
+    }
     command
         .env("SERF_SELF_NAME", &local.name)
         .env(

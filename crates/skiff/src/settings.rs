@@ -352,6 +352,17 @@ impl ServeArgs {
                     );
                 }
             }
+            // Advertised elsewhere (through a proxy or tunnel), it is reachable from there too.
+            let (host, _) = parse_host_port(&advertised_raft_addr)?;
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                bail!(
+                    "the advertised Raft address {advertised_raft_addr} is reachable beyond this machine: give every broker the same --cluster-secret, or --insecure-cluster to run without one on purpose"
+                );
+            }
         }
         let gossip_key = match pick!(gossip_key) {
             Some(key) => Some(parse_key("gossip key", &key)?),
@@ -494,6 +505,11 @@ mod tests {
         ]);
         assert_eq!(given.unwrap().gossip_key, Some([0xab; 32]));
         assert!(resolve(&[&open[..], &["--insecure-cluster"]].concat()).is_ok());
+        let tunnelled = resolve(&["--advertised-raft-addr", "10.0.0.1:9093"])
+            .err()
+            .unwrap();
+        assert!(tunnelled.to_string().contains("advertised"), "{tunnelled}");
+        assert!(resolve(&["--advertised-raft-addr", "localhost:9093"]).is_ok());
         assert!(resolve(&["--cluster-secret", "short"]).is_err());
         let defaults = resolve(&[]).unwrap();
         assert!(defaults.cluster_secret.is_none() && defaults.gossip_key.is_none());

@@ -22,7 +22,7 @@ use crate::topic_config::{TopicConfigs, TOPIC_CONFIGS};
 use crate::topics::{validate_topic_name, TopicMeta};
 
 /// Most partitions one topic may have; bounds the files and memory one request can claim.
-const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+use skiff_metadata::topic_rules::MAX_PARTITIONS_PER_TOPIC;
 
 /// Why an admin operation on one topic was refused.
 #[derive(Debug)]

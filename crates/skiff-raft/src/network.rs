@@ -55,33 +55,74 @@ impl ClusterSecret {
         Self(bytes)
     }
 
-    fn hmac(&self, label: &[u8]) -> HmacSha256 {
-        use hmac::Mac;
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes a key of any length");
-        mac.update(label);
-        mac
+    fn tag(&self, label: &[u8], parts: &[&[u8]]) -> [u8; TAG_LEN] {
+        tag(&self.0, label, parts)
     }
 
-    fn tag(&self, label: &[u8], first: &[u8], second: &[u8]) -> [u8; TAG_LEN] {
-        use hmac::Mac;
-        let mut mac = self.hmac(label);
-        mac.update(first);
-        mac.update(second);
-        mac.finalize().into_bytes().into()
-    }
-
-    /// Checks a tag in constant time.
-    fn verify(&self, label: &[u8], first: &[u8], second: &[u8], tag: &[u8]) -> bool {
-        use hmac::Mac;
-        let mut mac = self.hmac(label);
-        mac.update(first);
-        mac.update(second);
-        mac.verify_slice(tag).is_ok()
+    fn verify(&self, label: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
+        verify(&self.0, label, parts, expected)
     }
 
     /// A key for another use, derived from the secret, so one secret configures a cluster.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        self.tag(b"skiff derived key", purpose.as_bytes(), &[])
+        self.tag(b"skiff derived key", &[purpose.as_bytes()])
+    }
+}
+
+fn keyed(key: &[u8], label: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+    use hmac::Mac;
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(label);
+    for part in parts {
+        mac.update(part);
+    }
+    mac
+}
+
+fn tag(key: &[u8], label: &[u8], parts: &[&[u8]]) -> [u8; TAG_LEN] {
+    use hmac::Mac;
+    keyed(key, label, parts).finalize().into_bytes().into()
+}
+
+/// Checks a tag in constant time.
+fn verify(key: &[u8], label: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
+    use hmac::Mac;
+    keyed(key, label, parts).verify_slice(expected).is_ok()
+}
+
+/// The frames of one authenticated connection: each carries an HMAC, under a key only the two
+/// ends that proved the secret to each other can derive, over its direction, its number and its
+/// body, so a frame cannot be forged, replayed, reordered or sent back the other way, and a
+/// connection taken over after the handshake is useless.
+pub(crate) struct Session {
+    key: [u8; 32],
+    send_label: &'static [u8],
+    receive_label: &'static [u8],
+    sent: u64,
+    received: u64,
+}
+
+impl Session {
+    fn seal(&mut self, body: &[u8]) -> [u8; TAG_LEN] {
+        let tag = tag(
+            &self.key,
+            self.send_label,
+            &[&self.sent.to_be_bytes(), body],
+        );
+        self.sent += 1;
+        tag
+    }
+
+    fn open(&mut self, body: &[u8], expected: &[u8]) -> io::Result<()> {
+        let number = self.received.to_be_bytes();
+        if !verify(&self.key, self.receive_label, &[&number, body], expected) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a frame failed its authentication",
+            ));
+        }
+        self.received += 1;
+        Ok(())
     }
 }
 
@@ -93,44 +134,83 @@ fn nonce() -> io::Result<[u8; NONCE_LEN]> {
 
 const CLIENT_PROOF: &[u8] = b"skiff raft client proof";
 const SERVER_PROOF: &[u8] = b"skiff raft server proof";
+const SESSION_KEY: &[u8] = b"skiff raft session key";
+const CLIENT_FRAMES: &[u8] = b"skiff raft client frame";
+const SERVER_FRAMES: &[u8] = b"skiff raft server frame";
 
-/// The accepting side: a challenge, the client's proof over both nonces, then ours. Fixed-size
-/// reads only: nothing the peer sends is decoded before it has proved itself.
-async fn prove_as_server(stream: &mut TcpStream, secret: &ClusterSecret) -> io::Result<()> {
+fn permission_denied(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, what)
+}
+
+/// The accepting side (node `me`): a challenge, then the client's proof over both nonces and
+/// the node it meant to reach (so a proof relayed from a connection meant for another node is
+/// refused), then ours. Fixed-size reads only: nothing the peer sends is decoded before it has
+/// proved itself.
+async fn prove_as_server(
+    stream: &mut TcpStream,
+    secret: &ClusterSecret,
+    me: u64,
+) -> io::Result<Session> {
     let server_nonce = nonce()?;
     stream.write_all(&server_nonce).await?;
     let mut client_nonce = [0u8; NONCE_LEN];
     let mut client_tag = [0u8; TAG_LEN];
     stream.read_exact(&mut client_nonce).await?;
     stream.read_exact(&mut client_tag).await?;
-    if !secret.verify(CLIENT_PROOF, &server_nonce, &client_nonce, &client_tag) {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "the peer does not know the cluster secret",
+    let me = me.to_be_bytes();
+    if !secret.verify(
+        CLIENT_PROOF,
+        &[&server_nonce, &client_nonce, &me],
+        &client_tag,
+    ) {
+        return Err(permission_denied(
+            "the peer did not prove the cluster secret for this node".into(),
         ));
     }
     stream
-        .write_all(&secret.tag(SERVER_PROOF, &client_nonce, &server_nonce))
-        .await
+        .write_all(&secret.tag(SERVER_PROOF, &[&client_nonce, &server_nonce, &me]))
+        .await?;
+    Ok(Session {
+        key: secret.tag(SESSION_KEY, &[&server_nonce, &client_nonce, &me]),
+        send_label: SERVER_FRAMES,
+        receive_label: CLIENT_FRAMES,
+        sent: 0,
+        received: 0,
+    })
 }
 
-/// The connecting side: answers the challenge, then checks the server's proof.
-async fn prove_as_client(stream: &mut TcpStream, secret: &ClusterSecret) -> io::Result<()> {
+/// The connecting side, reaching node `target`: answers the challenge, then checks that the
+/// server proves the secret as that node.
+async fn prove_as_client(
+    stream: &mut TcpStream,
+    secret: &ClusterSecret,
+    target: u64,
+) -> io::Result<Session> {
     let mut server_nonce = [0u8; NONCE_LEN];
     stream.read_exact(&mut server_nonce).await?;
     let client_nonce = nonce()?;
+    let target = target.to_be_bytes();
     let mut proof = client_nonce.to_vec();
-    proof.extend_from_slice(&secret.tag(CLIENT_PROOF, &server_nonce, &client_nonce));
+    proof.extend_from_slice(&secret.tag(CLIENT_PROOF, &[&server_nonce, &client_nonce, &target]));
     stream.write_all(&proof).await?;
     let mut server_tag = [0u8; TAG_LEN];
     stream.read_exact(&mut server_tag).await?;
-    if !secret.verify(SERVER_PROOF, &client_nonce, &server_nonce, &server_tag) {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "the peer does not know the cluster secret",
+    if !secret.verify(
+        SERVER_PROOF,
+        &[&client_nonce, &server_nonce, &target],
+        &server_tag,
+    ) {
+        return Err(permission_denied(
+            "the peer did not prove the cluster secret (is --cluster-secret the same on every broker?)".into(),
         ));
     }
-    Ok(())
+    Ok(Session {
+        key: secret.tag(SESSION_KEY, &[&server_nonce, &client_nonce, &target]),
+        send_label: CLIENT_FRAMES,
+        receive_label: SERVER_FRAMES,
+        sent: 0,
+        received: 0,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -165,11 +245,13 @@ pub(crate) enum Reply {
     Refused(String),
 }
 
+/// Sends one frame: length, JSON body, and with a session the body's tag.
 pub(crate) async fn write_message<T: Serialize>(
     stream: &mut TcpStream,
+    session: Option<&mut Session>,
     message: &T,
 ) -> io::Result<()> {
-    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
+    let mut body = serde_json::to_vec(message).map_err(io::Error::other)?;
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -179,15 +261,23 @@ pub(crate) async fn write_message<T: Serialize>(
             ),
         ));
     }
+    if let Some(session) = session {
+        let tag = session.seal(&body);
+        body.extend_from_slice(&tag);
+    }
     let mut framed = Vec::with_capacity(4 + body.len());
     framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
     framed.extend_from_slice(&body);
     stream.write_all(&framed).await
 }
 
-pub(crate) async fn read_message<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
+/// Reads one frame; with a session, its tag is checked before the body is decoded.
+pub(crate) async fn read_message<T: DeserializeOwned>(
+    stream: &mut TcpStream,
+    session: Option<&mut Session>,
+) -> io::Result<T> {
     let len = stream.read_u32().await? as usize;
-    if len > MAX_MESSAGE_BYTES {
+    if len > MAX_MESSAGE_BYTES + TAG_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("message length {len} exceeds {MAX_MESSAGE_BYTES}"),
@@ -195,6 +285,13 @@ pub(crate) async fn read_message<T: DeserializeOwned>(stream: &mut TcpStream) ->
     }
     let mut body = vec![0; len];
     stream.read_exact(&mut body).await?;
+    if let Some(session) = session {
+        let Some(split) = body.len().checked_sub(TAG_LEN) else {
+            return Err(permission_denied("a frame without its tag".into()));
+        };
+        let tag = body.split_off(split);
+        session.open(&body, &tag)?;
+    }
     serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
@@ -203,13 +300,19 @@ pub(crate) trait RpcHandler: Send + Sync + 'static {
     fn handle(&self, envelope: Envelope) -> impl Future<Output = Reply> + Send;
 }
 
+/// Connections accepted at once that have not yet proved the cluster secret: more are closed at
+/// once, so strangers cannot hold the process's sockets with handshakes they never finish.
+const MAX_UNPROVED_CONNECTIONS: usize = 64;
+
 /// Accepts peer connections until the listener fails; each connection is served in order, once
-/// the peer proved it knows `secret` (when there is one).
+/// the peer proved it knows `secret` (when there is one) and that it means to reach node `me`.
 pub(crate) async fn serve<H: RpcHandler>(
     listener: TcpListener,
     handler: Arc<H>,
     secret: Option<ClusterSecret>,
+    me: u64,
 ) {
+    let unproved = Arc::new(tokio::sync::Semaphore::new(MAX_UNPROVED_CONNECTIONS));
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -222,18 +325,30 @@ pub(crate) async fn serve<H: RpcHandler>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let secret = secret.clone();
+        let unproved = unproved.clone();
         tokio::spawn(async move {
+            let mut session = None;
             if let Some(secret) = &secret {
-                let proved =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, prove_as_server(&mut stream, secret))
-                        .await;
-                if !matches!(proved, Ok(Ok(()))) {
-                    warn!(%peer, "refused a Raft connection: no proof of the cluster secret");
+                let Ok(_proving) = unproved.try_acquire() else {
+                    debug!(%peer, "too many Raft connections proving the cluster secret; closed");
                     return;
+                };
+                let proved = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    prove_as_server(&mut stream, secret, me),
+                )
+                .await;
+                match proved {
+                    Ok(Ok(proved)) => session = Some(proved),
+                    _ => {
+                        metrics::counter!("skiff_raft_unproved_connections_total").increment(1);
+                        debug!(%peer, "refused a Raft connection: no proof of the cluster secret");
+                        return;
+                    }
                 }
             }
             loop {
-                let envelope: Envelope = match read_message(&mut stream).await {
+                let envelope: Envelope = match read_message(&mut stream, session.as_mut()).await {
                     Ok(envelope) => envelope,
                     Err(e) => {
                         if e.kind() != io::ErrorKind::UnexpectedEof {
@@ -243,7 +358,10 @@ pub(crate) async fn serve<H: RpcHandler>(
                     }
                 };
                 let reply = handler.handle(envelope).await;
-                if write_message(&mut stream, &reply).await.is_err() {
+                if write_message(&mut stream, session.as_mut(), &reply)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -264,7 +382,7 @@ pub(crate) struct PeerClient {
     identity: LocalIdentity,
     target: u64,
     addr: String,
-    stream: Option<TcpStream>,
+    connection: Option<(TcpStream, Option<Session>)>,
 }
 
 impl PeerClient {
@@ -273,7 +391,7 @@ impl PeerClient {
             identity,
             target,
             addr,
-            stream: None,
+            connection: None,
         }
     }
 
@@ -301,18 +419,19 @@ impl PeerClient {
     /// dropped future), the connection closes with it, so a late reply can never be taken for
     /// the answer to the next request.
     async fn exchange(&mut self, envelope: &Envelope) -> io::Result<Reply> {
-        let mut stream = match self.stream.take().filter(still_open) {
-            Some(stream) => stream,
+        let (mut stream, mut session) = match self.connection.take().filter(|(s, _)| still_open(s))
+        {
+            Some(connection) => connection,
             None => self.connect().await?,
         };
-        write_message(&mut stream, envelope).await?;
-        let reply = read_message(&mut stream).await?;
-        self.stream = Some(stream);
+        write_message(&mut stream, session.as_mut(), envelope).await?;
+        let reply = read_message(&mut stream, session.as_mut()).await?;
+        self.connection = Some((stream, session));
         Ok(reply)
     }
 
     /// Nothing is sent before the connection stands: callers may retry these failures safely.
-    async fn connect(&self) -> io::Result<TcpStream> {
+    async fn connect(&self) -> io::Result<(TcpStream, Option<Session>)> {
         let addr: SocketAddr = tokio::net::lookup_host(&self.addr)
             .await?
             .next()
@@ -323,17 +442,22 @@ impl PeerClient {
             .map_err(|_| not_connected(format!("connecting to {addr} timed out")))?
             .map_err(|e| not_connected(format!("cannot connect to {addr}: {e}")))?;
         stream.set_nodelay(true)?;
-        if let Some(secret) = &self.identity.secret {
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, prove_as_client(&mut stream, secret))
-                .await
-                .map_err(|_| {
-                    not_connected(format!(
-                        "{addr} did not prove the cluster secret in time (is --cluster-secret the same on every broker?)"
-                    ))
-                })?
-                .map_err(|e| not_connected(format!("{addr}: {e}")))?;
-        }
-        Ok(stream)
+        let Some(secret) = &self.identity.secret else {
+            return Ok((stream, None));
+        };
+        let session = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            prove_as_client(&mut stream, secret, self.target),
+        )
+        .await
+        .map_err(|_| {
+            not_connected(format!(
+                "node {} at {addr} did not prove the cluster secret in time (is --cluster-secret the same on every broker?)",
+                self.target
+            ))
+        })?
+        .map_err(|e| not_connected(format!("node {} at {addr}: {e}", self.target)))?;
+        Ok((stream, Some(session)))
     }
 }
 
@@ -484,22 +608,78 @@ mod tests {
         PeerClient::new(identity, 2, addr.to_string())
     }
 
+    fn client_for(addr: SocketAddr, target: u64, secret: Option<ClusterSecret>) -> PeerClient {
+        let mut client = client(addr, secret);
+        client.target = target;
+        client
+    }
+
+    /// Sends one frame on `stream` as a stranger would (after whatever handshake it made) and
+    /// says whether anything came back.
+    async fn heard(stream: &mut TcpStream, session: Option<&mut Session>) -> bool {
+        let envelope = Envelope {
+            cluster_id: None,
+            from: 1,
+            rpc: get("k"),
+        };
+        if write_message(stream, session, &envelope).await.is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        matches!(stream.read(&mut byte).await, Ok(n) if n > 0)
+    }
+
     #[tokio::test]
     async fn only_peers_that_prove_the_cluster_secret_are_heard() {
         let secret = ClusterSecret::new([7; 32]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, Arc::new(Echo), Some(secret.clone())));
+        // The server is node 2.
+        tokio::spawn(serve(listener, Arc::new(Echo), Some(secret.clone()), 2));
         let timeout = Duration::from_secs(10);
 
-        let heard = client(addr, Some(secret.clone()))
+        let answer = client_for(addr, 2, Some(secret.clone()))
             .call(get("k"), timeout)
             .await;
-        assert!(matches!(heard, Ok(Reply::Refused(text)) if text == "heard 1"));
+        assert!(matches!(answer, Ok(Reply::Refused(text)) if text == "heard 1"));
         for stranger in [Some(ClusterSecret::new([8; 32])), None] {
-            let refused = client(addr, stranger).call(get("k"), timeout).await;
+            let refused = client_for(addr, 2, stranger).call(get("k"), timeout).await;
             assert!(refused.is_err(), "a peer without the secret is not heard");
         }
+        // A proof made for another node (as a relay would pass on) is refused.
+        let relayed = client_for(addr, 3, Some(secret.clone()))
+            .call(get("k"), timeout)
+            .await;
+        assert!(relayed.is_err(), "a proof for node 3 does not open node 2");
+
+        // A stranger that goes through the motions with a wrong tag, then sends a frame.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut server_nonce = [0u8; NONCE_LEN];
+        stream.read_exact(&mut server_nonce).await.unwrap();
+        stream.write_all(&[9; NONCE_LEN + TAG_LEN]).await.unwrap();
+        assert!(
+            !heard(&mut stream, None).await,
+            "a wrong proof is never heard"
+        );
+
+        // A peer that proved the secret, but whose frames are not tagged with the session key
+        // (a connection taken over after the handshake), is not heard either.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        prove_as_client(&mut stream, &secret, 2).await.unwrap();
+        let mut forged = Session {
+            key: [0; 32],
+            send_label: CLIENT_FRAMES,
+            receive_label: SERVER_FRAMES,
+            sent: 0,
+            received: 0,
+        };
+        assert!(!heard(&mut stream, Some(&mut forged)).await);
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut session = prove_as_client(&mut stream, &secret, 2).await.unwrap();
+        assert!(
+            heard(&mut stream, Some(&mut session)).await,
+            "the real session is heard"
+        );
 
         // A server that cannot prove the secret back is not talked to either.
         let impostor = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -517,7 +697,7 @@ mod tests {
                 "nothing is sent to a server that failed its proof"
             );
         });
-        let fooled = client(impostor_addr, Some(secret.clone()))
+        let fooled = client_for(impostor_addr, 2, Some(secret.clone()))
             .call(get("k"), timeout)
             .await;
         assert!(
@@ -531,6 +711,75 @@ mod tests {
         assert_ne!(secret.derive("gossip"), [7; 32]);
     }
 
+    /// The server's check of the client's proof on its own (the frame tags would also keep a
+    /// stranger out): a wrong tag, or a right one made for another node, is refused.
+    #[tokio::test]
+    async fn the_server_refuses_a_wrong_or_misdirected_proof() {
+        let secret = ClusterSecret::new([7; 32]);
+        for target in [None, Some(3u64), Some(2)] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = {
+                let secret = secret.clone();
+                tokio::spawn(async move {
+                    let (mut stream, _) = listener.accept().await.unwrap();
+                    prove_as_server(&mut stream, &secret, 2).await.map(|_| ())
+                })
+            };
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let mut server_nonce = [0u8; NONCE_LEN];
+            stream.read_exact(&mut server_nonce).await.unwrap();
+            let client_nonce = [5u8; NONCE_LEN];
+            let tag = match target {
+                None => [9; TAG_LEN],
+                Some(node) => secret.tag(
+                    CLIENT_PROOF,
+                    &[&server_nonce, &client_nonce, &node.to_be_bytes()],
+                ),
+            };
+            stream.write_all(&client_nonce).await.unwrap();
+            stream.write_all(&tag).await.unwrap();
+            let outcome = server.await.unwrap();
+            match target {
+                Some(2) => assert!(outcome.is_ok()),
+                _ => assert!(
+                    matches!(&outcome, Err(e) if e.kind() == io::ErrorKind::PermissionDenied),
+                    "{target:?}: {outcome:?}"
+                ),
+            }
+        }
+    }
+
+    /// Frame tags: a frame is accepted once, in order, in its own direction, under its key.
+    #[test]
+    fn frames_cannot_be_forged_replayed_reordered_or_reflected() {
+        let session = |key: [u8; 32], client: bool| Session {
+            key,
+            send_label: if client { CLIENT_FRAMES } else { SERVER_FRAMES },
+            receive_label: if client { SERVER_FRAMES } else { CLIENT_FRAMES },
+            sent: 0,
+            received: 0,
+        };
+        let (mut client, mut server) = (session([1; 32], true), session([1; 32], false));
+        let first = client.seal(b"one");
+        let second = client.seal(b"two");
+        assert!(server.open(b"two", &second).is_err(), "out of order");
+        assert!(server.open(b"one", &first).is_ok());
+        assert!(server.open(b"one", &first).is_err(), "replayed");
+        assert!(server.open(b"TWO", &second).is_err(), "altered");
+        assert!(server.open(b"two", &second).is_ok());
+        let reply = server.seal(b"reply");
+        assert!(
+            session([1; 32], false).open(b"reply", &reply).is_err(),
+            "reflected"
+        );
+        assert!(
+            session([2; 32], true).open(b"reply", &reply).is_err(),
+            "another key"
+        );
+        assert!(client.open(b"reply", &reply).is_ok());
+    }
+
     /// A peer that answers every request with its key, late for the key "slow".
     async fn echo_peer() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -538,14 +787,14 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    while let Ok(envelope) = read_message::<Envelope>(&mut stream).await {
+                    while let Ok(envelope) = read_message::<Envelope>(&mut stream, None).await {
                         let Rpc::Forward(ForwardRequest::KvGet { key }) = envelope.rpc else {
                             return;
                         };
                         if key == "slow" {
                             tokio::time::sleep(Duration::from_millis(300)).await;
                         }
-                        if write_message(&mut stream, &Reply::Refused(key))
+                        if write_message(&mut stream, None, &Reply::Refused(key))
                             .await
                             .is_err()
                         {
@@ -565,9 +814,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                if let Ok(envelope) = read_message::<Envelope>(&mut stream).await {
+                if let Ok(envelope) = read_message::<Envelope>(&mut stream, None).await {
                     if let Rpc::Forward(ForwardRequest::KvGet { key }) = envelope.rpc {
-                        let _ = write_message(&mut stream, &Reply::Refused(key)).await;
+                        let _ = write_message(&mut stream, None, &Reply::Refused(key)).await;
                     }
                 }
             }

@@ -194,6 +194,7 @@ impl MetadataRaft {
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
         let secret = settings.cluster_secret.clone();
+        let node_id = settings.node_id;
         let identity = LocalIdentity {
             node_id: settings.node_id,
             shared: shared.clone(),
@@ -252,6 +253,7 @@ impl MetadataRaft {
                 node: Arc::downgrade(&node),
             }),
             secret,
+            node_id,
         ));
         Ok(node)
     }

@@ -233,7 +233,8 @@ fn membership_changes_by_hand_and_refusals() {
     // arrival, and a change while another is in progress is refused as unavailable (503): the
     // operator tries again.
     wait_until("node 2 removed", Duration::from_secs(20), || {
-        seed.http_post("/raft/remove", r#"{"node_id": 2}"#).is_some()
+        seed.http_post("/raft/remove", r#"{"node_id": 2}"#)
+            .is_some()
     });
     let join = format!(
         r#"{{"node_id": 2, "raft_address": "127.0.0.1:{}"}}"#,

@@ -41,14 +41,21 @@ pub async fn serve(apis: Arc<KafkaApis>, listener: Listener, mut shutdown: watch
     let mut connections = JoinSet::new();
     let connection_shutdown = shutdown.clone();
     let request_metrics = Arc::new(RequestMetrics::new());
+    let mut paused = false;
     loop {
+        // Out of file descriptors (EMFILE), every accept fails until some close: pause instead
+        // of spinning on the error and filling the log.
+        if std::mem::take(&mut paused) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.0.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        warn!(error = %e, "accept failed");
+                        warn!(error = %e, "accept failed; pausing accepts for 100 ms");
+                        paused = true;
                         continue;
                     }
                 };

@@ -32,7 +32,7 @@ use crate::types::{Snapshot, SnapshotMeta, TypeConfig, Vote};
 /// Largest message accepted: a snapshot of a large cluster fits, a garbage length does not.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest the mutual proof of the cluster secret may take on a new connection.
+/// Longest a client waits for the mutual proof of the cluster secret on a new connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const NONCE_LEN: usize = 32;
 const TAG_LEN: usize = 32;
@@ -283,8 +283,15 @@ pub(crate) async fn read_message<T: DeserializeOwned>(
             format!("message length {len} exceeds {MAX_MESSAGE_BYTES}"),
         ));
     }
-    let mut body = vec![0; len];
-    stream.read_exact(&mut body).await?;
+    // Grown as bytes arrive, so a length prefix alone reserves nothing.
+    let mut body = Vec::new();
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     if let Some(session) = session {
         let Some(split) = body.len().checked_sub(TAG_LEN) else {
             return Err(permission_denied("a frame without its tag".into()));
@@ -300,9 +307,57 @@ pub(crate) trait RpcHandler: Send + Sync + 'static {
     fn handle(&self, envelope: Envelope) -> impl Future<Output = Reply> + Send;
 }
 
-/// Connections accepted at once that have not yet proved the cluster secret: more are closed at
-/// once, so strangers cannot hold the process's sockets with handshakes they never finish.
-const MAX_UNPROVED_CONNECTIONS: usize = 64;
+/// Connections that have not yet proved the cluster secret, at once, in all and from one address:
+/// more are closed at once, so strangers can neither hold the process's sockets with handshakes
+/// they never finish nor, from one address, crowd out the brokers.
+const MAX_UNPROVED_CONNECTIONS: usize = 256;
+const MAX_UNPROVED_PER_ADDRESS: usize = 8;
+/// A peer answers the challenge within one round trip; a server waits no longer than this.
+const SERVER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections still proving themselves, by peer address.
+#[derive(Default)]
+struct Unproved {
+    by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// A place among the unproved connections, given back on drop.
+struct Proving<'a> {
+    unproved: &'a Unproved,
+    address: std::net::IpAddr,
+}
+
+impl Unproved {
+    fn enter(&self, address: std::net::IpAddr) -> Option<Proving<'_>> {
+        let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = by_address.values().sum();
+        let here = by_address.entry(address).or_insert(0);
+        if total >= MAX_UNPROVED_CONNECTIONS || *here >= MAX_UNPROVED_PER_ADDRESS {
+            return None;
+        }
+        *here += 1;
+        Some(Proving {
+            unproved: self,
+            address,
+        })
+    }
+}
+
+impl Drop for Proving<'_> {
+    fn drop(&mut self) {
+        let mut by_address = self
+            .unproved
+            .by_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = by_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+    }
+}
 
 /// Accepts peer connections until the listener fails; each connection is served in order, once
 /// the peer proved it knows `secret` (when there is one) and that it means to reach node `me`.
@@ -312,7 +367,7 @@ pub(crate) async fn serve<H: RpcHandler>(
     secret: Option<ClusterSecret>,
     me: u64,
 ) {
-    let unproved = Arc::new(tokio::sync::Semaphore::new(MAX_UNPROVED_CONNECTIONS));
+    let unproved = Arc::new(Unproved::default());
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -329,19 +384,22 @@ pub(crate) async fn serve<H: RpcHandler>(
         tokio::spawn(async move {
             let mut session = None;
             if let Some(secret) = &secret {
-                let Ok(_proving) = unproved.try_acquire() else {
+                let Some(_proving) = unproved.enter(peer.ip()) else {
+                    metrics::counter!("skiff_raft_unproved_connections_total", "reason" => "too many")
+                        .increment(1);
                     debug!(%peer, "too many Raft connections proving the cluster secret; closed");
                     return;
                 };
                 let proved = tokio::time::timeout(
-                    HANDSHAKE_TIMEOUT,
+                    SERVER_HANDSHAKE_TIMEOUT,
                     prove_as_server(&mut stream, secret, me),
                 )
                 .await;
                 match proved {
                     Ok(Ok(proved)) => session = Some(proved),
                     _ => {
-                        metrics::counter!("skiff_raft_unproved_connections_total").increment(1);
+                        metrics::counter!("skiff_raft_unproved_connections_total", "reason" => "no proof")
+                            .increment(1);
                         debug!(%peer, "refused a Raft connection: no proof of the cluster secret");
                         return;
                     }
@@ -638,10 +696,12 @@ mod tests {
         tokio::spawn(serve(listener, Arc::new(Echo), Some(secret.clone()), 2));
         let timeout = Duration::from_secs(10);
 
-        let answer = client_for(addr, 2, Some(secret.clone()))
-            .call(get("k"), timeout)
-            .await;
-        assert!(matches!(answer, Ok(Reply::Refused(text)) if text == "heard 1"));
+        // Several requests on one authenticated connection keep both ends' frame numbers in step.
+        let mut peer = client_for(addr, 2, Some(secret.clone()));
+        for _ in 0..3 {
+            let answer = peer.call(get("k"), timeout).await;
+            assert!(matches!(answer, Ok(Reply::Refused(text)) if text == "heard 1"));
+        }
         for stranger in [Some(ClusterSecret::new([8; 32])), None] {
             let refused = client_for(addr, 2, stranger).call(get("k"), timeout).await;
             assert!(refused.is_err(), "a peer without the secret is not heard");
@@ -681,9 +741,20 @@ mod tests {
             "the real session is heard"
         );
 
+        // A frame sealed for one connection is not heard on another: each session has its key.
+        let mut other = TcpStream::connect(addr).await.unwrap();
+        prove_as_client(&mut other, &secret, 2).await.unwrap();
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut replayed = prove_as_client(&mut first, &secret, 2).await.unwrap();
+        assert!(
+            !heard(&mut other, Some(&mut replayed)).await,
+            "another connection's frame is refused"
+        );
+
         // A server that cannot prove the secret back is not talked to either.
         let impostor = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let impostor_addr = impostor.local_addr().unwrap();
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let (mut stream, _) = impostor.accept().await.unwrap();
             stream.write_all(&[1; NONCE_LEN]).await.unwrap();
@@ -692,10 +763,7 @@ mod tests {
             stream.write_all(&[0; TAG_LEN]).await.unwrap();
             let mut rest = Vec::new();
             let _ = stream.read_to_end(&mut rest).await;
-            assert!(
-                rest.is_empty(),
-                "nothing is sent to a server that failed its proof"
-            );
+            let _ = sent_tx.send(rest.len());
         });
         let fooled = client_for(impostor_addr, 2, Some(secret.clone()))
             .call(get("k"), timeout)
@@ -704,6 +772,11 @@ mod tests {
             matches!(&fooled, Err(e) if e.kind() == io::ErrorKind::NotConnected),
             "{:?}",
             fooled.err()
+        );
+        assert_eq!(
+            sent_rx.await.unwrap(),
+            0,
+            "nothing is sent to a server that failed its proof"
         );
 
         // Derived keys differ by purpose and from the secret.
@@ -748,6 +821,44 @@ mod tests {
                 ),
             }
         }
+    }
+
+    /// Connections that never finish the handshake: at most a few per address wait at once; the
+    /// next is closed before it gets a challenge, and a place frees when one gives up.
+    #[tokio::test]
+    async fn idle_handshakes_from_one_address_are_bounded() {
+        let secret = ClusterSecret::new([7; 32]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Arc::new(Echo), Some(secret.clone()), 2));
+        let challenged = |mut stream: TcpStream| async move {
+            let mut nonce = [0u8; NONCE_LEN];
+            stream
+                .read_exact(&mut nonce)
+                .await
+                .is_ok()
+                .then_some(stream)
+        };
+        let mut idle = Vec::new();
+        for _ in 0..MAX_UNPROVED_PER_ADDRESS {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            idle.push(challenged(stream).await.expect("a challenge"));
+        }
+        let crowded = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            challenged(crowded).await.is_none(),
+            "closed without a challenge"
+        );
+        drop(idle.pop());
+        let mut fits = None;
+        for _ in 0..100 {
+            if let Some(stream) = challenged(TcpStream::connect(addr).await.unwrap()).await {
+                fits = Some(stream);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(fits.is_some(), "a freed place is taken again");
     }
 
     /// Frame tags: a frame is accepted once, in order, in its own direction, under its key.

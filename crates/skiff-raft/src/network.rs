@@ -312,6 +312,10 @@ pub(crate) trait RpcHandler: Send + Sync + 'static {
 /// they never finish nor, from one address, crowd out the brokers.
 const MAX_UNPROVED_CONNECTIONS: usize = 256;
 const MAX_UNPROVED_PER_ADDRESS: usize = 8;
+/// Whether a wrong proof was already logged at warn: later ones are counted, not logged.
+static WRONG_PROOF_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// A peer answers the challenge within one round trip; a server waits no longer than this.
 const SERVER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -397,6 +401,17 @@ pub(crate) async fn serve<H: RpcHandler>(
                 .await;
                 match proved {
                     Ok(Ok(proved)) => session = Some(proved),
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        metrics::counter!("skiff_raft_unproved_connections_total", "reason" => "wrong proof")
+                            .increment(1);
+                        // A misconfigured broker retries every heartbeat: say it now and then.
+                        if WRONG_PROOF_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            debug!(%peer, "refused a Raft connection: wrong proof of the cluster secret");
+                        } else {
+                            warn!(%peer, "refused a Raft connection: its proof of the cluster secret is wrong (is --cluster-secret the same on every broker?); further refusals are counted in skiff_raft_unproved_connections_total");
+                        }
+                        return;
+                    }
                     _ => {
                         metrics::counter!("skiff_raft_unproved_connections_total", "reason" => "no proof")
                             .increment(1);
@@ -514,7 +529,16 @@ impl PeerClient {
                 self.target
             ))
         })?
-        .map_err(|e| not_connected(format!("node {} at {addr}: {e}", self.target)))?;
+        .map_err(|e| {
+            not_connected(if e.kind() == io::ErrorKind::UnexpectedEof {
+                format!(
+                    "node {} at {addr} closed the connection during the cluster-secret handshake: it has another --cluster-secret, or none",
+                    self.target
+                )
+            } else {
+                format!("node {} at {addr}: {e}", self.target)
+            })
+        })?;
         Ok((stream, Some(session)))
     }
 }

@@ -369,7 +369,7 @@ fn with_a_cluster_secret_the_raft_port_hears_no_one_without_it() {
         std::time::Duration::from_secs(10),
         || {
             broker.http_get("/metrics").is_some_and(|m| {
-                m.contains(r#"skiff_raft_unproved_connections_total{reason="no proof"} 1"#)
+                m.contains(r#"skiff_raft_unproved_connections_total{reason="wrong proof"} 1"#)
             })
         },
     );

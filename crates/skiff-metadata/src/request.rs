@@ -839,25 +839,7 @@ mod tests {
     }
 
     #[test]
-    fn the_offsets_topic_cannot_be_deleted() {
-        let mut image = brokers(1);
-        decided(
-            &mut image,
-            &ControllerRequest::CreateTopic {
-                name: OFFSETS_TOPIC.into(),
-                topic_id: TOPIC,
-                partitions: 1,
-                replication_factor: 1,
-                configs: BTreeMap::new(),
-                assignments: None,
-            },
-        );
-        let delete = ControllerRequest::DeleteTopic { topic_id: TOPIC };
-        assert_eq!(code(&image, &delete), 17, "INVALID_TOPIC_EXCEPTION");
-    }
-
-    #[test]
-    fn the_offsets_topic_keeps_its_partition_count() {
+    fn the_offsets_topic_keeps_its_partition_count_and_cannot_be_deleted() {
         let mut image = brokers(1);
         decided(
             &mut image,
@@ -876,6 +858,8 @@ mod tests {
             assignments: None,
         };
         assert_eq!(code(&image, &grow), 37, "INVALID_PARTITIONS");
+        let delete = ControllerRequest::DeleteTopic { topic_id: TOPIC };
+        assert_eq!(code(&image, &delete), 17, "INVALID_TOPIC_EXCEPTION");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The API versions Skiff advertises. Every version inside a range is decoded and answered
-//! correctly; the ranges are chosen for the clients in the field (design.md section 3), not taken
-//! from what the codec happens to support.
+//! correctly; the ranges are chosen for the clients in the field (librdkafka enables features
+//! such as compression and idempotence only when it sees the exact versions it expects; see the
+//! table below), not taken from what the codec happens to support.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};

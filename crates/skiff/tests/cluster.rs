@@ -465,12 +465,13 @@ fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<
 
 /// The bug users met first: a group coordinator refused commits for partitions led by other
 /// brokers. Two members bootstrapped through different brokers share a topic whose leaders are
-/// spread over all three, commit every partition, and a new member resumes exactly there. A
-/// broker that does not coordinate the group says so, and deleting the topic forgets its
-/// offsets on whichever broker coordinates the group.
+/// spread over all three and commit every partition; the coordinator's broker is killed (-9)
+/// and restarted, and a new member resumes exactly at the commits. A broker that does not
+/// coordinate the group says so, and deleting the topic forgets its offsets on whichever broker
+/// coordinates the group.
 #[test]
 fn consumer_groups_commit_offsets_for_partitions_led_by_any_broker() {
-    let brokers = start_three();
+    let mut brokers = start_three();
     let all = brokers
         .iter()
         .map(|b| b.bootstrap())
@@ -540,6 +541,21 @@ fn consumer_groups_commit_offsets_for_partitions_led_by_any_broker() {
         );
     }
     drop(members);
+
+    // The fault: the coordinator's broker is killed and restarts on its data dir. It replays
+    // its __consumer_offsets partition and answers every committed offset again.
+    let coordinator = coordinator_of(&brokers[0].bootstrap(), group);
+    let killed = &mut brokers[coordinator as usize - 1];
+    killed.kill9();
+    killed.restart();
+    wait_until("every partition led again", Duration::from_secs(40), || {
+        metadata(&brokers[0].bootstrap(), topic)
+            .2
+            .iter()
+            .all(|(_, leader)| *leader > 0)
+    });
+    assert_eq!(coordinator_of(&brokers[1].bootstrap(), group), coordinator);
+    assert_eq!(committed(&all, group, topic, partitions), [100; 6]);
 
     // A new member of the group resumes at the committed offsets: only new records come.
     produce(&all, topic, partitions, 60);

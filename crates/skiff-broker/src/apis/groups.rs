@@ -26,9 +26,11 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
 use super::{code, message, KafkaApis};
-use crate::group::coordinator::{JoinRequest, JoinResult, OffsetCommit, Reply, SyncResult};
+use crate::group::coordinator::{
+    Effects, GroupCoordinator, JoinRequest, JoinResult, OffsetCommit, Reply, SyncResult,
+};
 use crate::group::storage::{partition_for, OFFSETS_TOPIC};
-use crate::group::{GroupService, Shard};
+use crate::group::{Coordination, GroupService, Shard};
 use crate::replica_manager::now_ms;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -105,6 +107,26 @@ impl KafkaApis {
             })
             .ok_or_else(|| unavailable(format!("broker {leader} has endpoint {endpoint:?}")))?;
         Ok((leader, host, port))
+    }
+
+    /// Runs a change of `group` on its coordinator here, persisted before it is seen (the whole
+    /// group is put back if the append fails); `park` parks the caller's own request, if it
+    /// waits, before the change's deferred answers are delivered.
+    fn change_group<R, T>(
+        &self,
+        group: &str,
+        op: impl FnOnce(&mut GroupCoordinator) -> (R, Effects),
+        park: impl FnOnce(&mut Coordination, R) -> T,
+    ) -> Result<T, ResponseError> {
+        let shard = self.group_coordinator(group)?;
+        let mut state = shard.lock()?;
+        let undo = state.coordinator.undo_group(group);
+        let (result, completions) =
+            self.groups
+                .write(&shard, &mut state, &self.replicas, undo, op)?;
+        let parked = park(&mut state, result);
+        state.deliver(completions);
+        Ok(parked)
     }
 
     /// This broker's coordinator of `group`, or the error that sends the client looking for it.
@@ -205,26 +227,18 @@ impl KafkaApis {
             supports_skip_assignment: version >= 9,
         };
         let group_id = join.group_id.clone();
-        let attempt = || -> Result<_, ResponseError> {
-            let shard = self.group_coordinator(&group_id)?;
-            let mut state = shard.lock()?;
-            let undo = state.coordinator.undo_group(&group_id);
-            let (reply, completions) =
-                self.groups
-                    .write(&shard, &mut state, &self.replicas, undo, |c| {
-                        c.join_group(join, &mut GroupService::member_ids(), now_ms())
-                    })?;
-            let answer = match reply {
-                Reply::Now(result) => Answer::Now(result),
-                Reply::Later { member_id } => Answer::Later(
-                    state.wait_for_join(&group_id, &member_id),
-                    rebalance_timeout_ms,
-                ),
-            };
-            state.deliver(completions);
-            Ok(answer)
-        };
-        let answer = attempt()
+        let answer = self
+            .change_group(
+                &group_id,
+                |c| c.join_group(join, &mut GroupService::member_ids(), now_ms()),
+                |state, reply| match reply {
+                    Reply::Now(result) => Answer::Now(result),
+                    Reply::Later { member_id } => Answer::Later(
+                        state.wait_for_join(&group_id, &member_id),
+                        rebalance_timeout_ms,
+                    ),
+                },
+            )
             .unwrap_or_else(|error| Answer::Now(JoinResult::error(error, &request.member_id)));
         let result = match answer {
             Answer::Now(result) => result,
@@ -284,43 +298,41 @@ impl KafkaApis {
     ) -> SyncGroupResponse {
         let group_id = request.group_id.to_string();
         let member_id = request.member_id.to_string();
-        let attempt = || -> Result<_, ResponseError> {
-            let shard = self.group_coordinator(&group_id)?;
-            let mut state = shard.lock()?;
-            let rebalance_timeout = state
-                .coordinator
-                .group(&group_id)
-                .and_then(|g| g.members.get(&member_id))
-                .map(|m| m.rebalance_timeout_ms)
-                .unwrap_or(0);
-            let undo = state.coordinator.undo_group(&group_id);
-            let (reply, completions) =
-                self.groups
-                    .write(&shard, &mut state, &self.replicas, undo, |c| {
-                        c.sync_group(
-                            &group_id,
-                            request.generation_id,
-                            &member_id,
-                            request.group_instance_id.as_deref(),
-                            request.protocol_type.as_deref(),
-                            request.protocol_name.as_deref(),
-                            request
-                                .assignments
-                                .iter()
-                                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
-                                .collect(),
-                            now_ms(),
+        let attempt = || {
+            self.change_group(
+                &group_id,
+                |c| {
+                    c.sync_group(
+                        &group_id,
+                        request.generation_id,
+                        &member_id,
+                        request.group_instance_id.as_deref(),
+                        request.protocol_type.as_deref(),
+                        request.protocol_name.as_deref(),
+                        request
+                            .assignments
+                            .iter()
+                            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                            .collect(),
+                        now_ms(),
+                    )
+                },
+                |state, reply| match reply {
+                    Reply::Now(result) => Answer::Now(result),
+                    Reply::Later { member_id } => {
+                        // SyncGroup changes no member's rebalance timeout.
+                        let rebalance_timeout = state
+                            .coordinator
+                            .group(&group_id)
+                            .and_then(|g| g.members.get(&member_id))
+                            .map_or(0, |m| m.rebalance_timeout_ms);
+                        Answer::Later(
+                            state.wait_for_sync(&group_id, &member_id),
+                            rebalance_timeout,
                         )
-                    })?;
-            let answer = match reply {
-                Reply::Now(result) => Answer::Now(result),
-                Reply::Later { member_id } => Answer::Later(
-                    state.wait_for_sync(&group_id, &member_id),
-                    rebalance_timeout,
-                ),
-            };
-            state.deliver(completions);
-            Ok(answer)
+                    }
+                },
+            )
         };
         // A failed append leaves the group as it was before this SyncGroup: the members sync or
         // rejoin again. While the coordinator loads, REBALANCE_IN_PROGRESS, as Kafka answers:
@@ -405,19 +417,12 @@ impl KafkaApis {
             vec![(request.member_id.to_string(), None)]
         };
         let group_id = request.group_id.to_string();
-        let attempt = || -> Result<_, ResponseError> {
-            let shard = self.group_coordinator(&group_id)?;
-            let mut state = shard.lock()?;
-            let undo = state.coordinator.undo_group(&group_id);
-            let (outcome, completions) =
-                self.groups
-                    .write(&shard, &mut state, &self.replicas, undo, |c| {
-                        c.leave_group(&group_id, &leaving, now_ms())
-                    })?;
-            state.deliver(completions);
-            Ok(outcome)
-        };
-        match attempt().unwrap_or_else(|error| Err(code(error))) {
+        let outcome = self.change_group(
+            &group_id,
+            |c| c.leave_group(&group_id, &leaving, now_ms()),
+            |_, outcome| outcome,
+        );
+        match outcome.unwrap_or_else(|error| Err(code(error))) {
             Err(error) => LeaveGroupResponse::default().with_error_code(error),
             Ok(codes) if version >= 3 => LeaveGroupResponse::default().with_members(
                 leaving
@@ -774,19 +779,9 @@ impl KafkaApis {
             .groups_names
             .into_iter()
             .map(|id| {
-                let attempt = || -> Result<i16, ResponseError> {
-                    let shard = self.group_coordinator(id.as_str())?;
-                    let mut state = shard.lock()?;
-                    let undo = state.coordinator.undo_group(id.as_str());
-                    let (error, completions) =
-                        self.groups
-                            .write(&shard, &mut state, &self.replicas, undo, |c| {
-                                c.delete_group(id.as_str())
-                            })?;
-                    state.deliver(completions);
-                    Ok(error)
-                };
-                let error = attempt().unwrap_or_else(code);
+                let error = self
+                    .change_group(id.as_str(), |c| c.delete_group(id.as_str()), |_, e| e)
+                    .unwrap_or_else(code);
                 DeletableGroupResult::default()
                     .with_group_id(id)
                     .with_error_code(error)

@@ -349,8 +349,8 @@ pub enum Completion {
 #[derive(Debug, Default)]
 pub struct Effects {
     pub completions: Vec<Completion>,
-    /// Entries to append to `__consumer_offsets`, in order, per group.
-    pub writes: Vec<(String, Entry)>,
+    /// Entries to append to `__consumer_offsets`, in order.
+    pub writes: Vec<Entry>,
 }
 
 /// Enough of a group's state to put it back after a change that could not be persisted.
@@ -668,13 +668,10 @@ impl GroupCoordinator {
         }
         let supports_skip_assignment = request.supports_skip_assignment;
         if group.state == GroupState::Stable && unchanged {
-            effects.writes.push((
-                group.id.clone(),
-                Entry::Group {
-                    group: group.id.clone(),
-                    value: Some(group.stored()),
-                },
-            ));
+            effects.writes.push(Entry::Group {
+                group: group.id.clone(),
+                value: Some(group.stored()),
+            });
             let mut result = Self::join_result(group, &new_id, was_leader);
             if !supports_skip_assignment {
                 result.members.clear();
@@ -784,13 +781,10 @@ impl GroupCoordinator {
             group.protocol = None;
             group.leader = None;
             group.protocol_type = None;
-            effects.writes.push((
-                group.id.clone(),
-                Entry::Group {
-                    group: group.id.clone(),
-                    value: Some(group.stored()),
-                },
-            ));
+            effects.writes.push(Entry::Group {
+                group: group.id.clone(),
+                value: Some(group.stored()),
+            });
             return;
         }
         group.protocol = group.select_protocol();
@@ -933,13 +927,10 @@ impl GroupCoordinator {
                     }
                     group.state = GroupState::Stable;
                     group.state_timestamp_ms = now;
-                    effects.writes.push((
-                        group.id.clone(),
-                        Entry::Group {
-                            group: group.id.clone(),
-                            value: Some(group.stored()),
-                        },
-                    ));
+                    effects.writes.push(Entry::Group {
+                        group: group.id.clone(),
+                        value: Some(group.stored()),
+                    });
                     let waiting: Vec<String> = group
                         .members
                         .values()
@@ -1135,15 +1126,12 @@ impl GroupCoordinator {
                     .collect();
                 for (topic, partition) in stale {
                     group.offsets.remove(&(topic.clone(), partition));
-                    effects.writes.push((
-                        group.id.clone(),
-                        Entry::Offset {
-                            group: group.id.clone(),
-                            topic,
-                            partition,
-                            value: None,
-                        },
-                    ));
+                    effects.writes.push(Entry::Offset {
+                        group: group.id.clone(),
+                        topic,
+                        partition,
+                        value: None,
+                    });
                 }
             }
         }
@@ -1157,13 +1145,10 @@ impl GroupCoordinator {
             .collect();
         for id in forgotten {
             self.groups.remove(&id);
-            effects.writes.push((
-                id.clone(),
-                Entry::Group {
-                    group: id,
-                    value: None,
-                },
-            ));
+            effects.writes.push(Entry::Group {
+                group: id,
+                value: None,
+            });
         }
         effects
     }
@@ -1229,15 +1214,12 @@ impl GroupCoordinator {
                 group
                     .offsets
                     .insert((topic.clone(), partition), value.clone());
-                effects.writes.push((
-                    group.id.clone(),
-                    Entry::Offset {
-                        group: group.id.clone(),
-                        topic,
-                        partition,
-                        value: Some(value),
-                    },
-                ));
+                effects.writes.push(Entry::Offset {
+                    group: group.id.clone(),
+                    topic,
+                    partition,
+                    value: Some(value),
+                });
                 0
             })
             .collect();
@@ -1362,15 +1344,12 @@ impl GroupCoordinator {
             .collect();
         for partition in gone {
             group.offsets.remove(&(topic.to_string(), partition));
-            effects.writes.push((
-                group.id.clone(),
-                Entry::Offset {
-                    group: group.id.clone(),
-                    topic: topic.to_string(),
-                    partition,
-                    value: None,
-                },
-            ));
+            effects.writes.push(Entry::Offset {
+                group: group.id.clone(),
+                topic: topic.to_string(),
+                partition,
+                value: None,
+            });
         }
         effects
     }
@@ -1386,23 +1365,17 @@ impl GroupCoordinator {
             Some(_) => {
                 let group = self.groups.remove(group_id).expect("present");
                 for (topic, partition) in group.offsets.into_keys() {
-                    effects.writes.push((
-                        group_id.to_string(),
-                        Entry::Offset {
-                            group: group_id.to_string(),
-                            topic,
-                            partition,
-                            value: None,
-                        },
-                    ));
-                }
-                effects.writes.push((
-                    group_id.to_string(),
-                    Entry::Group {
+                    effects.writes.push(Entry::Offset {
                         group: group_id.to_string(),
+                        topic,
+                        partition,
                         value: None,
-                    },
-                ));
+                    });
+                }
+                effects.writes.push(Entry::Group {
+                    group: group_id.to_string(),
+                    value: None,
+                });
                 (0, effects)
             }
         }
@@ -1425,15 +1398,12 @@ impl GroupCoordinator {
                     return code(ResponseError::GroupSubscribedToTopic);
                 }
                 if group.offsets.remove(&(topic.clone(), *partition)).is_some() {
-                    effects.writes.push((
-                        group.id.clone(),
-                        Entry::Offset {
-                            group: group.id.clone(),
-                            topic: topic.clone(),
-                            partition: *partition,
-                            value: None,
-                        },
-                    ));
+                    effects.writes.push(Entry::Offset {
+                        group: group.id.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        value: None,
+                    });
                 }
                 0
             })
@@ -1577,7 +1547,7 @@ mod tests {
         assert!(effects
             .writes
             .iter()
-            .any(|(_, e)| matches!(e, Entry::Group { value: Some(_), .. })));
+            .any(|e| matches!(e, Entry::Group { value: Some(_), .. })));
         assert_eq!(c.group("g").unwrap().state, GroupState::Stable);
         (leader, follower)
     }
@@ -2020,7 +1990,7 @@ mod tests {
         assert!(effects
             .writes
             .iter()
-            .any(|(_, e)| matches!(e, Entry::Offset { value: None, .. })));
+            .any(|e| matches!(e, Entry::Offset { value: None, .. })));
         assert_eq!(
             c.delete_group("solo").0,
             code(ResponseError::GroupIdNotFound)

@@ -249,29 +249,26 @@ impl GroupService {
             .map(|c| match c {
                 Completion::Join {
                     group, member_id, ..
-                } => Completion::Join {
-                    result: JoinResult::error(error, &member_id),
-                    group,
-                    member_id,
-                },
+                } => {
+                    state.coordinator.stop_waiting(&group, &member_id);
+                    Completion::Join {
+                        result: JoinResult::error(error, &member_id),
+                        group,
+                        member_id,
+                    }
+                }
                 Completion::Sync {
                     group, member_id, ..
-                } => Completion::Sync {
-                    group,
-                    member_id,
-                    result: SyncResult::error(error),
-                },
+                } => {
+                    state.coordinator.stop_waiting(&group, &member_id);
+                    Completion::Sync {
+                        group,
+                        member_id,
+                        result: SyncResult::error(error),
+                    }
+                }
             })
             .collect();
-        for completion in &failed {
-            let (Completion::Join {
-                group, member_id, ..
-            }
-            | Completion::Sync {
-                group, member_id, ..
-            }) = completion;
-            state.coordinator.stop_waiting(group, member_id);
-        }
         state.deliver(failed);
         Err(error)
     }
@@ -359,7 +356,7 @@ impl GroupService {
         index: i32,
         epoch: i32,
     ) -> Result<Arc<Shard>, LogError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let now = now_ms();
         let mut coordinator = GroupCoordinator::new(self.config.clone());
         let mut loaded = 0;
@@ -550,7 +547,7 @@ fn forget_topics_in(
 fn persist(
     shard: &Shard,
     replicas: &ReplicaManager,
-    writes: Vec<(String, Entry)>,
+    writes: Vec<Entry>,
 ) -> Result<(), ResponseError> {
     if writes.is_empty() {
         return Ok(());
@@ -561,7 +558,7 @@ fn persist(
         .ok_or(ResponseError::NotCoordinator)?;
     let now = now_ms();
     let mut builder = RecordBatchBuilder::new(0);
-    for (offset, (_, entry)) in writes.into_iter().enumerate() {
+    for (offset, entry) in writes.into_iter().enumerate() {
         let (key, value) = entry.encode();
         builder.push(offset as i64, now, Some(&key), value.as_deref(), &[]);
     }

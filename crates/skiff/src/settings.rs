@@ -424,6 +424,13 @@ mod tests {
         args: ServeArgs,
     }
 
+    /// `skiff serve <args>` resolved.
+    fn resolve(args: &[&str]) -> anyhow::Result<Settings> {
+        let mut argv = vec!["skiff"];
+        argv.extend_from_slice(args);
+        Wrapper::parse_from(argv).args.resolve()
+    }
+
     #[test]
     fn defaults_need_no_config() {
         let settings = Wrapper::parse_from(["skiff"]).args.resolve().unwrap();
@@ -471,11 +478,6 @@ mod tests {
 
     #[test]
     fn cluster_ports_beyond_loopback_need_a_secret() {
-        let resolve = |args: &[&str]| {
-            let mut argv = vec!["skiff"];
-            argv.extend_from_slice(args);
-            Wrapper::parse_from(argv).args.resolve()
-        };
         let open = [
             "--raft-addr",
             "0.0.0.0:9093",
@@ -517,11 +519,6 @@ mod tests {
 
     #[test]
     fn the_http_token_is_checked() {
-        let resolve = |args: &[&str]| {
-            let mut argv = vec!["skiff"];
-            argv.extend_from_slice(args);
-            Wrapper::parse_from(argv).args.resolve()
-        };
         let auth = resolve(&["--http-auth-token", "t", "--http-auth-reads"])
             .unwrap()
             .http_auth;

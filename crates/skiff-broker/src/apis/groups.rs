@@ -25,7 +25,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
-use super::{code, message, KafkaApis};
+use super::{code, message, partition_exists, KafkaApis};
 use crate::group::coordinator::{
     Effects, GroupCoordinator, JoinRequest, JoinResult, OffsetCommit, Reply, SyncResult,
 };
@@ -451,11 +451,12 @@ impl KafkaApis {
             // Checked under the coordinator's lock, which the metadata publisher also takes to
             // forget a deleted topic's offsets: a commit racing the deletion is refused or
             // forgotten with the topic, never kept for a topic created again.
+            let image = self.cluster.image();
             let mut offsets = Vec::new();
             let mut slots: Vec<Option<usize>> = Vec::new();
             for topic in &request.topics {
                 for p in &topic.partitions {
-                    if self.partition_exists(topic.name.as_str(), p.partition_index) {
+                    if partition_exists(&image, topic.name.as_str(), p.partition_index) {
                         slots.push(Some(offsets.len()));
                         offsets.push((
                             topic.name.to_string(),
@@ -793,11 +794,12 @@ impl KafkaApis {
     pub(super) fn offset_delete(&self, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
         // Partitions the cluster does not have are answered UNKNOWN_TOPIC_OR_PARTITION; their
         // offsets, if any, went with their topic. `slots` as in OffsetCommit.
+        let image = self.cluster.image();
         let mut partitions = Vec::new();
         let mut slots: Vec<Option<usize>> = Vec::new();
         for t in &request.topics {
             for p in &t.partitions {
-                if self.partition_exists(t.name.as_str(), p.partition_index) {
+                if partition_exists(&image, t.name.as_str(), p.partition_index) {
                     slots.push(Some(partitions.len()));
                     partitions.push((t.name.to_string(), p.partition_index));
                 } else {

@@ -37,6 +37,14 @@ pub struct KafkaApis {
     groups: Arc<GroupService>,
 }
 
+/// Whether the cluster has partition `index` of `topic`, wherever it is hosted.
+fn partition_exists(image: &skiff_metadata::MetadataImage, topic: &str, index: i32) -> bool {
+    image
+        .topic_by_name(topic)
+        .and_then(|t| image.partition(t.topic_id, index))
+        .is_some()
+}
+
 fn code(error: ResponseError) -> i16 {
     error.code()
 }
@@ -139,20 +147,11 @@ impl KafkaApis {
         &self.replicas
     }
 
-    /// Whether the cluster has partition `index` of `topic`, wherever it is hosted.
-    fn partition_exists(&self, topic: &str, index: i32) -> bool {
-        let image = self.cluster.image();
-        image
-            .topic_by_name(topic)
-            .and_then(|t| image.partition(t.topic_id, index))
-            .is_some()
-    }
-
     /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when it
     /// exists elsewhere, so clients refresh their metadata, UNKNOWN_TOPIC_OR_PARTITION when it
     /// does not exist at all.
     fn not_hosted_error(&self, topic: &str, index: i32) -> i16 {
-        if self.partition_exists(topic, index) {
+        if partition_exists(&self.cluster.image(), topic, index) {
             code(ResponseError::NotLeaderOrFollower)
         } else {
             code(ResponseError::UnknownTopicOrPartition)

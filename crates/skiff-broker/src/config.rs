@@ -35,6 +35,12 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub group_max_size: usize,
     pub offsets_retention_ms: i64,
+    /// Topics one CreateTopics or DeleteTopics request may name, and one Metadata request may
+    /// auto-create: each is a metadata-log write the request waits for in turn.
+    pub max_topics_per_request: usize,
+    /// Partitions one CreateTopics or CreatePartitions request may add in all: each is a log
+    /// (files, memory) on some broker.
+    pub max_partitions_per_request: i64,
 }
 
 impl BrokerConfig {
@@ -73,6 +79,8 @@ impl BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 1_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            max_topics_per_request: 1_000,
+            max_partitions_per_request: 10_000,
         }
     }
 }

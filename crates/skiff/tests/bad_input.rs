@@ -397,3 +397,32 @@ fn init_producer_id_never_hands_out_a_named_id_again() {
     assert_ne!(claimed.producer_id, first.producer_id);
     assert_eq!(claimed.producer_epoch, 0);
 }
+
+#[test]
+fn one_metadata_request_auto_creates_a_bounded_number_of_topics() {
+    const PER_REQUEST: usize = 1000;
+    const LEADER_NOT_AVAILABLE: i16 = 5;
+    let broker = Broker::start();
+    let mut client = Client::connect(&broker.bootstrap());
+    let request = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(
+            (0..=PER_REQUEST)
+                .map(|i| {
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(format!("auto-{i}")))))
+                })
+                .collect(),
+        ));
+    let response: MetadataResponse = client.call(ApiKey::Metadata, 9, &request);
+    let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes[..PER_REQUEST], [0; PER_REQUEST]);
+    assert_eq!(codes[PER_REQUEST], LEADER_NOT_AVAILABLE);
+    let last = format!("auto-{PER_REQUEST}");
+    assert!(!topic_names(&mut client).contains(&last));
+
+    // The client's retry, as on any LEADER_NOT_AVAILABLE, creates the rest.
+    let response: MetadataResponse = client.call(ApiKey::Metadata, 9, &request);
+    assert!(response.topics.iter().all(|t| t.error_code == 0));
+    assert!(topic_names(&mut client).contains(&last));
+}

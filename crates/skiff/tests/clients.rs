@@ -734,3 +734,78 @@ async fn log_append_time_topics_are_stamped_by_the_broker() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_requests_are_bounded_in_topics_and_partitions() {
+    let broker = Broker::start();
+    let admin = admin(&broker);
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+
+    // More topics than one request may name: every one is refused, none created.
+    let names: Vec<String> = (0..1001).map(|i| format!("many-{i}")).collect();
+    let many: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin.create_topics(&many, &opts).await.unwrap();
+    assert_eq!(results.len(), 1001);
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err((_, RDKafkaErrorCode::InvalidRequest)))));
+    let c = consumer(&broker);
+    let metadata = c.fetch_metadata(None, TIMEOUT).unwrap();
+    assert!(metadata.topics().iter().all(|t| !t.name().starts_with("many-")));
+    let deleted = admin
+        .delete_topics(&names.iter().map(String::as_str).collect::<Vec<_>>(), &opts)
+        .await
+        .unwrap();
+    assert!(deleted
+        .iter()
+        .all(|r| matches!(r, Err((_, RDKafkaErrorCode::InvalidRequest)))));
+
+    // Partitions are budgeted over the whole request (validate_only counts as it would create).
+    let validate = AdminOptions::new().validate_only(true);
+    let results = admin
+        .create_topics(
+            &[
+                NewTopic::new("big-a", 6000, TopicReplication::Fixed(1)),
+                NewTopic::new("big-b", 6000, TopicReplication::Fixed(1)),
+                NewTopic::new("small-c", 4000, TopicReplication::Fixed(1)),
+            ],
+            &validate,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![
+            Ok("big-a".to_string()),
+            Err(("big-b".to_string(), RDKafkaErrorCode::InvalidPartitions)),
+            Ok("small-c".to_string()),
+        ]
+    );
+    for name in ["grow-a", "grow-b"] {
+        let created = admin
+            .create_topics(&[NewTopic::new(name, 1, TopicReplication::Fixed(1))], &opts)
+            .await
+            .unwrap();
+        assert_eq!(created, vec![Ok(name.to_string())]);
+    }
+    let grown = admin
+        .create_partitions(
+            &[
+                NewPartitions::new("grow-a", 6001),
+                NewPartitions::new("grow-b", 6001),
+            ],
+            &validate,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        grown,
+        vec![
+            Ok("grow-a".to_string()),
+            Err(("grow-b".to_string(), RDKafkaErrorCode::InvalidPartitions)),
+        ]
+    );
+}

@@ -2,6 +2,7 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -95,6 +96,23 @@ impl KafkaApis {
         }
     }
 
+    /// Why a request naming `topics` topics is refused as a whole, if it names too many.
+    fn too_many_topics(&self, topics: usize) -> Option<String> {
+        let max = self.config.max_topics_per_request;
+        (topics > max).then(|| {
+            format!("the request names {topics} topics; at most {max} per request, send the rest in further requests")
+        })
+    }
+
+    /// The refusal of a topic that would take the request past its partition budget.
+    fn too_many_partitions(&self) -> Failure {
+        let max = self.config.max_partitions_per_request;
+        fail(
+            ResponseError::InvalidPartitions,
+            format!("one request adds at most {max} partitions in all; send this topic in a further request"),
+        )
+    }
+
     /// Creates a topic (or only checks that it could be created). `num_partitions` and
     /// `replication_factor` of -1 take the broker defaults.
     pub(super) async fn create_topic(
@@ -183,75 +201,95 @@ impl KafkaApis {
         })
     }
 
+    /// One topic of a CreateTopics request.
+    async fn create_wanted_topic(
+        &self,
+        wanted: &CreatableTopic,
+        validate_only: bool,
+    ) -> Result<TopicMeta, Failure> {
+        let configs = TopicConfigs::from_pairs(
+            wanted
+                .configs
+                .iter()
+                .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
+        )
+        .map_err(|e| fail(ResponseError::InvalidConfig, e.to_string()))?;
+        let assignments = if wanted.assignments.is_empty() {
+            None
+        } else {
+            Some(check_manual_assignment(
+                wanted.assignments.iter().map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                }),
+                wanted.num_partitions,
+                wanted.replication_factor,
+            )?)
+        };
+        self.create_topic(
+            wanted.name.as_str(),
+            wanted.num_partitions,
+            wanted.replication_factor,
+            configs,
+            assignments,
+            validate_only,
+        )
+        .await
+    }
+
     pub(super) async fn create_topics(
         &self,
         request: CreateTopicsRequest,
         version: i16,
     ) -> CreateTopicsResponse {
+        let too_many = self.too_many_topics(request.topics.len());
+        let mut partitions_left = self.config.max_partitions_per_request;
         let mut results = Vec::with_capacity(request.topics.len());
         for wanted in request.topics {
             let name = wanted.name.clone();
             let result = CreatableTopicResult::default().with_name(name.clone());
-            let created = match TopicConfigs::from_pairs(
-                wanted
-                    .configs
-                    .iter()
-                    .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
-            ) {
-                Err(e) => Err(fail(ResponseError::InvalidConfig, e.to_string())),
-                Ok(configs) => {
-                    let assignments = if wanted.assignments.is_empty() {
-                        Ok(None)
-                    } else {
-                        check_manual_assignment(
-                            wanted.assignments.iter().map(|a| {
-                                (
-                                    a.partition_index,
-                                    a.broker_ids.iter().map(|b| b.0).collect(),
-                                )
-                            }),
-                            wanted.num_partitions,
-                            wanted.replication_factor,
-                        )
-                        .map(Some)
-                    };
-                    match assignments {
-                        Err(f) => Err(f),
-                        Ok(assignments) => {
-                            self.create_topic(
-                                name.as_str(),
-                                wanted.num_partitions,
-                                wanted.replication_factor,
-                                configs,
-                                assignments,
-                                request.validate_only,
-                            )
-                            .await
-                        }
-                    }
+            let adds = if wanted.assignments.is_empty() {
+                match wanted.num_partitions {
+                    -1 => self.config.default_partitions,
+                    n => n,
+                }
+            } else {
+                wanted.assignments.len() as i32
+            };
+            let created = match &too_many {
+                Some(refusal) => Err(fail(ResponseError::InvalidRequest, refusal)),
+                None if i64::from(adds) > partitions_left => Err(self.too_many_partitions()),
+                None => {
+                    self.create_wanted_topic(&wanted, request.validate_only)
+                        .await
                 }
             };
             results.push(match created {
-                Ok(topic) => result
-                    .with_topic_id(topic.id)
-                    .with_num_partitions(topic.partitions)
-                    .with_replication_factor(1)
-                    .with_configs((version >= 5).then(|| {
-                        TOPIC_CONFIGS
-                            .iter()
-                            .map(|def| {
-                                CreatableTopicConfigs::default()
-                                    .with_name(StrBytes::from_static_str(def.name))
-                                    .with_value(Some(StrBytes::from_string(
-                                        topic.configs.value(def),
-                                    )))
-                                    .with_config_source(super::configs::source_of(
-                                        &topic.configs,
-                                        def,
-                                    ))
-                            })
-                            .collect()
-                    })),
+                Ok(topic) => {
+                    partitions_left -= i64::from(topic.partitions);
+                    result
+                        .with_topic_id(topic.id)
+                        .with_num_partitions(topic.partitions)
+                        .with_replication_factor(1)
+                        .with_configs((version >= 5).then(|| {
+                            TOPIC_CONFIGS
+                                .iter()
+                                .map(|def| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(StrBytes::from_static_str(def.name))
+                                        .with_value(Some(StrBytes::from_string(
+                                            topic.configs.value(def),
+                                        )))
+                                        .with_config_source(super::configs::source_of(
+                                            &topic.configs,
+                                            def,
+                                        ))
+                                })
+                                .collect()
+                        }))
+                }
                 Err(failure) => result
                     .with_error_code(failure.error_code)
                     .with_error_message(message(failure.message))
@@ -281,24 +319,27 @@ impl KafkaApis {
                 .map(|n| (Some(n), Uuid::nil()))
                 .collect()
         };
+        let too_many = self.too_many_topics(wanted.len());
         let mut responses = Vec::with_capacity(wanted.len());
         for (name, id) in wanted {
             let result = DeletableTopicResult::default()
                 .with_name(name.clone())
                 .with_topic_id(id);
-            responses.push(
-                match self
-                    .delete_topic(name.as_ref().map(|n| n.as_str()), id)
-                    .await
-                {
-                    Ok(topic) => result
-                        .with_name(Some(TopicName(StrBytes::from_string(topic.name))))
-                        .with_topic_id(topic.id),
-                    Err(failure) => result
-                        .with_error_code(failure.error_code)
-                        .with_error_message(message(failure.message)),
-                },
-            );
+            let deleted = match &too_many {
+                Some(refusal) => Err(fail(ResponseError::InvalidRequest, refusal)),
+                None => {
+                    self.delete_topic(name.as_ref().map(|n| n.as_str()), id)
+                        .await
+                }
+            };
+            responses.push(match deleted {
+                Ok(topic) => result
+                    .with_name(Some(TopicName(StrBytes::from_string(topic.name))))
+                    .with_topic_id(topic.id),
+                Err(failure) => result
+                    .with_error_code(failure.error_code)
+                    .with_error_message(message(failure.message)),
+            });
         }
         DeleteTopicsResponse::default().with_responses(responses)
     }
@@ -333,11 +374,21 @@ impl KafkaApis {
         &self,
         request: CreatePartitionsRequest,
     ) -> CreatePartitionsResponse {
+        let too_many = self.too_many_topics(request.topics.len());
+        let mut partitions_left = self.config.max_partitions_per_request;
         let mut results = Vec::with_capacity(request.topics.len());
         for wanted in request.topics {
             let result = CreatePartitionsTopicResult::default().with_name(wanted.name.clone());
-            let outcome = self
-                .add_partitions(
+            let adds = self
+                .topics()
+                .get(wanted.name.as_str())
+                .map_or(0, |t| i64::from(wanted.count) - i64::from(t.partitions));
+            let outcome = if let Some(refusal) = &too_many {
+                Err(fail(ResponseError::InvalidRequest, refusal))
+            } else if adds > partitions_left {
+                Err(self.too_many_partitions())
+            } else {
+                self.add_partitions(
                     wanted.name.as_str(),
                     wanted.count,
                     wanted.assignments.as_ref().map(|assignments| {
@@ -348,9 +399,13 @@ impl KafkaApis {
                     }),
                     request.validate_only,
                 )
-                .await;
+                .await
+            };
             results.push(match outcome {
-                Ok(()) => result,
+                Ok(()) => {
+                    partitions_left -= adds.max(0);
+                    result
+                }
                 Err(failure) => result
                     .with_error_code(failure.error_code)
                     .with_error_message(message(failure.message)),

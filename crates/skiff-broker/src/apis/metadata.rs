@@ -111,10 +111,15 @@ impl KafkaApis {
             }
             Some(requested) => {
                 let mut answers = Vec::with_capacity(requested.len());
+                let mut creations_left = self.config.max_topics_per_request;
                 for wanted in requested {
                     answers.push(
-                        self.metadata_for(wanted.name, wanted.topic_id, allow_auto_create)
-                            .await,
+                        self.metadata_for(
+                            wanted.name,
+                            wanted.topic_id,
+                            allow_auto_create.then_some(&mut creations_left),
+                        )
+                        .await,
                     );
                 }
                 answers
@@ -140,11 +145,13 @@ impl KafkaApis {
             .with_topics(topics)
     }
 
+    /// One topic's answer. `creations_left` is None when the request may not auto-create
+    /// topics, else how many more it may create.
     async fn metadata_for(
         &self,
         name: Option<TopicName>,
         topic_id: Uuid,
-        allow_auto_create: bool,
+        creations_left: Option<&mut usize>,
     ) -> MetadataResponseTopic {
         let Some(name) = name else {
             let topics = self.topics();
@@ -167,9 +174,15 @@ impl KafkaApis {
                 .with_error_code(code(error))
                 .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
         };
-        if !allow_auto_create {
+        let Some(creations_left) = creations_left else {
             return unknown(ResponseError::UnknownTopicOrPartition);
+        };
+        // Past the request's budget the topic is created by the client's next Metadata
+        // request, which it sends on LEADER_NOT_AVAILABLE as after any auto-creation.
+        if *creations_left == 0 {
+            return unknown(ResponseError::LeaderNotAvailable);
         }
+        *creations_left -= 1;
         let created = self
             .create_topic(name.as_str(), -1, -1, Default::default(), None, false)
             .await;

@@ -8,6 +8,8 @@
 //! session timeout.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -36,6 +38,12 @@ pub struct GroupConfig {
     pub max_member_metadata_bytes: usize,
     /// Offsets of an empty group are forgotten this long after its last commit.
     pub offsets_retention_ms: i64,
+    /// Most groups all coordinators of a broker hold together (see `GroupCount`); a request
+    /// that would create one more gets POLICY_VIOLATION. Groups loaded from the log are never
+    /// refused.
+    pub max_groups: usize,
+    /// Most offsets one OffsetCommit may carry: they are appended as one batch.
+    pub max_offsets_per_commit: usize,
 }
 
 impl Default for GroupConfig {
@@ -48,6 +56,8 @@ impl Default for GroupConfig {
             max_metadata_bytes: 4096,
             max_member_metadata_bytes: 1024 * 1024,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            max_groups: 100_000,
+            max_offsets_per_commit: 10_000,
         }
     }
 }
@@ -372,10 +382,80 @@ pub trait MemberIds {
     fn new_member_id(&mut self, client_id: &str) -> String;
 }
 
+/// The number of groups held by the coordinators that share it (every coordinator of a
+/// broker), so `GroupConfig::max_groups` bounds the broker, not each coordinator.
+#[derive(Debug, Clone, Default)]
+pub struct GroupCount(Arc<AtomicUsize>);
+
+impl GroupCount {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A coordinator's groups. Every insertion and removal goes through here to keep the shared
+/// `GroupCount` exact; a dropped (unloaded) coordinator's groups leave the count.
+#[derive(Debug, Default)]
+struct GroupMap {
+    groups: HashMap<String, Group>,
+    count: GroupCount,
+}
+
+impl GroupMap {
+    fn get(&self, id: &str) -> Option<&Group> {
+        self.groups.get(id)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Group> {
+        self.groups.get_mut(id)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Group> {
+        self.groups.values_mut()
+    }
+
+    /// Whether `id` is new and the broker holds `max` groups already.
+    fn refuses(&self, id: &str, max: usize) -> bool {
+        !self.groups.contains_key(id) && self.count.get() >= max
+    }
+
+    fn get_or_create(&mut self, id: &str, now: i64) -> &mut Group {
+        let count = &self.count;
+        self.groups.entry(id.to_string()).or_insert_with(|| {
+            count.0.fetch_add(1, Ordering::Relaxed);
+            Group::new(id, now)
+        })
+    }
+
+    fn insert(&mut self, group: Group) {
+        if self.groups.insert(group.id.clone(), group).is_none() {
+            self.count.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Group> {
+        let removed = self.groups.remove(id);
+        if removed.is_some() {
+            self.count.0.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+}
+
+impl Drop for GroupMap {
+    fn drop(&mut self) {
+        self.count.0.fetch_sub(self.groups.len(), Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct GroupCoordinator {
     config: GroupConfig,
-    groups: HashMap<String, Group>,
+    groups: GroupMap,
 }
 
 pub struct OffsetCommit {
@@ -389,9 +469,18 @@ pub struct OffsetCommit {
 
 impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> Self {
+        Self::counted_in(config, GroupCount::default())
+    }
+
+    /// A coordinator whose groups count in `count`, shared with the broker's other
+    /// coordinators.
+    pub fn counted_in(config: GroupConfig, count: GroupCount) -> Self {
         Self {
             config,
-            groups: HashMap::new(),
+            groups: GroupMap {
+                groups: HashMap::new(),
+                count,
+            },
         }
     }
 
@@ -413,10 +502,7 @@ impl GroupCoordinator {
                 partition,
                 value,
             } => {
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(&group, now));
+                let g = self.groups.get_or_create(&group, now);
                 match value {
                     Some(v) => {
                         g.offsets.insert((topic, partition), v);
@@ -433,10 +519,7 @@ impl GroupCoordinator {
                 group,
                 value: Some(stored),
             } => {
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(&group, now));
+                let g = self.groups.get_or_create(&group, now);
                 g.generation = stored.generation;
                 g.protocol_type = Some(stored.protocol_type).filter(|t| !t.is_empty());
                 g.protocol = stored.protocol.clone();
@@ -513,11 +596,14 @@ impl GroupCoordinator {
         {
             return fail(ResponseError::InvalidRequest);
         }
-        let config = self.config.clone();
-        let group = self
+        if self
             .groups
-            .entry(request.group_id.clone())
-            .or_insert_with(|| Group::new(&request.group_id, now));
+            .refuses(&request.group_id, self.config.max_groups)
+        {
+            return fail(ResponseError::PolicyViolation);
+        }
+        let config = self.config.clone();
+        let group = self.groups.get_or_create(&request.group_id, now);
         if !group.supports(&request.protocol_type, &request.protocols) {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
@@ -1187,13 +1273,22 @@ impl GroupCoordinator {
                     _ => Ok(()),
                 }),
         };
+        let check = check.and_then(|()| {
+            if n > self.config.max_offsets_per_commit {
+                Err(ResponseError::InvalidCommitOffsetSize)
+            } else if self
+                .groups
+                .refuses(&commit.group_id, self.config.max_groups)
+            {
+                Err(ResponseError::PolicyViolation)
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = check {
             return (vec![code(e); n], effects);
         }
-        let group = self
-            .groups
-            .entry(commit.group_id.clone())
-            .or_insert_with(|| Group::new(&commit.group_id, now));
+        let group = self.groups.get_or_create(&commit.group_id, now);
         if let Some(m) = group.members.get_mut(&commit.member_id) {
             m.last_heartbeat_ms = now;
         }
@@ -1261,10 +1356,10 @@ impl GroupCoordinator {
     pub fn undo(&mut self, undo: Undo) {
         match undo {
             Undo::Group {
-                id,
                 before: Some(group),
+                ..
             } => {
-                self.groups.insert(id, *group);
+                self.groups.insert(*group);
             }
             Undo::Group { id, before: None }
             | Undo::Offsets {
@@ -1550,6 +1645,24 @@ mod tests {
             .any(|e| matches!(e, Entry::Group { value: Some(_), .. })));
         assert_eq!(c.group("g").unwrap().state, GroupState::Stable);
         (leader, follower)
+    }
+
+    #[test]
+    fn a_commit_of_more_offsets_than_the_limit_is_refused_whole() {
+        const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
+        let mut c = GroupCoordinator::new(GroupConfig {
+            max_offsets_per_commit: 2,
+            ..config()
+        });
+        let (codes, effects) = c.commit_offsets(
+            simple_commit("g", &[("t", 0, 1), ("t", 1, 1), ("t", 2, 1)]),
+            0,
+        );
+        assert_eq!(codes, [INVALID_COMMIT_OFFSET_SIZE; 3]);
+        assert!(effects.writes.is_empty());
+        assert!(c.group("g").is_none());
+        let (codes, _) = c.commit_offsets(simple_commit("g", &[("t", 0, 1), ("t", 1, 1)]), 0);
+        assert_eq!(codes, [0, 0]);
     }
 
     #[test]

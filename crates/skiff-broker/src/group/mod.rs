@@ -26,7 +26,8 @@ use tracing::{info, warn};
 
 use crate::replica_manager::{now_ms, ReplicaManager};
 use coordinator::{
-    Completion, Effects, GroupConfig, GroupCoordinator, JoinResult, MemberIds, SyncResult, Undo,
+    Completion, Effects, GroupConfig, GroupCoordinator, GroupCount, JoinResult, MemberIds,
+    SyncResult, Undo,
 };
 use storage::{partition_for, Entry, OFFSETS_TOPIC};
 
@@ -116,11 +117,12 @@ pub struct Shard {
 impl Shard {
     /// The coordinator's state, or NOT_COORDINATOR once it was unloaded.
     pub fn lock(&self) -> Result<MutexGuard<'_, Coordination>, ResponseError> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.loaded {
-            Ok(state)
-        } else {
-            Err(ResponseError::NotCoordinator)
+        match self.state.lock() {
+            Ok(state) if state.loaded => Ok(state),
+            Ok(_) => Err(ResponseError::NotCoordinator),
+            // A panic in the middle of a change may have left its groups half-changed: nothing
+            // is served from them until `reconcile` has replayed the partition again.
+            Err(_) => Err(ResponseError::CoordinatorLoadInProgress),
         }
     }
 }
@@ -144,6 +146,8 @@ const LOAD_RETRY: Duration = Duration::from_secs(5);
 
 pub struct GroupService {
     config: GroupConfig,
+    /// Groups held by all coordinators loaded here.
+    groups: GroupCount,
     shards: RwLock<BTreeMap<i32, Arc<Shard>>>,
     /// Partitions whose load failed, with the epoch tried and when to try again; their groups
     /// get COORDINATOR_NOT_AVAILABLE meanwhile.
@@ -154,6 +158,7 @@ impl GroupService {
     pub fn new(config: GroupConfig) -> Self {
         Self {
             config,
+            groups: GroupCount::default(),
             shards: RwLock::new(BTreeMap::new()),
             failed_loads: Mutex::new(HashMap::new()),
         }
@@ -286,6 +291,7 @@ impl GroupService {
             .filter(|s| {
                 s.partition >= partitions
                     || leading_epoch(replicas, s.partition) != Some(s.leader_epoch)
+                    || s.state.is_poisoned()
             })
             .collect();
         for shard in stale {
@@ -358,7 +364,8 @@ impl GroupService {
     ) -> Result<Arc<Shard>, LogError> {
         let started = Instant::now();
         let now = now_ms();
-        let mut coordinator = GroupCoordinator::new(self.config.clone());
+        let mut coordinator =
+            GroupCoordinator::counted_in(self.config.clone(), self.groups.clone());
         let mut loaded = 0;
         if let Some(partition) = replicas.get(OFFSETS_TOPIC, index) {
             let (mut offset, end) = {
@@ -810,6 +817,135 @@ mod tests {
         assert!(groups.is_loading(&image, &replicas));
         reconcile(&groups, &image, &replicas);
         assert_eq!(find(&groups).unwrap().leader_epoch, 2);
+    }
+
+    /// Commits `offset` for `group` through the coordinator of `shard`, as OffsetCommit does.
+    fn commit_through(
+        groups: &GroupService,
+        shard: &Shard,
+        replicas: &ReplicaManager,
+        group: &str,
+        offset: i64,
+    ) -> Vec<i16> {
+        let mut state = shard.lock().unwrap();
+        let undo = state
+            .coordinator
+            .undo_offsets(group, [("t".to_string(), 0)]);
+        groups
+            .write(shard, &mut state, replicas, undo, |c| {
+                c.commit_offsets(commit(group, "t", offset), now_ms())
+            })
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn a_coordinator_poisoned_by_a_panic_serves_nothing_until_its_partition_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(dir.path());
+        let image = image(1, &["t"]);
+        let groups = service();
+        host(&replicas, 0, 0, true);
+        reconcile(&groups, &image, &replicas);
+        let shard = groups.coordinator_of(&image, &replicas, "g").unwrap();
+        assert_eq!(commit_through(&groups, &shard, &replicas, "g", 42), [0]);
+
+        // A panic between a change in memory and its append leaves state the log lacks.
+        let poisoner = shard.clone();
+        std::thread::spawn(move || {
+            let mut state = poisoner.lock().unwrap();
+            let _unpersisted = state.coordinator.commit_offsets(commit("g", "t", 43), 0);
+            panic!("simulated bug in the middle of a change");
+        })
+        .join()
+        .unwrap_err();
+
+        assert!(matches!(
+            shard.lock(),
+            Err(ResponseError::CoordinatorLoadInProgress)
+        ));
+        reconcile(&groups, &image, &replicas);
+        let reloaded = groups.coordinator_of(&image, &replicas, "g").unwrap();
+        assert!(
+            !Arc::ptr_eq(&reloaded, &shard),
+            "replayed into a new coordinator"
+        );
+        let committed = reloaded
+            .lock()
+            .unwrap()
+            .coordinator
+            .committed("g", "t", 0)
+            .map(|c| c.offset);
+        assert_eq!(
+            committed,
+            Some(42),
+            "the log's state, not the half-changed one"
+        );
+    }
+
+    #[test]
+    fn the_group_limit_counts_the_groups_of_every_coordinator_of_the_broker() {
+        const POLICY_VIOLATION: i16 = 44;
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(dir.path());
+        let image = image(2, &["t"]);
+        let groups = GroupService::new(GroupConfig {
+            max_groups: 2,
+            ..GroupConfig::default()
+        });
+        host(&replicas, 0, 0, true);
+        host(&replicas, 1, 0, true);
+        reconcile(&groups, &image, &replicas);
+        let named = |partition: i32| {
+            (0..)
+                .map(|i| format!("g{i}"))
+                .filter(move |g| partition_for(g, 2) == partition)
+        };
+        let (a, b) = {
+            let mut on_0 = named(0);
+            (on_0.next().unwrap(), on_0.next().unwrap())
+        };
+        let c = named(1).next().unwrap();
+        let shard_of = |g: &str| groups.coordinator_of(&image, &replicas, g).unwrap();
+
+        assert_eq!(
+            commit_through(&groups, &shard_of(&a), &replicas, &a, 1),
+            [0]
+        );
+        assert_eq!(
+            commit_through(&groups, &shard_of(&c), &replicas, &c, 1),
+            [0]
+        );
+        // Full, although each coordinator holds only one group.
+        assert_eq!(
+            commit_through(&groups, &shard_of(&b), &replicas, &b, 1),
+            [POLICY_VIOLATION]
+        );
+        let shard_b = shard_of(&b);
+        let mut state = shard_b.lock().unwrap();
+        let (refused, _) = state.coordinator.join_group(
+            JoinRequest {
+                group_id: b.clone(),
+                ..join("")
+            },
+            &mut GroupService::member_ids(),
+            now_ms(),
+        );
+        assert!(matches!(refused, Reply::Now(r) if r.error == POLICY_VIOLATION));
+        drop(state);
+        // Existing groups go on committing.
+        assert_eq!(
+            commit_through(&groups, &shard_of(&a), &replicas, &a, 2),
+            [0]
+        );
+
+        // Partition 1 moves away: its group no longer counts here.
+        host(&replicas, 1, 0, false);
+        reconcile(&groups, &image, &replicas);
+        assert_eq!(
+            commit_through(&groups, &shard_of(&b), &replicas, &b, 1),
+            [0]
+        );
     }
 
     #[test]

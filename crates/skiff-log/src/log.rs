@@ -983,22 +983,30 @@ impl Log {
         remove_if_exists(&self.dir.join(PRODUCER_SNAPSHOT_FILE))?;
         if offset < self.log_start_offset || offset <= self.segments[0].base_offset {
             let new_start = offset.max(0);
-            for seg in self.segments.drain(..) {
+            // The log keeps a segment whatever fails: the first one is emptied and kept when the
+            // log restarts at its base, else the new one exists before any old one is deleted.
+            let old = if self.segments[0].base_offset == new_start {
+                let rest = self.segments.split_off(1);
+                self.segments[0].truncate_to(new_start)?;
+                rest
+            } else {
+                let fresh =
+                    LogSegment::create(&self.dir, new_start, self.config.index_interval_bytes)?;
+                std::mem::replace(&mut self.segments, vec![fresh])
+            };
+            for seg in old {
                 seg.delete()?;
             }
-            self.segments.push(LogSegment::create(
-                &self.dir,
-                new_start,
-                self.config.index_interval_bytes,
-            )?);
             if new_start != self.log_start_offset {
                 self.log_start_offset = new_start;
                 write_offset_file(&self.dir.join(LOG_START_FILE), new_start)?;
             }
         } else {
-            while self.active().base_offset >= offset {
-                let seg = self.segments.pop().expect("more than one segment");
-                seg.delete()?;
+            // Stops at the first segment: `offset` is above its base here.
+            while self.segments.len() > 1 && self.active().base_offset >= offset {
+                if let Some(seg) = self.segments.pop() {
+                    seg.delete()?;
+                }
             }
             self.active_mut().truncate_to(offset)?;
         }

@@ -373,6 +373,16 @@ impl RecordBatchBuilder {
         self
     }
 
+    /// A batch holds offsets up to `i32::MAX` past its base offset.
+    fn delta(&self, offset: i64) -> Result<i32, RecordsError> {
+        offset
+            .checked_sub(self.base_offset)
+            .and_then(|delta| i32::try_from(delta).ok())
+            .ok_or(RecordsError::Malformed(
+                "offset too far from the batch's base offset",
+            ))
+    }
+
     /// Appends a record; offsets must increase and be >= the base offset.
     pub fn push(
         &mut self,
@@ -381,9 +391,9 @@ impl RecordBatchBuilder {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: &[RecordHeader<'_>],
-    ) {
+    ) -> Result<(), RecordsError> {
+        let offset_delta = self.delta(offset)?;
         let base_ts = *self.base_timestamp.get_or_insert(timestamp);
-        let offset_delta = i32::try_from(offset - self.base_offset).expect("offset delta fits i32");
         let s = &mut self.scratch;
         s.clear();
         s.push(0);
@@ -401,13 +411,14 @@ impl RecordBatchBuilder {
         self.count += 1;
         self.last_offset_delta = offset_delta;
         self.max_timestamp = self.max_timestamp.max(timestamp);
+        Ok(())
     }
 
     /// Keeps `lastOffsetDelta` covering `last_offset` even if the records there were removed, so
     /// the batch still accounts for its whole offset range (as Kafka's cleaner does).
-    pub fn set_last_offset(&mut self, last_offset: i64) {
-        self.last_offset_delta =
-            i32::try_from(last_offset - self.base_offset).expect("offset delta fits i32");
+    pub fn set_last_offset(&mut self, last_offset: i64) -> Result<(), RecordsError> {
+        self.last_offset_delta = self.delta(last_offset)?;
+        Ok(())
     }
 
     /// Encodes the batch with a valid CRC.
@@ -470,7 +481,7 @@ mod tests {
 
     fn rich_batch() -> Vec<u8> {
         let mut b = RecordBatchBuilder::new(100).producer(5, 1, 0);
-        b.push(100, 1_000, Some(b"a"), Some(b"1"), &[]);
+        b.push(100, 1_000, Some(b"a"), Some(b"1"), &[]).unwrap();
         b.push(
             101,
             990,
@@ -490,9 +501,21 @@ mod tests {
                     value: Some(b"y"),
                 },
             ],
-        );
-        b.push(105, 2_000, Some(b""), Some(b"big"), &[]);
+        )
+        .unwrap();
+        b.push(105, 2_000, Some(b""), Some(b"big"), &[]).unwrap();
         b.build()
+    }
+
+    #[test]
+    fn a_record_beyond_an_i32_delta_of_the_base_offset_is_an_error() {
+        let mut b = RecordBatchBuilder::new(i64::MAX - 1);
+        assert!(b.push(i64::MIN, 0, None, None, &[]).is_err());
+        let mut b = RecordBatchBuilder::new(0);
+        assert!(b.push(1 << 31, 0, None, None, &[]).is_err());
+        assert!(b.set_last_offset(1 << 31).is_err());
+        b.push((1 << 31) - 1, 0, None, None, &[]).unwrap();
+        assert!(validate_batch(&b.build(), 1 << 20).is_ok());
     }
 
     #[test]

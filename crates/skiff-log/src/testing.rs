@@ -58,7 +58,8 @@ impl BatchBuilder {
         headers: &[RecordHeader<'_>],
     ) -> Self {
         self.inner
-            .push(self.next_offset, timestamp, key, value, headers);
+            .push(self.next_offset, timestamp, key, value, headers)
+            .expect("test batches hold fewer than 2^31 records");
         self.next_offset += 1;
         self
     }

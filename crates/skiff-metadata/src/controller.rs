@@ -74,6 +74,10 @@ pub fn place_replicas(
     let tie_break = |index: usize| (index + live.len() - start) % live.len();
     let mut replica_load = vec![0usize; live.len()];
     let mut leader_load = vec![0usize; live.len()];
+    let no_candidate = || PlacementError::InvalidReplicationFactor {
+        requested: replication_factor,
+        live: live.len(),
+    };
     let mut assignments = Vec::with_capacity(partitions as usize);
     for _ in 0..partitions {
         let mut chosen: Vec<usize> = Vec::with_capacity(rf);
@@ -84,13 +88,13 @@ pub fn place_replicas(
             let pick = unchosen()
                 .filter(|i| !has_fresh_rack || !used_racks.contains(&live[*i].1))
                 .min_by_key(|&i| (replica_load[i], tie_break(i)))
-                .expect("rf <= live brokers leaves a candidate");
+                .ok_or_else(no_candidate)?;
             chosen.push(pick);
             used_racks.insert(&live[pick].1);
         }
         let leader_pos = (0..chosen.len())
             .min_by_key(|&pos| (leader_load[chosen[pos]], tie_break(chosen[pos])))
-            .expect("rf >= 1");
+            .ok_or_else(no_candidate)?;
         chosen.swap(0, leader_pos);
         for &i in &chosen {
             replica_load[i] += 1;
@@ -147,7 +151,7 @@ pub(crate) fn placed_partitions(
         move |(partition, replicas)| MetadataRecord::CreatePartition {
             topic_id,
             partition,
-            leader: Some(replicas[0]),
+            leader: replicas.first().copied(),
             isr: replicas.clone(),
             replicas,
             leader_epoch: 0,

@@ -419,10 +419,12 @@ impl MetadataImage {
                     new_leader,
                 )?;
                 let new_isr = new_isr.clone();
-                let current = self
-                    .partitions
-                    .get_mut(&(*topic_id, *partition))
-                    .expect("looked up above");
+                let current = self.partitions.get_mut(&(*topic_id, *partition)).ok_or(
+                    ImageError::UnknownPartition {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                    },
+                )?;
                 if new_leader != current.leader {
                     current.leader_epoch += 1;
                 }
@@ -460,14 +462,13 @@ impl MetadataImage {
                 name,
                 value,
             } => {
-                self.known_topic(*topic_id)?;
                 if let Some(value) = value {
                     validate_known_topic_config(name, value).map_err(ImageError::InvalidConfig)?;
                 }
                 let configs = &mut self
                     .topics
                     .get_mut(topic_id)
-                    .expect("looked up above")
+                    .ok_or(ImageError::UnknownTopicId(*topic_id))?
                     .configs;
                 match value {
                     Some(value) => configs.insert(name.clone(), value.clone()),

@@ -754,7 +754,10 @@ async fn admin_requests_are_bounded_in_topics_and_partitions() {
         .all(|r| matches!(r, Err((_, RDKafkaErrorCode::InvalidRequest)))));
     let c = consumer(&broker);
     let metadata = c.fetch_metadata(None, TIMEOUT).unwrap();
-    assert!(metadata.topics().iter().all(|t| !t.name().starts_with("many-")));
+    assert!(metadata
+        .topics()
+        .iter()
+        .all(|t| !t.name().starts_with("many-")));
     let deleted = admin
         .delete_topics(&names.iter().map(String::as_str).collect::<Vec<_>>(), &opts)
         .await

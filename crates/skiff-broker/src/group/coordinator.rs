@@ -684,14 +684,17 @@ impl GroupCoordinator {
                 if same_metadata && !(group.state == GroupState::Stable && is_leader) =>
             {
                 // A retry, or a follower rejoining unchanged: the current generation stands.
-                let member = group.members.get_mut(&request.member_id).expect("present");
-                member.last_heartbeat_ms = now;
+                if let Some(member) = group.members.get_mut(&request.member_id) {
+                    member.last_heartbeat_ms = now;
+                }
                 let result = Self::join_result(group, &request.member_id, false);
                 (Reply::Now(result), effects)
             }
             _ => {
                 let member_id = request.member_id.clone();
-                let member = group.members.get_mut(&member_id).expect("present");
+                let Some(member) = group.members.get_mut(&member_id) else {
+                    return fail(ResponseError::UnknownMemberId);
+                };
                 member.protocols = request.protocols;
                 member.session_timeout_ms = request.session_timeout_ms;
                 member.rebalance_timeout_ms = request.rebalance_timeout_ms;
@@ -765,11 +768,9 @@ impl GroupCoordinator {
             }
             return (Reply::Now(result), effects);
         }
-        group
-            .members
-            .get_mut(&new_id)
-            .expect("inserted")
-            .awaiting_join = true;
+        if let Some(member) = group.members.get_mut(&new_id) {
+            member.awaiting_join = true;
+        }
         if group.state != GroupState::PreparingRebalance {
             Self::prepare_rebalance(group, now, config, &mut effects);
         }
@@ -889,12 +890,16 @@ impl GroupCoordinator {
             .max()
             .unwrap_or(0);
         group.sync_deadline_ms = now + rebalance_timeout;
-        let ids: Vec<String> = group.members.keys().cloned().collect();
-        for id in ids {
-            let result = Self::join_result(group, &id, false);
-            let member = group.members.get_mut(&id).expect("present");
+        let results: Vec<(String, JoinResult)> = group
+            .members
+            .keys()
+            .map(|id| (id.clone(), Self::join_result(group, id, false)))
+            .collect();
+        for member in group.members.values_mut() {
             member.awaiting_join = false;
             member.last_heartbeat_ms = now;
+        }
+        for (id, result) in results {
             effects.completions.push(Completion::Join {
                 group: group.id.clone(),
                 member_id: id,
@@ -977,7 +982,12 @@ impl GroupCoordinator {
         if let Err(e) = self.check_member(group_id, member_id, instance_id, generation) {
             return (Reply::Now(SyncResult::error(e)), effects);
         }
-        let group = self.groups.get_mut(group_id).expect("checked");
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return (
+                Reply::Now(SyncResult::error(ResponseError::UnknownMemberId)),
+                effects,
+            );
+        };
         if protocol_type.is_some_and(|t| Some(t) != group.protocol_type.as_deref())
             || protocol.is_some_and(|p| Some(p) != group.protocol.as_deref())
         {
@@ -990,7 +1000,11 @@ impl GroupCoordinator {
             error: 0,
             protocol_type: group.protocol_type.clone(),
             protocol: group.protocol.clone(),
-            assignment: group.members[member_id].assignment.clone(),
+            assignment: group
+                .members
+                .get(member_id)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default(),
         };
         match group.state {
             GroupState::Empty => (
@@ -1003,7 +1017,12 @@ impl GroupCoordinator {
             ),
             GroupState::Stable => (Reply::Now(result_for(group, member_id)), effects),
             GroupState::CompletingRebalance => {
-                let member = group.members.get_mut(member_id).expect("checked");
+                let Some(member) = group.members.get_mut(member_id) else {
+                    return (
+                        Reply::Now(SyncResult::error(ResponseError::UnknownMemberId)),
+                        effects,
+                    );
+                };
                 member.awaiting_sync = true;
                 member.last_heartbeat_ms = now;
                 if group.leader.as_deref() == Some(member_id) {
@@ -1025,7 +1044,9 @@ impl GroupCoordinator {
                         .collect();
                     for id in waiting {
                         let result = result_for(group, &id);
-                        group.members.get_mut(&id).expect("present").awaiting_sync = false;
+                        if let Some(member) = group.members.get_mut(&id) {
+                            member.awaiting_sync = false;
+                        }
                         effects.completions.push(Completion::Sync {
                             group: group.id.clone(),
                             member_id: id,
@@ -1054,12 +1075,13 @@ impl GroupCoordinator {
         if let Err(e) = self.check_member(group_id, member_id, instance_id, generation) {
             return code(e);
         }
-        let group = self.groups.get_mut(group_id).expect("checked");
-        group
-            .members
-            .get_mut(member_id)
-            .expect("checked")
-            .last_heartbeat_ms = now;
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return code(ResponseError::UnknownMemberId);
+        };
+        let Some(member) = group.members.get_mut(member_id) else {
+            return code(ResponseError::UnknownMemberId);
+        };
+        member.last_heartbeat_ms = now;
         match group.state {
             GroupState::PreparingRebalance => code(ResponseError::RebalanceInProgress),
             GroupState::Empty => code(ResponseError::UnknownMemberId),
@@ -1452,13 +1474,16 @@ impl GroupCoordinator {
     /// Deletes empty groups with their offsets.
     pub fn delete_group(&mut self, group_id: &str) -> (i16, Effects) {
         let mut effects = Effects::default();
-        match self.groups.get(group_id) {
+        if self
+            .groups
+            .get(group_id)
+            .is_some_and(|g| g.state != GroupState::Empty)
+        {
+            return (code(ResponseError::NonEmptyGroup), effects);
+        }
+        match self.groups.remove(group_id) {
             None => (code(ResponseError::GroupIdNotFound), effects),
-            Some(g) if g.state != GroupState::Empty => {
-                (code(ResponseError::NonEmptyGroup), effects)
-            }
-            Some(_) => {
-                let group = self.groups.remove(group_id).expect("present");
+            Some(group) => {
                 for (topic, partition) in group.offsets.into_keys() {
                     effects.writes.push(Entry::Offset {
                         group: group_id.to_string(),

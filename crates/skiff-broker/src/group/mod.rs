@@ -567,7 +567,10 @@ fn persist(
     let mut builder = RecordBatchBuilder::new(0);
     for (offset, entry) in writes.into_iter().enumerate() {
         let (key, value) = entry.encode();
-        builder.push(offset as i64, now, Some(&key), value.as_deref(), &[]);
+        // Only a change of more than 2^31 entries could fail, and requests are far smaller.
+        builder
+            .push(offset as i64, now, Some(&key), value.as_deref(), &[])
+            .map_err(|_| ResponseError::UnknownServerError)?;
     }
     let mut batch = builder.build();
     let appended = partition.log().append(&mut batch, shard.leader_epoch, now);

@@ -213,9 +213,9 @@ impl Log {
             let mut builder = RecordBatchBuilder::like(header, header.base_offset)
                 .base_timestamp(header.base_timestamp);
             for r in &kept {
-                builder.push(r.offset, r.timestamp, r.key, r.value, &r.headers);
+                builder.push(r.offset, r.timestamp, r.key, r.value, &r.headers)?;
             }
-            builder.set_last_offset(header.last_offset());
+            builder.set_last_offset(header.last_offset())?;
             out.write_all(&builder.build())?;
             Ok(())
         })?;

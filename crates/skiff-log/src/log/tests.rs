@@ -717,6 +717,27 @@ fn truncate_to_removes_suffix() {
 }
 
 #[test]
+fn truncating_below_the_log_start_restarts_the_log_in_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config());
+    for ts in 0..5 {
+        append(&mut log, &simple_batch(2, 10, ts), 0);
+    }
+    log.delete_records_before(6).unwrap();
+    // Below the log start but above the first segment's base: a segment is created at 4.
+    log.truncate_to(4).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (4, 4));
+    assert_eq!(log.segment_base_offsets(), [4]);
+    assert_eq!(
+        appended_range(append(&mut log, &simple_batch(1, 1, 0), 0)),
+        (4, 4)
+    );
+    drop(log);
+    let (log, _) = open(dir.path(), config());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (4, 5));
+}
+
+#[test]
 fn flush_policies_write_recovery_point() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {

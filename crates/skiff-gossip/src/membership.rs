@@ -756,7 +756,9 @@ impl Membership {
             .collect();
         let mut out = vec![self.local_member()];
         for entry in self.members.values().filter(|entry| entry.announced) {
-            let mut info = entry_info(entry);
+            let Some(mut info) = entry_info(entry) else {
+                continue;
+            };
             if info.status == MemberStatus::Alive
                 && entry.id.as_ref().is_some_and(|id| suspects.contains(id))
             {
@@ -988,9 +990,11 @@ impl Membership {
             }
         }
         for name in reaped {
-            let entry = self.members.remove(&name).expect("collected above");
-            if entry.announced {
-                self.emit(MemberEvent::Reap(entry_info(&entry)));
+            let Some(entry) = self.members.remove(&name) else {
+                continue;
+            };
+            if let Some(info) = entry_info(&entry).filter(|_| entry.announced) {
+                self.emit(MemberEvent::Reap(info));
             }
         }
     }
@@ -1237,8 +1241,9 @@ impl Membership {
         let moved = live && entry.announced;
         let name = id.shared_name().clone();
         if moved {
-            let info = entry_info(entry);
-            self.emit(MemberEvent::Update(info));
+            if let Some(info) = entry_info(entry) {
+                self.emit(MemberEvent::Update(info));
+            }
         } else {
             self.announce_if_ready(&name);
         }
@@ -1261,16 +1266,19 @@ impl Membership {
             .cloned();
         if let Some(other) = namesake {
             // Another live identity carries this name: the member moved, it did not fail.
-            let entry = self.members.get_mut(id.name()).expect("looked up above");
+            let Some(entry) = self.members.get_mut(id.name()) else {
+                return;
+            };
             entry.id = Some(other);
             entry.since = self.now;
-            if entry.announced {
-                let info = entry_info(entry);
+            if let Some(info) = entry_info(entry).filter(|_| entry.announced) {
                 self.emit(MemberEvent::Update(info));
             }
             return;
         }
-        let entry = self.members.get_mut(id.name()).expect("looked up above");
+        let Some(entry) = self.members.get_mut(id.name()) else {
+            return;
+        };
         let left = entry.left_generation == Some(id.generation());
         entry.status = if left {
             EntryStatus::Left
@@ -1279,12 +1287,13 @@ impl Membership {
         };
         entry.since = self.now;
         if entry.announced {
-            let info = entry_info(entry);
-            self.emit(if left {
-                MemberEvent::Leave(info)
-            } else {
-                MemberEvent::Failed(info)
-            });
+            if let Some(info) = entry_info(entry) {
+                self.emit(if left {
+                    MemberEvent::Leave(info)
+                } else {
+                    MemberEvent::Failed(info)
+                });
+            }
         } else {
             self.members.remove(id.name());
         }
@@ -1318,8 +1327,9 @@ impl Membership {
         let live = matches!(entry.status, EntryStatus::Alive | EntryStatus::Leaving);
         if !entry.announced && live && entry.tags.is_some() && entry.id.is_some() {
             entry.announced = true;
-            let info = entry_info(entry);
-            self.emit(MemberEvent::Join(info));
+            if let Some(info) = entry_info(entry) {
+                self.emit(MemberEvent::Join(info));
+            }
         }
     }
 
@@ -1463,7 +1473,9 @@ impl Membership {
                 used = 0;
             }
             used += len;
-            chunks.last_mut().expect("never empty").members.push(record);
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.members.push(record);
+            }
         }
         for event in events {
             let len = message::sync_event_len(&event);
@@ -1472,7 +1484,9 @@ impl Membership {
                 used = 0;
             }
             used += len;
-            chunks.last_mut().expect("never empty").events.push(event);
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.events.push(event);
+            }
         }
         for chunk in chunks {
             let mut plain = Vec::new();
@@ -1594,8 +1608,7 @@ impl Membership {
         entry.tags_version = update.version;
         let live = matches!(entry.status, EntryStatus::Alive | EntryStatus::Leaving);
         if entry.announced && live {
-            if changed {
-                let info = entry_info(entry);
+            if let Some(info) = entry_info(entry).filter(|_| changed) {
                 self.emit(MemberEvent::Update(info));
             }
         } else {
@@ -1639,8 +1652,7 @@ impl Membership {
                     // The departure was seen before the intent: correct "failed" to "left".
                     entry.status = EntryStatus::Left;
                     entry.since = now;
-                    if entry.announced {
-                        let info = entry_info(entry);
+                    if let Some(info) = entry_info(entry).filter(|_| entry.announced) {
                         self.emit(MemberEvent::Leave(info));
                     }
                 }
@@ -1891,24 +1903,24 @@ impl Membership {
     }
 }
 
-fn entry_info(entry: &Entry) -> MemberInfo {
-    let id = entry
-        .id
-        .as_ref()
-        .expect("only entries with a known identity are reported");
-    MemberInfo {
+/// What is reported of an entry; None for one not reportable yet (no identity, or pending),
+/// which an announced entry never is.
+fn entry_info(entry: &Entry) -> Option<MemberInfo> {
+    let id = entry.id.as_ref()?;
+    let status = match entry.status {
+        EntryStatus::Alive => MemberStatus::Alive,
+        EntryStatus::Pending => return None,
+        EntryStatus::Leaving => MemberStatus::Leaving,
+        EntryStatus::Failed => MemberStatus::Failed,
+        EntryStatus::Left => MemberStatus::Left,
+    };
+    Some(MemberInfo {
         name: id.name().to_string(),
         addr: id.addr(),
         generation: id.generation(),
-        status: match entry.status {
-            EntryStatus::Alive => MemberStatus::Alive,
-            EntryStatus::Pending => unreachable!("pending entries are never reported"),
-            EntryStatus::Leaving => MemberStatus::Leaving,
-            EntryStatus::Failed => MemberStatus::Failed,
-            EntryStatus::Left => MemberStatus::Left,
-        },
+        status,
         tags: entry.tags.clone().unwrap_or_default(),
-    }
+    })
 }
 
 fn check_name(name: &str, limit: usize) -> Result<(), RequestError> {

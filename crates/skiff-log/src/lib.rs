@@ -7,6 +7,8 @@
 //!   splitting concatenated batches, in-place patching.
 //! - [`records`]: decoding the records inside a batch (gzip, snappy incl. xerial framing, lz4
 //!   frame, zstd), used only by timestamp lookups and the cleaner; an uncompressed batch encoder.
+//! - [`epochs`]: which leader epoch wrote which offsets, for OffsetForLeaderEpoch and, with
+//!   replication, follower truncation.
 //! - [`Log`]: segments, indexes, recovery, reads as file slices, idempotent-producer state,
 //!   retention, flushing, compaction ([`Log::clean`]).
 //! - `testing` (feature `test-util`): a batch builder for tests, with every codec.
@@ -20,6 +22,7 @@
 //! | `recovery-point-offset-checkpoint` | decimal offset: segments ending at or below it were fsynced and are not validated on open |
 //! | `log-start-offset-checkpoint` | decimal log start offset set by DeleteRecords (retention needs none: it deletes whole segments, so the first segment's base is the start) |
 //! | `producer-state.snapshot` | idempotent-producer state as of an offset, with CRC-32C (format in `producer.rs`); written at close and at each segment roll, removed once loaded |
+//! | `leader-epoch-checkpoint` | Kafka's format: `0`, the entry count, then one `epoch startOffset` line per leader epoch that appended (see [`epochs`]); synced before an epoch's first batch |
 //! | `clean-shutdown` | present only between `close` and the next `open` |
 //! | `*.tmp`, `*.log.cleaned` | in-flight atomic writes and cleaner output; removed on open |
 //!
@@ -43,6 +46,7 @@
 //! replication is what protects against machine loss.
 
 pub mod batch;
+pub mod epochs;
 mod index;
 mod log;
 mod producer;
@@ -53,6 +57,6 @@ pub mod testing;
 
 pub use crate::log::{
     AppendOutcome, CleanerStats, CleanupPolicy, FileSlice, Log, LogConfig, LogError, LogReadInfo,
-    RecoveryReport, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, PRODUCER_SNAPSHOT_FILE,
+    RecoveryReport, CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_FILE, LOG_START_FILE, PRODUCER_SNAPSHOT_FILE,
     RECOVERY_POINT_FILE,
 };

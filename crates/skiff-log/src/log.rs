@@ -11,6 +11,7 @@ use std::time::UNIX_EPOCH;
 use crate::batch::{
     set_base_offset, set_partition_leader_epoch, BatchError, BatchHeader, BatchIter, MAGIC_V2,
 };
+use crate::epochs::{EpochEnd, LeaderEpochs};
 use crate::producer::{Check, ProducerStates, Staged};
 use crate::records::{BatchRecords, RecordsError};
 use crate::segment::{self, segment_path, LogSegment};
@@ -24,6 +25,11 @@ pub const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// Producer state as of an offset, written at close and when a segment rolls.
 pub const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.snapshot";
+/// Which leader epoch wrote which offsets (`LeaderEpochs`), Kafka's format. Written, and
+/// synced, before the first batch of a new epoch is appended, so it never lacks an epoch the
+/// log holds; on open it is trimmed to the log, and rebuilt from the batch headers when missing
+/// or unreadable.
+pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 const TMP_SUFFIX: &str = ".tmp";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +233,8 @@ pub struct RecoveryReport {
     pub deleted_segments: usize,
     /// Producer state came from a snapshot rather than from scanning every batch header.
     pub producer_snapshot_used: bool,
+    /// The leader-epoch checkpoint was missing or unreadable and was rebuilt from the log.
+    pub leader_epochs_rebuilt: bool,
 }
 
 pub struct Log {
@@ -242,6 +250,7 @@ pub struct Log {
     last_flush_ms: i64,
     dir_dirty: bool,
     cleaner_checkpoint: Option<cleaner::CleanerCheckpoint>,
+    epochs: LeaderEpochs,
 }
 
 /// Writes `data` to `path` through a temporary file and a rename, so readers see the old or the
@@ -413,8 +422,10 @@ impl Log {
             last_flush_ms: now_ms,
             dir_dirty: true,
             cleaner_checkpoint: None,
+            epochs: LeaderEpochs::default(),
         };
         report.producer_snapshot_used = log.load_producer_state()?;
+        report.leader_epochs_rebuilt = log.load_leader_epochs()?;
         // Recovered data may exist only in the page cache of the crashed process: make it durable
         // before recording that it needs no recovery.
         log.flush()?;
@@ -441,6 +452,86 @@ impl Log {
         self.replay_producers_from(from)?;
         self.producers.evict_below(self.log_start_offset);
         Ok(used)
+    }
+
+    /// Reads the leader-epoch checkpoint, trimmed to the log; rebuilt from every batch header
+    /// when it is missing (a log written before epochs were kept) or unreadable. Returns whether
+    /// it was rebuilt.
+    fn load_leader_epochs(&mut self) -> Result<bool, LogError> {
+        let path = self.dir.join(LEADER_EPOCH_FILE);
+        let (loaded, damaged) = match fs::read_to_string(&path) {
+            Ok(text) => match LeaderEpochs::from_checkpoint(&text) {
+                Ok(epochs) => (Some(epochs), false),
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "rebuilding the leader-epoch checkpoint from the log");
+                    (None, true)
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, false),
+            Err(e) => return Err(e.into()),
+        };
+        let scanned = loaded.is_none();
+        let mut epochs = match loaded {
+            Some(epochs) => epochs,
+            None => {
+                let mut epochs = LeaderEpochs::default();
+                for seg in &self.segments {
+                    let mut pos = 0;
+                    while pos < seg.size() {
+                        let header = seg.header_at(pos)?;
+                        epochs.assign(header.partition_leader_epoch, header.base_offset);
+                        pos += header.total_len() as u64;
+                    }
+                }
+                epochs
+            }
+        };
+        let read = epochs.clone();
+        epochs.truncate_from_end(self.log_end_offset());
+        epochs.truncate_from_start(self.log_start_offset);
+        self.epochs = epochs;
+        // A new, empty log writes no file until its first epoch.
+        let rebuilt = damaged || (scanned && !self.epochs.entries().is_empty());
+        if rebuilt || (!scanned && self.epochs != read) {
+            self.write_leader_epochs()?;
+        }
+        Ok(rebuilt)
+    }
+
+    fn write_leader_epochs(&self) -> io::Result<()> {
+        write_atomically(
+            &self.dir.join(LEADER_EPOCH_FILE),
+            self.epochs.to_checkpoint().as_bytes(),
+            true,
+        )
+    }
+
+    /// Applies `change` to the leader epochs and persists them if it changed anything.
+    fn change_leader_epochs(&mut self, change: impl FnOnce(&mut LeaderEpochs)) -> io::Result<()> {
+        let before = self.epochs.clone();
+        change(&mut self.epochs);
+        if self.epochs != before {
+            self.write_leader_epochs()?;
+        }
+        Ok(())
+    }
+
+    /// Which leader epoch wrote which offsets.
+    pub fn leader_epochs(&self) -> &LeaderEpochs {
+        &self.epochs
+    }
+
+    /// Where `requested` ends in this log (OffsetForLeaderEpoch), for a leader at
+    /// `current_epoch`: an epoch that has not appended yet still starts at the log end, as if
+    /// recorded when leadership began (Kafka records it then).
+    pub fn end_offset_for_epoch(&self, requested: i32, current_epoch: i32) -> EpochEnd {
+        let log_end = self.log_end_offset();
+        if self.epochs.latest_epoch().is_none_or(|e| e < current_epoch) {
+            let mut epochs = self.epochs.clone();
+            epochs.assign(current_epoch, log_end);
+            return epochs.end_offset_for(requested, log_end);
+        }
+        self.epochs.end_offset_for(requested, log_end)
     }
 
     fn replay_producers_from(&mut self, from: i64) -> Result<(), LogError> {
@@ -579,6 +670,11 @@ impl Log {
             set_partition_leader_epoch(buf, leader_epoch);
         }
         let log_end = self.log_end_offset();
+        // An epoch is recorded before its first batch is written, so the checkpoint never lacks
+        // one the log holds; an older epoch than the latest is never recorded over it.
+        if self.epochs.latest_epoch().is_none_or(|e| leader_epoch > e) {
+            self.change_leader_epochs(|epochs| epochs.assign(leader_epoch, log_end))?;
+        }
         if let Err(e) = self.write_planned(batches, &plan, now_ms) {
             // Undo a partly written append (possibly across a roll) so offsets stay dense.
             if let Err(undo) = self.truncate_to(log_end) {
@@ -851,6 +947,7 @@ impl Log {
             write_offset_file(&self.dir.join(LOG_START_FILE), offset)?;
             self.delete_segments_below_start()?;
             self.producers.evict_below(self.log_start_offset);
+            self.change_leader_epochs(|epochs| epochs.truncate_from_start(offset))?;
         }
         Ok(self.log_start_offset)
     }
@@ -869,6 +966,8 @@ impl Log {
         seg.delete()?;
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset);
         self.dir_dirty = true;
+        let start = self.log_start_offset;
+        self.change_leader_epochs(|epochs| epochs.truncate_from_start(start))?;
         Ok(())
     }
 
@@ -1012,6 +1111,11 @@ impl Log {
         }
         self.dir_dirty = true;
         self.cleaner_checkpoint = None;
+        let (log_start, log_end) = (self.log_start_offset, self.log_end_offset());
+        self.change_leader_epochs(|epochs| {
+            epochs.truncate_from_end(log_end);
+            epochs.truncate_from_start(log_start);
+        })?;
         self.producers = ProducerStates::default();
         let first = self.segments[0].base_offset;
         self.replay_producers_from(first)?;

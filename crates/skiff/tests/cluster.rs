@@ -189,6 +189,64 @@ fn three_brokers_share_one_image_and_survive_losing_the_controller() {
         consume_all(&b2.bootstrap(), "spread", 6, 60),
         expected_values(60)
     );
+
+    // The leader epochs of its partitions moved on (offline, then led again). OffsetForLeaderEpoch
+    // answers where each epoch that wrote ended, as consumers check their position (KIP-320).
+    let p = seen.2.iter().find(|(_, l)| *l == 1).unwrap().0;
+    let epoch = leader_epoch(&seed.bootstrap(), "spread", p);
+    assert!(epoch >= 2, "offline and elected again: epoch {epoch}");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", seed.bootstrap())
+        .create()
+        .unwrap();
+    for i in 0..5 {
+        let value = format!("later-{i}");
+        producer
+            .send(
+                BaseRecord::<(), _>::to("spread")
+                    .payload(&value)
+                    .partition(p),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let end = |epoch| epoch_end(&seed.bootstrap(), "spread", p, epoch);
+    assert_eq!(end(0), (0, 10));
+    assert_eq!(end(1), (0, 10), "the offline epoch wrote nothing");
+    assert_eq!(end(epoch), (epoch, 15));
+    assert_eq!(end(epoch + 1), (-1, -1));
+}
+
+/// The leader epoch of one partition, from Metadata.
+fn leader_epoch(addr: &str, topic: &str, partition: i32) -> i32 {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned()))))]));
+    let response: MetadataResponse = Client::connect(addr).call(ApiKey::Metadata, 12, &request);
+    response.topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)
+        .unwrap()
+        .leader_epoch
+}
+
+/// The leader's OffsetForLeaderEpoch answer: (epoch, end offset).
+fn epoch_end(addr: &str, topic: &str, partition: i32, epoch: i32) -> (i32, i64) {
+    use offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let request =
+        OffsetForLeaderEpochRequest::default().with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(-1)
+                .with_leader_epoch(epoch)])]);
+    let response: OffsetForLeaderEpochResponse =
+        Client::connect(addr).call(ApiKey::OffsetForLeaderEpoch, 4, &request);
+    let answer = &response.topics[0].partitions[0];
+    assert_eq!(answer.error_code, 0);
+    (answer.leader_epoch, answer.end_offset)
 }
 
 #[test]

@@ -117,13 +117,10 @@ impl KafkaApis {
                         if let Some(error) = leader_epoch_error(p.current_leader_epoch, epoch) {
                             return response.with_error_code(error);
                         }
-                        if p.leader_epoch > epoch {
-                            return response;
-                        }
-                        let end_offset = partition.log().log_end_offset();
+                        let end = partition.log().end_offset_for_epoch(p.leader_epoch, epoch);
                         response
-                            .with_leader_epoch(p.leader_epoch.max(0))
-                            .with_end_offset(end_offset)
+                            .with_leader_epoch(end.epoch)
+                            .with_end_offset(end.end_offset)
                     })
                     .collect();
                 OffsetForLeaderTopicResult::default()

@@ -861,3 +861,86 @@ proptest! {
         prop_assert_eq!(appended_range(next).0, expected_end);
     }
 }
+
+fn append_at_epoch(log: &mut Log, records: usize, epoch: i32) {
+    log.append(&mut simple_batch(records, 10, 0), epoch, 0)
+        .unwrap();
+}
+
+#[test]
+fn leader_epochs_follow_appends_truncation_and_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, report) = open(dir.path(), config());
+    assert!(
+        !report.leader_epochs_rebuilt,
+        "a new log has nothing to rebuild from"
+    );
+    append_at_epoch(&mut log, 2, 0);
+    append_at_epoch(&mut log, 3, 2);
+    append_at_epoch(&mut log, 1, 2);
+    // A stale leader's older epoch is never recorded over a newer one.
+    append_at_epoch(&mut log, 1, 1);
+    append_at_epoch(&mut log, 2, 5);
+    assert_eq!(log.leader_epochs().entries(), [(0, 0), (2, 2), (5, 7)]);
+    assert_eq!(
+        log.end_offset_for_epoch(1, 5),
+        EpochEnd {
+            epoch: 0,
+            end_offset: 2
+        }
+    );
+    assert_eq!(
+        log.end_offset_for_epoch(5, 5),
+        EpochEnd {
+            epoch: 5,
+            end_offset: 9
+        }
+    );
+    // The current leader at epoch 7 has not appended yet: epoch 5 ends at the log end.
+    assert_eq!(
+        log.end_offset_for_epoch(5, 7),
+        EpochEnd {
+            epoch: 5,
+            end_offset: 9
+        }
+    );
+    assert_eq!(log.end_offset_for_epoch(8, 7), EpochEnd::UNDEFINED);
+
+    log.truncate_to(7).unwrap();
+    assert_eq!(log.leader_epochs().entries(), [(0, 0), (2, 2)]);
+    log.delete_records_before(3).unwrap();
+    assert_eq!(log.leader_epochs().entries(), [(2, 3)]);
+    drop(log);
+    let (log, report) = open(dir.path(), config());
+    assert!(!report.leader_epochs_rebuilt);
+    assert_eq!(log.leader_epochs().entries(), [(2, 3)]);
+}
+
+#[test]
+fn a_missing_or_damaged_leader_epoch_checkpoint_is_rebuilt_from_the_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config());
+    append_at_epoch(&mut log, 2, 1);
+    append_at_epoch(&mut log, 2, 4);
+    drop(log);
+    let path = dir.path().join(LEADER_EPOCH_FILE);
+    for damage in [None, Some("0\n3\n1 0\n"), Some("garbage")] {
+        match damage {
+            None => fs::remove_file(&path).unwrap(),
+            Some(text) => fs::write(&path, text).unwrap(),
+        }
+        let (log, report) = open(dir.path(), config());
+        assert!(report.leader_epochs_rebuilt, "{damage:?}");
+        assert_eq!(log.leader_epochs().entries(), [(1, 0), (4, 2)]);
+    }
+    // A checkpoint ahead of the log (the epoch was recorded, its batch never written) is trimmed.
+    fs::write(&path, "0\n3\n1 0\n4 2\n6 4\n").unwrap();
+    let (log, report) = open(dir.path(), config());
+    assert!(!report.leader_epochs_rebuilt);
+    assert_eq!(log.leader_epochs().entries(), [(1, 0), (4, 2)]);
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "0\n2\n1 0\n4 2\n",
+        "written back trimmed"
+    );
+}

@@ -73,6 +73,16 @@ impl TopicConfigs {
             .unwrap_or(0)
     }
 
+    /// `min.cleanable.dirty.ratio`, the one fractional config; validated as `long` is.
+    fn ratio(&self, name: &str) -> f64 {
+        let parse = |v: &str| v.trim().parse::<f64>().ok();
+        let default = config_def(name).and_then(|d| parse(d.default));
+        self.get_override(name)
+            .and_then(parse)
+            .or(default)
+            .unwrap_or(0.5)
+    }
+
     pub fn uses_log_append_time(&self) -> bool {
         self.get_override("message.timestamp.type") == Some("LogAppendTime")
     }
@@ -94,6 +104,11 @@ impl TopicConfigs {
         LogConfig {
             segment_bytes: self.long("segment.bytes") as u64,
             segment_ms: Some(self.long("segment.ms") as u64),
+            segment_jitter_ms: self.long("segment.jitter.ms") as u64,
+            max_index_bytes: self.long("segment.index.bytes") as u64,
+            index_interval_bytes: self
+                .long("index.interval.bytes")
+                .clamp(0, i64::from(u32::MAX)) as u32,
             retention_ms: optional("retention.ms"),
             retention_bytes: optional("retention.bytes"),
             flush_messages: unless_max("flush.messages"),
@@ -108,6 +123,9 @@ impl TopicConfigs {
             },
             max_batch_bytes: self.max_message_bytes(),
             delete_retention_ms: self.long("delete.retention.ms"),
+            min_compaction_lag_ms: self.long("min.compaction.lag.ms"),
+            max_compaction_lag_ms: self.long("max.compaction.lag.ms"),
+            min_cleanable_dirty_ratio: self.ratio("min.cleanable.dirty.ratio"),
             ..LogConfig::default()
         }
     }
@@ -142,9 +160,18 @@ mod tests {
             ("segment.bytes", Some("4096")),
             ("cleanup.policy", Some("compact")),
             ("flush.messages", Some("1")),
+            ("min.cleanable.dirty.ratio", Some("0.1")),
+            ("segment.index.bytes", Some("4096")),
+            ("index.interval.bytes", Some("100")),
+            ("min.compaction.lag.ms", Some("5")),
         ])
         .unwrap();
         let log = configs.log_config();
+        assert_eq!(log.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!(log.max_index_bytes, 4096);
+        assert_eq!(log.index_interval_bytes, 100);
+        assert_eq!(log.min_compaction_lag_ms, 5);
+        assert_eq!(log.max_compaction_lag_ms, i64::MAX);
         assert_eq!(log.retention_ms, None);
         assert_eq!(log.retention_bytes, Some(1000));
         assert_eq!(log.segment_bytes, 4096);

@@ -50,12 +50,17 @@ impl CleanupPolicy {
 }
 
 /// Per-log settings, named after Kafka's topic configs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would exceed it.
     pub segment_bytes: u64,
     /// `segment.ms`: roll when the active segment's first append is older than this.
     pub segment_ms: Option<u64>,
+    /// `segment.jitter.ms`: each segment rolls up to this much before `segment.ms` (an amount
+    /// fixed per segment), so partitions created together do not all roll at once.
+    pub segment_jitter_ms: u64,
+    /// `segment.index.bytes`: roll when either index of the active segment would outgrow this.
+    pub max_index_bytes: u64,
     /// `retention.ms`: None or negative keeps data forever.
     pub retention_ms: Option<i64>,
     /// `retention.bytes`: None or negative is unlimited.
@@ -72,6 +77,14 @@ pub struct LogConfig {
     pub max_batch_bytes: usize,
     /// `delete.retention.ms`: how long the cleaner keeps tombstones.
     pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: a segment holding a record younger than this is not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: compact, whatever the dirty ratio, once the oldest uncompacted
+    /// record is this old.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: compact when at least this share of the compactable bytes
+    /// was written since the last compaction.
+    pub min_cleanable_dirty_ratio: f64,
     /// `producer.id.expiration.ms`: idle producers (by batch timestamp) are forgotten after this.
     pub producer_id_expiration_ms: i64,
 }
@@ -81,6 +94,8 @@ impl Default for LogConfig {
         LogConfig {
             segment_bytes: 1 << 30,
             segment_ms: Some(7 * 24 * 3600 * 1000),
+            segment_jitter_ms: 0,
+            max_index_bytes: 10 * 1024 * 1024,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             index_interval_bytes: 4096,
@@ -89,6 +104,9 @@ impl Default for LogConfig {
             cleanup_policy: CleanupPolicy::Delete,
             max_batch_bytes: 1_048_588,
             delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
             producer_id_expiration_ms: 24 * 3600 * 1000,
         }
     }
@@ -717,6 +735,7 @@ impl Log {
                 len,
                 header.last_offset(),
                 self.config.segment_bytes,
+                self.config.max_index_bytes,
             ) || (run.is_empty() && self.roll_due_by_age(now_ms));
             if full {
                 if !run.is_empty() {
@@ -739,7 +758,13 @@ impl Log {
         let active = self.active();
         match (self.config.segment_ms, active.rolling_ms()) {
             (Some(max_age), Some(since)) => {
-                !active.is_empty() && now_ms.saturating_sub(since) >= max_age as i64
+                let jitter = match self.config.segment_jitter_ms.min(max_age) {
+                    0 => 0,
+                    // A fixed, well-spread amount per segment: its base offset, hashed.
+                    j => (active.base_offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % j,
+                };
+                !active.is_empty()
+                    && now_ms.saturating_sub(since) >= max_age.saturating_sub(jitter) as i64
             }
             _ => false,
         }

@@ -271,7 +271,7 @@ impl LogSegment {
         Ok(())
     }
 
-    fn first_batch_timestamp(&self) -> io::Result<Option<i64>> {
+    pub(crate) fn first_batch_timestamp(&self) -> io::Result<Option<i64>> {
         if self.size == 0 {
             return Ok(None);
         }
@@ -304,11 +304,23 @@ impl LogSegment {
 
     /// Whether a batch of `len` bytes ending at `last_offset` must go to a new segment, once
     /// `pending` more bytes have been written to this one. An empty segment takes any batch.
-    pub fn is_full(&self, pending: u64, len: u64, last_offset: i64, segment_bytes: u64) -> bool {
+    pub fn is_full(
+        &self,
+        pending: u64,
+        len: u64,
+        last_offset: i64,
+        segment_bytes: u64,
+        max_index_bytes: u64,
+    ) -> bool {
         let size = self.size + pending;
+        // One more entry in each index must fit (8-byte offset and 12-byte time entries).
+        let offset_index = (self.offset_index.entries().len() as u64 + 1) * 8;
+        let time_index = (self.time_index.entries().len() as u64 + 1) * 12;
         size > 0
             && (size + len > segment_bytes
                 || size + len > MAX_SEGMENT_FILE
+                || offset_index > max_index_bytes
+                || time_index > max_index_bytes
                 || last_offset - self.base_offset > MAX_REL_OFFSET)
     }
 

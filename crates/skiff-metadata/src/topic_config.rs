@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 /// How a config value is typed, as reported by DescribeConfigs v3+ (`config_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
+    Boolean = 1,
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -54,6 +56,72 @@ fn validate_max_message_bytes(v: &str) -> Result<(), String> {
     long_at_least(0)(v)?;
     if v.trim().parse::<i64>().unwrap_or(0) > i32::MAX as i64 {
         return Err(format!("{v} is above the maximum {}", i32::MAX));
+    }
+    Ok(())
+}
+fn int_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
+    move |v| {
+        long_at_least(min)(v)?;
+        match v.trim().parse::<i64>() {
+            Ok(n) if n > i64::from(i32::MAX) => {
+                Err(format!("{n} is above the maximum {}", i32::MAX))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+fn validate_int_non_negative(v: &str) -> Result<(), String> {
+    int_at_least(0)(v)
+}
+fn validate_segment_index_bytes(v: &str) -> Result<(), String> {
+    int_at_least(4)(v)
+}
+fn validate_boolean(v: &str) -> Result<(), String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "false" => Ok(()),
+        _ => Err(format!("'{v}' is not true or false")),
+    }
+}
+fn validate_ratio(v: &str) -> Result<(), String> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+        Ok(r) => Err(format!("{r} is not between 0 and 1")),
+        Err(_) => Err(format!("'{v}' is not a number")),
+    }
+}
+/// The codecs a topic may require; `producer` keeps what each producer chose.
+pub const COMPRESSION_TYPES: &[&str] =
+    &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
+fn validate_compression_type(v: &str) -> Result<(), String> {
+    if COMPRESSION_TYPES.contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{v}' is not one of {}",
+            COMPRESSION_TYPES.join(", ")
+        ))
+    }
+}
+/// Kafka's throttled-replica lists: empty, `*`, or `partition:broker` pairs.
+fn validate_throttled_replicas(v: &str) -> Result<(), String> {
+    let v = v.trim();
+    if v.is_empty() || v == "*" {
+        return Ok(());
+    }
+    for pair in v.split(',') {
+        let valid = pair.trim().split_once(':').is_some_and(|(p, b)| {
+            p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+        });
+        if !valid {
+            return Err(format!("'{pair}' is not partition:broker"));
+        }
+    }
+    Ok(())
+}
+fn validate_remote_storage(v: &str) -> Result<(), String> {
+    validate_boolean(v)?;
+    if v.trim().eq_ignore_ascii_case("true") {
+        return Err("tiered storage is not supported by Skiff".into());
     }
     Ok(())
 }
@@ -156,6 +224,134 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "How long tombstones are kept in a compacted topic",
         validate: validate_non_negative,
     },
+    ConfigDef {
+        name: "compression.type",
+        broker_synonym: "compression.type",
+        default: "producer",
+        config_type: ConfigType::String,
+        doc: "The codec batches are stored with: producer keeps each producer's choice; uncompressed, gzip, snappy, lz4 or zstd recompresses batches that differ",
+        validate: validate_compression_type,
+    },
+    ConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_synonym: "log.cleaner.min.compaction.lag.ms",
+        default: "0",
+        config_type: ConfigType::Long,
+        doc: "A segment holding a record younger than this is not compacted",
+        validate: validate_non_negative,
+    },
+    ConfigDef {
+        name: "max.compaction.lag.ms",
+        broker_synonym: "log.cleaner.max.compaction.lag.ms",
+        default: "9223372036854775807",
+        config_type: ConfigType::Long,
+        doc: "Compact, whatever the dirty ratio, once a record has waited this long",
+        validate: validate_positive,
+    },
+    ConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_synonym: "log.cleaner.min.cleanable.ratio",
+        default: "0.5",
+        config_type: ConfigType::Double,
+        doc: "Compact when at least this share of the compactable bytes came after the last compaction",
+        validate: validate_ratio,
+    },
+    ConfigDef {
+        name: "message.timestamp.before.max.ms",
+        broker_synonym: "log.message.timestamp.before.max.ms",
+        default: "9223372036854775807",
+        config_type: ConfigType::Long,
+        doc: "With CreateTime, refuse batches whose timestamp is further than this in the past",
+        validate: validate_non_negative,
+    },
+    ConfigDef {
+        name: "message.timestamp.after.max.ms",
+        broker_synonym: "log.message.timestamp.after.max.ms",
+        default: "3600000",
+        config_type: ConfigType::Long,
+        doc: "With CreateTime, refuse batches whose timestamp is further than this in the future",
+        validate: validate_non_negative,
+    },
+    ConfigDef {
+        name: "segment.index.bytes",
+        broker_synonym: "log.index.size.max.bytes",
+        default: "10485760",
+        config_type: ConfigType::Int,
+        doc: "Roll to a new segment when either index of the active one would outgrow this",
+        validate: validate_segment_index_bytes,
+    },
+    ConfigDef {
+        name: "segment.jitter.ms",
+        broker_synonym: "log.roll.jitter.ms",
+        default: "0",
+        config_type: ConfigType::Long,
+        doc: "Each segment rolls up to this much before segment.ms, so partitions do not all roll at once",
+        validate: validate_non_negative,
+    },
+    ConfigDef {
+        name: "index.interval.bytes",
+        broker_synonym: "log.index.interval.bytes",
+        default: "4096",
+        config_type: ConfigType::Int,
+        doc: "Log bytes between two offset index entries",
+        validate: validate_int_non_negative,
+    },
+    ConfigDef {
+        name: "file.delete.delay.ms",
+        broker_synonym: "log.segment.delete.delay.ms",
+        default: "60000",
+        config_type: ConfigType::Long,
+        doc: "Accepted for compatibility: Skiff deletes segment files at once, and reads in flight keep them open",
+        validate: validate_non_negative,
+    },
+    ConfigDef {
+        name: "preallocate",
+        broker_synonym: "log.preallocate",
+        default: "false",
+        config_type: ConfigType::Boolean,
+        doc: "Accepted for compatibility: segment files grow as they are written",
+        validate: validate_boolean,
+    },
+    ConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_synonym: "unclean.leader.election.enable",
+        default: "false",
+        config_type: ConfigType::Boolean,
+        doc: "Allow a replica outside the ISR to lead when no in-sync one is alive, at the cost of losing records (stored; partitions have one replica until replication exists)",
+        validate: validate_boolean,
+    },
+    ConfigDef {
+        name: "leader.replication.throttled.replicas",
+        broker_synonym: "leader.replication.throttled.replicas",
+        default: "",
+        config_type: ConfigType::List,
+        doc: "Replicas whose leader-side replication is throttled: partition:broker pairs or * (stored until replication exists)",
+        validate: validate_throttled_replicas,
+    },
+    ConfigDef {
+        name: "follower.replication.throttled.replicas",
+        broker_synonym: "follower.replication.throttled.replicas",
+        default: "",
+        config_type: ConfigType::List,
+        doc: "Replicas whose follower-side replication is throttled: partition:broker pairs or * (stored until replication exists)",
+        validate: validate_throttled_replicas,
+    },
+    ConfigDef {
+        name: "message.downconversion.enable",
+        broker_synonym: "log.message.downconversion.enable",
+        default: "true",
+        config_type: ConfigType::Boolean,
+        doc: "Accepted for compatibility: Skiff serves only record batch format v2, which every supported client reads",
+        validate: validate_boolean,
+    },
+    ConfigDef {
+        name: "remote.storage.enable",
+        broker_synonym: "remote.log.storage.system.enable",
+        default: "false",
+        config_type: ConfigType::Boolean,
+        doc: "Tiered storage; Skiff does not support it, so only false is accepted",
+        validate: validate_remote_storage,
+    },
 ];
 
 pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
@@ -247,5 +443,42 @@ mod tests {
         );
         let configs = BTreeMap::from([("cleanup.policy".to_string(), "shred".to_string())]);
         assert!(validate_topic_configs(&configs).is_err());
+    }
+
+    #[test]
+    fn every_standard_config_is_known_with_a_valid_default() {
+        for def in TOPIC_CONFIGS {
+            assert_eq!((def.validate)(def.default), Ok(()), "{}", def.name);
+        }
+        let good = [
+            ("compression.type", "zstd"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("preallocate", "TRUE"),
+            ("leader.replication.throttled.replicas", "0:1,1:2"),
+            ("follower.replication.throttled.replicas", "*"),
+            ("remote.storage.enable", "false"),
+            ("segment.index.bytes", "4"),
+        ];
+        for (name, value) in good {
+            assert_eq!(validate_topic_config(name, value), Ok(()), "{name}={value}");
+        }
+        let bad = [
+            ("compression.type", "brotli"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("preallocate", "yes"),
+            ("leader.replication.throttled.replicas", "0-1"),
+            ("remote.storage.enable", "true"),
+            ("segment.index.bytes", "3"),
+            ("index.interval.bytes", "4294967296"),
+        ];
+        for (name, value) in bad {
+            assert!(
+                matches!(
+                    validate_topic_config(name, value),
+                    Err(ConfigError::Invalid { .. })
+                ),
+                "{name}={value}"
+            );
+        }
     }
 }

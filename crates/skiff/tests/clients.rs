@@ -812,3 +812,64 @@ async fn admin_requests_are_bounded_in_topics_and_partitions() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_standard_topic_config_is_accepted_and_described() {
+    let broker = Broker::start();
+    let admin = admin(&broker);
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    let standard = [
+        ("compression.type", "zstd"),
+        ("min.compaction.lag.ms", "1000"),
+        ("max.compaction.lag.ms", "86400000"),
+        ("min.cleanable.dirty.ratio", "0.2"),
+        ("message.timestamp.before.max.ms", "86400000"),
+        ("message.timestamp.after.max.ms", "60000"),
+        ("segment.index.bytes", "1048576"),
+        ("segment.jitter.ms", "100"),
+        ("index.interval.bytes", "8192"),
+        ("file.delete.delay.ms", "1000"),
+        ("preallocate", "true"),
+        ("unclean.leader.election.enable", "false"),
+        ("leader.replication.throttled.replicas", "*"),
+        ("follower.replication.throttled.replicas", "0:1"),
+        ("message.downconversion.enable", "false"),
+        ("remote.storage.enable", "false"),
+    ];
+    let mut topic = NewTopic::new("standard", 1, TopicReplication::Fixed(1));
+    for (name, value) in standard {
+        topic = topic.set(name, value);
+    }
+    let created = admin.create_topics(&[topic], &opts).await.unwrap();
+    assert_eq!(created, vec![Ok("standard".to_string())]);
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic("standard")], &opts)
+        .await
+        .unwrap();
+    let resource = described[0].as_ref().unwrap();
+    for (name, value) in standard {
+        let entry = resource.get(name).unwrap_or_else(|| panic!("{name} described"));
+        assert_eq!(entry.value.as_deref(), Some(value), "{name}");
+        assert!(!entry.is_default, "{name}");
+    }
+    let defaults = admin
+        .describe_configs(&[ResourceSpecifier::Topic("standard")], &opts)
+        .await
+        .unwrap();
+    let flush = defaults[0].as_ref().unwrap().get("flush.ms").unwrap();
+    assert!(flush.is_default);
+
+    // Tiered storage is refused with a clear error, not silently stored.
+    let tiered = admin
+        .create_topics(
+            &[NewTopic::new("tiered", 1, TopicReplication::Fixed(1))
+                .set("remote.storage.enable", "true")],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tiered,
+        vec![Err(("tiered".to_string(), RDKafkaErrorCode::InvalidConfig))]
+    );
+}

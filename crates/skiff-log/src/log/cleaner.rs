@@ -59,18 +59,23 @@ impl Log {
         if !self.config.cleanup_policy.compacts() {
             return Ok(stats);
         }
+        let min_lag_start = now_ms.saturating_sub(self.config.min_compaction_lag_ms);
         let cleanable = self.segments[..self.segments.len() - 1]
             .iter()
-            .take_while(|s| s.next_offset() <= max_offset)
+            .take_while(|s| s.next_offset() <= max_offset && s.max_timestamp() <= min_lag_start)
             .count();
         let end = match cleanable {
             0 => return Ok(stats),
             n => self.segments[n - 1].next_offset(),
         };
+        let cleaned_end = self.cleaner_checkpoint.map_or(i64::MIN, |c| c.end);
         if let Some(ckpt) = self.cleaner_checkpoint {
             if end <= ckpt.end && now_ms < ckpt.tombstone_expiry_ms {
                 return Ok(stats);
             }
+        }
+        if !self.compaction_due(cleanable, cleaned_end, now_ms)? {
+            return Ok(stats);
         }
 
         let (latest, mapped) = self.build_offset_map(cleanable)?;
@@ -119,6 +124,41 @@ impl Log {
             },
         });
         Ok(stats)
+    }
+
+    /// Whether the first `cleanable` segments are worth compacting now: enough of their bytes
+    /// came after `cleaned_end` (`min.cleanable.dirty.ratio`), or the oldest record after it has
+    /// waited `max.compaction.lag.ms`. An expired tombstone also makes a pass due.
+    fn compaction_due(
+        &self,
+        cleanable: usize,
+        cleaned_end: i64,
+        now_ms: i64,
+    ) -> Result<bool, LogError> {
+        if self
+            .cleaner_checkpoint
+            .is_some_and(|c| now_ms >= c.tombstone_expiry_ms)
+        {
+            return Ok(true);
+        }
+        let segments = &self.segments[..cleanable];
+        let total: u64 = segments.iter().map(|s| s.size()).sum();
+        let dirty: Vec<&LogSegment> = segments
+            .iter()
+            .filter(|s| s.next_offset() > cleaned_end)
+            .collect();
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.size()).sum();
+        if total > 0 && dirty_bytes as f64 / total as f64 >= self.config.min_cleanable_dirty_ratio {
+            return Ok(true);
+        }
+        let Some(first_dirty) = dirty.first() else {
+            return Ok(false);
+        };
+        let oldest = match first_dirty.first_batch_timestamp()? {
+            Some(ts) if ts >= 0 => ts,
+            _ => modified_ms(first_dirty.file())?,
+        };
+        Ok(now_ms.saturating_sub(oldest) >= self.config.max_compaction_lag_ms)
     }
 
     /// Key -> latest offset over the first `cleanable` segments, stopping after the segment that
@@ -362,6 +402,50 @@ mod tests {
 
     fn offsets(log: &Log) -> Vec<i64> {
         records(log).iter().map(|r| r.0).collect()
+    }
+
+    #[test]
+    fn compaction_waits_for_the_lag_and_the_dirty_ratio() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = sample_log(dir.path());
+        // Segments hold timestamps 10..=60: with a 25 ms minimum lag at 50, only the first two
+        // (newest record 25) may be compacted, so b0 (superseded in the third) stays.
+        log.set_config(LogConfig {
+            min_compaction_lag_ms: 25,
+            ..config()
+        });
+        let stats = log.clean(50, i64::MAX).unwrap();
+        assert_eq!(stats.segments_scanned, 2);
+        assert_eq!(stats.records_removed, 1, "only a0, superseded by a1");
+        assert!(
+            offsets(&log).contains(&1),
+            "b0 stays: its tombstone is too recent"
+        );
+
+        // Nothing new: 0% dirty is below any ratio, and no record waited past the max lag.
+        log.set_config(LogConfig {
+            min_cleanable_dirty_ratio: 0.9,
+            ..config()
+        });
+        append(
+            &mut log,
+            BatchBuilder::new(70).record(Some(b"d"), Some(b"d1")),
+        );
+        // The segments after the last pass are 4 of 6 compactable ones, but less than 90 % of
+        // their bytes.
+        assert_eq!(log.clean(80, i64::MAX).unwrap().segments_scanned, 0);
+        log.set_config(LogConfig {
+            min_cleanable_dirty_ratio: 0.9,
+            max_compaction_lag_ms: 40,
+            ..config()
+        });
+        // The oldest uncompacted record (timestamp 30) has waited 40 ms at 70: due now.
+        let stats = log.clean(70, i64::MAX).unwrap();
+        assert!(stats.segments_scanned > 0);
+        assert!(
+            !offsets(&log).contains(&1),
+            "b0 superseded by the tombstone"
+        );
     }
 
     #[test]

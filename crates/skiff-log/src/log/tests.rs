@@ -944,3 +944,31 @@ fn a_missing_or_damaged_leader_epoch_checkpoint_is_rebuilt_from_the_batches() {
         "written back trimmed"
     );
 }
+
+#[test]
+fn a_segment_rolls_when_its_index_would_outgrow_segment_index_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexed = LogConfig {
+        index_interval_bytes: 1,
+        ..config()
+    };
+    let (mut log, _) = open(dir.path(), indexed.clone());
+    for ts in 0..10 {
+        append(&mut log, &simple_batch(1, 10, ts), 0);
+    }
+    assert_eq!(log.segment_count(), 1);
+    drop(log);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(
+        dir.path(),
+        LogConfig {
+            max_index_bytes: 24,
+            ..indexed
+        },
+    );
+    for ts in 0..10 {
+        append(&mut log, &simple_batch(1, 10, ts), 0);
+    }
+    // At most two 12-byte time entries per segment: a roll every few batches.
+    assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
+}

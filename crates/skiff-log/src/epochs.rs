@@ -1,7 +1,9 @@
 //! Which leader epoch wrote which offsets of a log: Kafka's leader-epoch cache, one
 //! `(epoch, start offset)` entry per leadership that appended something, kept with the log as a
-//! `leader-epoch-checkpoint` file. A follower's last fetched epoch is looked up here to find
-//! where its log stops agreeing with the leader's (KIP-101, KIP-279, KIP-320).
+//! `leader-epoch-checkpoint` file. OffsetForLeaderEpoch answers from it, so a consumer can tell
+//! whether its position survived a leader change (KIP-320); with replication, a follower's last
+//! epoch is looked up here to find where its log stops agreeing with the leader's (KIP-101,
+//! KIP-279).
 
 use thiserror::Error;
 
@@ -94,6 +96,15 @@ impl LeaderEpochs {
                 end_offset: higher_start,
             },
         }
+    }
+
+    /// The epoch that wrote `offset`: the latest one starting at or below it.
+    pub fn epoch_of(&self, offset: i64) -> Option<i32> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|&&(_, start)| start <= offset)
+            .map(|&(epoch, _)| epoch)
     }
 
     /// Forgets epochs starting at or after `end_offset`, after the log was truncated there.

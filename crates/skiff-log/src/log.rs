@@ -497,7 +497,11 @@ impl Log {
                     let mut pos = 0;
                     while pos < seg.size() {
                         let header = seg.header_at(pos)?;
-                        epochs.assign(header.partition_leader_epoch, header.base_offset);
+                        // As on append: an epoch below the latest is never recorded over it.
+                        let epoch = header.partition_leader_epoch;
+                        if epochs.latest_epoch().is_none_or(|e| epoch > e) {
+                            epochs.assign(epoch, header.base_offset);
+                        }
                         pos += header.total_len() as u64;
                     }
                 }
@@ -524,12 +528,18 @@ impl Log {
         )
     }
 
-    /// Applies `change` to the leader epochs and persists them if it changed anything.
+    /// Applies `change` to the leader epochs, persisting them first if it changed anything: a
+    /// failed write leaves them as they were, so a retried append records its epoch again.
     fn change_leader_epochs(&mut self, change: impl FnOnce(&mut LeaderEpochs)) -> io::Result<()> {
-        let before = self.epochs.clone();
-        change(&mut self.epochs);
-        if self.epochs != before {
-            self.write_leader_epochs()?;
+        let mut changed = self.epochs.clone();
+        change(&mut changed);
+        if changed != self.epochs {
+            write_atomically(
+                &self.dir.join(LEADER_EPOCH_FILE),
+                changed.to_checkpoint().as_bytes(),
+                true,
+            )?;
+            self.epochs = changed;
         }
         Ok(())
     }
@@ -543,13 +553,30 @@ impl Log {
     /// `current_epoch`: an epoch that has not appended yet still starts at the log end, as if
     /// recorded when leadership began (Kafka records it then).
     pub fn end_offset_for_epoch(&self, requested: i32, current_epoch: i32) -> EpochEnd {
-        let log_end = self.log_end_offset();
-        if self.epochs.latest_epoch().is_none_or(|e| e < current_epoch) {
-            let mut epochs = self.epochs.clone();
-            epochs.assign(current_epoch, log_end);
-            return epochs.end_offset_for(requested, log_end);
+        self.epochs_as_of(current_epoch)
+            .end_offset_for(requested, self.log_end_offset())
+    }
+
+    /// The epoch that wrote `offset` (ListOffsets), or -1; the log end belongs to
+    /// `current_epoch`, as in `end_offset_for_epoch`.
+    pub fn epoch_of(&self, offset: i64, current_epoch: i32) -> i32 {
+        self.epochs_as_of(current_epoch)
+            .epoch_of(offset)
+            .unwrap_or(-1)
+    }
+
+    /// The leader epochs with `current_epoch` recorded at the log end if it has not appended yet.
+    fn epochs_as_of(&self, current_epoch: i32) -> std::borrow::Cow<'_, LeaderEpochs> {
+        if self
+            .epochs
+            .latest_epoch()
+            .is_some_and(|e| e >= current_epoch)
+        {
+            return std::borrow::Cow::Borrowed(&self.epochs);
         }
-        self.epochs.end_offset_for(requested, log_end)
+        let mut epochs = self.epochs.clone();
+        epochs.assign(current_epoch, self.log_end_offset());
+        std::borrow::Cow::Owned(epochs)
     }
 
     fn replay_producers_from(&mut self, from: i64) -> Result<(), LogError> {
@@ -991,8 +1018,6 @@ impl Log {
         seg.delete()?;
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset);
         self.dir_dirty = true;
-        let start = self.log_start_offset;
-        self.change_leader_epochs(|epochs| epochs.truncate_from_start(start))?;
         Ok(())
     }
 
@@ -1033,6 +1058,8 @@ impl Log {
         }
         if deleted > 0 {
             self.producers.evict_below(self.log_start_offset);
+            let start = self.log_start_offset;
+            self.change_leader_epochs(|epochs| epochs.truncate_from_start(start))?;
         }
         self.producers
             .expire(now_ms, self.config.producer_id_expiration_ms);
@@ -1105,18 +1132,27 @@ impl Log {
             return Ok(());
         }
         remove_if_exists(&self.dir.join(PRODUCER_SNAPSHOT_FILE))?;
-        if offset < self.log_start_offset || offset <= self.segments[0].base_offset {
+        let emptied = offset < self.log_start_offset || offset <= self.segments[0].base_offset;
+        if emptied {
             let new_start = offset.max(0);
-            // The log keeps a segment whatever fails: the first one is emptied and kept when the
-            // log restarts at its base, else the new one exists before any old one is deleted.
-            let old = if self.segments[0].base_offset == new_start {
-                let rest = self.segments.split_off(1);
-                self.segments[0].truncate_to(new_start)?;
-                rest
-            } else {
-                let fresh =
-                    LogSegment::create(&self.dir, new_start, self.config.index_interval_bytes)?;
-                std::mem::replace(&mut self.segments, vec![fresh])
+            // The log keeps a segment whatever fails: one that starts where the log restarts is
+            // emptied and kept (creating another there would overwrite its file), else the new
+            // one exists before any old one is deleted.
+            let old = match self
+                .segments
+                .iter()
+                .position(|seg| seg.base_offset == new_start)
+            {
+                Some(i) => {
+                    self.segments[i].truncate_to(new_start)?;
+                    let kept = self.segments.remove(i);
+                    std::mem::replace(&mut self.segments, vec![kept])
+                }
+                None => {
+                    let fresh =
+                        LogSegment::create(&self.dir, new_start, self.config.index_interval_bytes)?;
+                    std::mem::replace(&mut self.segments, vec![fresh])
+                }
             };
             for seg in old {
                 seg.delete()?;
@@ -1138,8 +1174,13 @@ impl Log {
         self.cleaner_checkpoint = None;
         let (log_start, log_end) = (self.log_start_offset, self.log_end_offset());
         self.change_leader_epochs(|epochs| {
-            epochs.truncate_from_end(log_end);
-            epochs.truncate_from_start(log_start);
+            if emptied {
+                // Nothing of any epoch is left; the next append records its own.
+                *epochs = LeaderEpochs::default();
+            } else {
+                epochs.truncate_from_end(log_end);
+                epochs.truncate_from_start(log_start);
+            }
         })?;
         self.producers = ProducerStates::default();
         let first = self.segments[0].base_offset;

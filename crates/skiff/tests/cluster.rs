@@ -215,6 +215,27 @@ fn three_brokers_share_one_image_and_survive_losing_the_controller() {
     assert_eq!(end(1), (0, 10), "the offline epoch wrote nothing");
     assert_eq!(end(epoch), (epoch, 15));
     assert_eq!(end(epoch + 1), (-1, -1));
+    // ListOffsets names the epoch that wrote the offset it finds.
+    let earliest = list_offset(&seed.bootstrap(), "spread", p, -2);
+    let latest = list_offset(&seed.bootstrap(), "spread", p, -1);
+    assert_eq!((earliest, latest), ((0, 0), (15, epoch)));
+}
+
+/// The leader's ListOffsets answer for one partition: (offset, leader epoch).
+fn list_offset(addr: &str, topic: &str, partition: i32, timestamp: i64) -> (i64, i32) {
+    use list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])]);
+    let response: ListOffsetsResponse =
+        Client::connect(addr).call(ApiKey::ListOffsets, 7, &request);
+    let answer = &response.topics[0].partitions[0];
+    assert_eq!(answer.error_code, 0);
+    (answer.offset, answer.leader_epoch)
 }
 
 /// The leader epoch of one partition, from Metadata.

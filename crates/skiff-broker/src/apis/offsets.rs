@@ -55,8 +55,6 @@ impl KafkaApis {
                         if let Some(error) = leader_epoch_error(p.current_leader_epoch, epoch) {
                             return response.with_error_code(error);
                         }
-                        // v0-v3 responses have no leader epoch field.
-                        let leader_epoch = if version >= 4 { epoch } else { -1 };
                         let log = partition.log();
                         let found = match p.timestamp {
                             LATEST => Ok(Some((log.log_end_offset(), -1))),
@@ -69,11 +67,16 @@ impl KafkaApis {
                             }
                         };
                         match found {
+                            // The epoch that wrote the offset (v0-v3 responses have no field).
                             Ok(Some((offset, timestamp))) => response
                                 .with_offset(offset)
                                 .with_timestamp(timestamp)
-                                .with_leader_epoch(leader_epoch),
-                            Ok(None) => response.with_leader_epoch(leader_epoch),
+                                .with_leader_epoch(if version >= 4 {
+                                    log.epoch_of(offset, epoch)
+                                } else {
+                                    -1
+                                }),
+                            Ok(None) => response,
                             Err(e) => response.with_error_code(log_error_code(&e)),
                         }
                     })
@@ -86,8 +89,8 @@ impl KafkaApis {
         ListOffsetsResponse::default().with_topics(topics)
     }
 
-    /// A partition lives on one broker and its log is never truncated by a leader change, so
-    /// every epoch up to the current one ends at the log end; a later epoch is unknown.
+    /// Where the requested epoch ended, from the log's leader epochs (Kafka's `endOffsetFor`):
+    /// consumers check their position with it after a leader change (KIP-320).
     pub(super) fn offset_for_leader_epoch(
         &self,
         request: OffsetForLeaderEpochRequest,

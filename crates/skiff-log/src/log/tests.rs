@@ -905,6 +905,10 @@ fn leader_epochs_follow_appends_truncation_and_the_log_start() {
         }
     );
     assert_eq!(log.end_offset_for_epoch(8, 7), EpochEnd::UNDEFINED);
+    assert_eq!(
+        [0, 1, 2, 6, 8, 9].map(|offset| log.epoch_of(offset, 7)),
+        [0, 0, 2, 2, 5, 7]
+    );
 
     log.truncate_to(7).unwrap();
     assert_eq!(log.leader_epochs().entries(), [(0, 0), (2, 2)]);
@@ -971,4 +975,70 @@ fn a_segment_rolls_when_its_index_would_outgrow_segment_index_bytes() {
     }
     // At most two 12-byte time entries per segment: a roll every few batches.
     assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
+}
+
+#[test]
+fn an_epoch_whose_checkpoint_write_failed_is_recorded_by_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config());
+    append_at_epoch(&mut log, 2, 1);
+    // A directory in the checkpoint's place makes its atomic replacement fail.
+    let path = dir.path().join(LEADER_EPOCH_FILE);
+    fs::remove_file(&path).unwrap();
+    fs::create_dir(&path).unwrap();
+    fs::write(path.join("blocker"), b"x").unwrap();
+    assert!(log.append(&mut simple_batch(1, 10, 0), 3, 0).is_err());
+    assert_eq!(log.log_end_offset(), 2, "nothing appended");
+    assert_eq!(log.leader_epochs().entries(), [(1, 0)]);
+    fs::remove_dir_all(&path).unwrap();
+    append_at_epoch(&mut log, 1, 3);
+    assert_eq!(log.leader_epochs().entries(), [(1, 0), (3, 2)]);
+    drop(log);
+    let (log, report) = open(dir.path(), config());
+    assert!(!report.leader_epochs_rebuilt);
+    assert_eq!(log.leader_epochs().entries(), [(1, 0), (3, 2)]);
+}
+
+#[test]
+fn rebuilt_leader_epochs_follow_the_append_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config());
+    append_at_epoch(&mut log, 2, 0);
+    append_at_epoch(&mut log, 3, 2);
+    // A batch stamped with an older epoch (a stale leader's) changes nothing, live or rebuilt.
+    append_at_epoch(&mut log, 1, 1);
+    append_at_epoch(&mut log, 2, 5);
+    let live = log.leader_epochs().clone();
+    assert_eq!(live.entries(), [(0, 0), (2, 2), (5, 6)]);
+    drop(log);
+    fs::remove_file(dir.path().join(LEADER_EPOCH_FILE)).unwrap();
+    let (log, report) = open(dir.path(), config());
+    assert!(report.leader_epochs_rebuilt);
+    assert_eq!(log.leader_epochs(), &live);
+}
+
+#[test]
+fn truncating_below_the_start_onto_a_later_segment_keeps_that_segment_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1,
+        ..config()
+    };
+    let (mut log, _) = open(dir.path(), cfg.clone());
+    for _ in 0..5 {
+        append_at_epoch(&mut log, 2, 0);
+    }
+    assert_eq!(log.segment_base_offsets(), [0, 2, 4, 6, 8]);
+    drop(log);
+    // A crash after the log start checkpoint was written, before segments below it were deleted.
+    fs::write(dir.path().join(LOG_START_FILE), "7\n").unwrap();
+    let (mut log, _) = open(dir.path(), cfg.clone());
+    assert_eq!(log.log_start_offset(), 7);
+    log.truncate_to(6).unwrap();
+    assert_eq!(log.segment_base_offsets(), [6]);
+    append_at_epoch(&mut log, 1, 1);
+    drop(log);
+    let (log, _) = open(dir.path(), cfg);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 7));
+    assert_eq!(log.leader_epochs().entries(), [(1, 6)]);
 }

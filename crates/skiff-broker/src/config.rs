@@ -35,12 +35,17 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub group_max_size: usize,
     pub offsets_retention_ms: i64,
-    /// Topics one CreateTopics or DeleteTopics request may name, and one Metadata request may
-    /// auto-create: each is a metadata-log write the request waits for in turn.
+    /// Topics one CreateTopics, DeleteTopics or CreatePartitions request may handle, resources
+    /// one AlterConfigs or IncrementalAlterConfigs may alter, and topics one Metadata request
+    /// may auto-create: each is a metadata-log write the request waits for in turn.
     pub max_topics_per_request: usize,
     /// Partitions one CreateTopics or CreatePartitions request may add in all: each is a log
     /// (files, memory) on some broker.
     pub max_partitions_per_request: i64,
+    /// Groups all coordinators of this broker hold together.
+    pub max_groups: usize,
+    /// Offsets one OffsetCommit may carry.
+    pub max_offsets_per_commit: usize,
 }
 
 impl BrokerConfig {
@@ -52,6 +57,8 @@ impl BrokerConfig {
             initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             max_group_size: self.group_max_size,
             offsets_retention_ms: self.offsets_retention_ms,
+            max_groups: self.max_groups,
+            max_offsets_per_commit: self.max_offsets_per_commit,
             ..Default::default()
         }
     }
@@ -81,6 +88,8 @@ impl BrokerConfig {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             max_topics_per_request: 1_000,
             max_partitions_per_request: 10_000,
+            max_groups: 100_000,
+            max_offsets_per_commit: 10_000,
         }
     }
 }

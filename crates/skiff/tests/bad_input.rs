@@ -426,3 +426,46 @@ fn one_metadata_request_auto_creates_a_bounded_number_of_topics() {
     assert!(response.topics.iter().all(|t| t.error_code == 0));
     assert!(topic_names(&mut client).contains(&last));
 }
+
+#[test]
+fn topics_past_a_requests_budget_get_the_throttling_error_where_the_version_has_it() {
+    const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
+    const INVALID_REQUEST: i16 = 42;
+    let broker = Broker::start();
+    let mut client = Client::connect(&broker.bootstrap());
+    let request = CreateTopicsRequest::default()
+        .with_validate_only(true)
+        .with_topics(
+            (0..1001)
+                .map(|i| {
+                    CreatableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(format!("budget-{i}"))))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1)
+                })
+                .collect(),
+        );
+    for (version, expected) in [(7, THROTTLING_QUOTA_EXCEEDED), (5, INVALID_REQUEST)] {
+        let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, version, &request);
+        let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+        assert_eq!(codes[..1000], [0; 1000], "v{version}");
+        assert_eq!(codes[1000], expected, "v{version}");
+    }
+
+    // Config changes are one metadata write per resource too.
+    use incremental_alter_configs_request::AlterConfigsResource;
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(
+        (0..1001)
+            .map(|i| {
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_string(format!("absent-{i}")))
+            })
+            .collect(),
+    );
+    let response: IncrementalAlterConfigsResponse =
+        client.call(ApiKey::IncrementalAlterConfigs, 1, &alter);
+    let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
+    assert!(codes[..1000].iter().all(|&c| c != INVALID_REQUEST));
+    assert_eq!(codes[1000], INVALID_REQUEST);
+}

@@ -25,6 +25,55 @@ use crate::topics::{validate_topic_name, TopicMeta};
 /// Most partitions one topic may have; bounds the files and memory one request can claim.
 use skiff_metadata::topic_rules::MAX_PARTITIONS_PER_TOPIC;
 
+/// What one CreateTopics, DeleteTopics or CreatePartitions request may still do. Topics past
+/// the topic limit, or that would take the request past its partition limit, are refused: with
+/// THROTTLING_QUOTA_EXCEEDED where the request's version knows it (Kafka's controller mutation
+/// quota, KIP-599; the Java admin client sends those topics again by itself), else with
+/// INVALID_REQUEST or INVALID_PARTITIONS.
+struct Budget {
+    max_topics: usize,
+    max_partitions: i64,
+    topics_left: usize,
+    partitions_left: i64,
+    throttling: bool,
+}
+
+impl Budget {
+    fn refuse(&self, otherwise: ResponseError, text: String) -> Failure {
+        match self.throttling {
+            true => fail(ResponseError::ThrottlingQuotaExceeded, text),
+            false => fail(otherwise, text),
+        }
+    }
+
+    /// Admits one more topic adding `partitions`.
+    fn admit(&mut self, partitions: i64) -> Result<(), Failure> {
+        if self.topics_left == 0 {
+            let max = self.max_topics;
+            return Err(self.refuse(
+                ResponseError::InvalidRequest,
+                format!(
+                    "one request handles at most {max} topics; send this one in a further request"
+                ),
+            ));
+        }
+        if partitions > self.partitions_left {
+            let max = self.max_partitions;
+            return Err(self.refuse(
+                ResponseError::InvalidPartitions,
+                format!("one request adds at most {max} partitions in all; send this topic in a further request"),
+            ));
+        }
+        self.topics_left -= 1;
+        Ok(())
+    }
+
+    /// An admitted topic's partitions were added.
+    fn spend(&mut self, partitions: i64) {
+        self.partitions_left -= partitions.max(0);
+    }
+}
+
 /// Why an admin operation on one topic was refused.
 #[derive(Debug)]
 pub(super) struct Failure {
@@ -96,21 +145,14 @@ impl KafkaApis {
         }
     }
 
-    /// Why a request naming `topics` topics is refused as a whole, if it names too many.
-    fn too_many_topics(&self, topics: usize) -> Option<String> {
-        let max = self.config.max_topics_per_request;
-        (topics > max).then(|| {
-            format!("the request names {topics} topics; at most {max} per request, send the rest in further requests")
-        })
-    }
-
-    /// The refusal of a topic that would take the request past its partition budget.
-    fn too_many_partitions(&self) -> Failure {
-        let max = self.config.max_partitions_per_request;
-        fail(
-            ResponseError::InvalidPartitions,
-            format!("one request adds at most {max} partitions in all; send this topic in a further request"),
-        )
+    fn budget(&self, throttling: bool) -> Budget {
+        Budget {
+            max_topics: self.config.max_topics_per_request,
+            max_partitions: self.config.max_partitions_per_request,
+            topics_left: self.config.max_topics_per_request,
+            partitions_left: self.config.max_partitions_per_request,
+            throttling,
+        }
     }
 
     /// Creates a topic (or only checks that it could be created). `num_partitions` and
@@ -244,8 +286,7 @@ impl KafkaApis {
         request: CreateTopicsRequest,
         version: i16,
     ) -> CreateTopicsResponse {
-        let too_many = self.too_many_topics(request.topics.len());
-        let mut partitions_left = self.config.max_partitions_per_request;
+        let mut budget = self.budget(version >= 6);
         let mut results = Vec::with_capacity(request.topics.len());
         for wanted in request.topics {
             let name = wanted.name.clone();
@@ -258,17 +299,16 @@ impl KafkaApis {
             } else {
                 wanted.assignments.len() as i32
             };
-            let created = match &too_many {
-                Some(refusal) => Err(fail(ResponseError::InvalidRequest, refusal)),
-                None if i64::from(adds) > partitions_left => Err(self.too_many_partitions()),
-                None => {
+            let created = match budget.admit(i64::from(adds)) {
+                Err(refused) => Err(refused),
+                Ok(()) => {
                     self.create_wanted_topic(&wanted, request.validate_only)
                         .await
                 }
             };
             results.push(match created {
                 Ok(topic) => {
-                    partitions_left -= i64::from(topic.partitions);
+                    budget.spend(i64::from(topic.partitions));
                     result
                         .with_topic_id(topic.id)
                         .with_num_partitions(topic.partitions)
@@ -319,15 +359,15 @@ impl KafkaApis {
                 .map(|n| (Some(n), Uuid::nil()))
                 .collect()
         };
-        let too_many = self.too_many_topics(wanted.len());
+        let mut budget = self.budget(version >= 5);
         let mut responses = Vec::with_capacity(wanted.len());
         for (name, id) in wanted {
             let result = DeletableTopicResult::default()
                 .with_name(name.clone())
                 .with_topic_id(id);
-            let deleted = match &too_many {
-                Some(refusal) => Err(fail(ResponseError::InvalidRequest, refusal)),
-                None => {
+            let deleted = match budget.admit(0) {
+                Err(refused) => Err(refused),
+                Ok(()) => {
                     self.delete_topic(name.as_ref().map(|n| n.as_str()), id)
                         .await
                 }
@@ -373,9 +413,9 @@ impl KafkaApis {
     pub(super) async fn create_partitions(
         &self,
         request: CreatePartitionsRequest,
+        version: i16,
     ) -> CreatePartitionsResponse {
-        let too_many = self.too_many_topics(request.topics.len());
-        let mut partitions_left = self.config.max_partitions_per_request;
+        let mut budget = self.budget(version >= 3);
         let mut results = Vec::with_capacity(request.topics.len());
         for wanted in request.topics {
             let result = CreatePartitionsTopicResult::default().with_name(wanted.name.clone());
@@ -383,10 +423,8 @@ impl KafkaApis {
                 .topics()
                 .get(wanted.name.as_str())
                 .map_or(0, |t| i64::from(wanted.count) - i64::from(t.partitions));
-            let outcome = if let Some(refusal) = &too_many {
-                Err(fail(ResponseError::InvalidRequest, refusal))
-            } else if adds > partitions_left {
-                Err(self.too_many_partitions())
+            let outcome = if let Err(refused) = budget.admit(adds) {
+                Err(refused)
             } else {
                 self.add_partitions(
                     wanted.name.as_str(),
@@ -403,7 +441,7 @@ impl KafkaApis {
             };
             results.push(match outcome {
                 Ok(()) => {
-                    partitions_left -= adds.max(0);
+                    budget.spend(adds);
                     result
                 }
                 Err(failure) => result

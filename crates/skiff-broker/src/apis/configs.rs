@@ -304,27 +304,46 @@ impl KafkaApis {
         Ok(())
     }
 
+    /// Each altered resource is a metadata-log write the request waits for in turn, so one
+    /// request alters at most `max_topics_per_request` of them.
+    fn past_resource_limit(&self, index: usize) -> Result<(), Failure> {
+        let max = self.config.max_topics_per_request;
+        if index < max {
+            return Ok(());
+        }
+        Err(failure(
+            ResponseError::InvalidRequest,
+            format!(
+                "one request alters at most {max} resources; send this one in a further request"
+            ),
+        ))
+    }
+
     pub(super) async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
         let mut responses = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            let outcome = self
-                .alter_topic_configs(
-                    resource.resource_type,
-                    resource.resource_name.as_str(),
-                    request.validate_only,
-                    |configs| {
-                        // AlterConfigs replaces the whole set of overrides.
-                        *configs = TopicConfigs::from_pairs(
-                            resource
-                                .configs
-                                .iter()
-                                .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
-                        )
-                        .map_err(|e| failure(ResponseError::InvalidConfig, e.to_string()))?;
-                        Ok(())
-                    },
-                )
-                .await;
+        for (index, resource) in request.resources.into_iter().enumerate() {
+            let outcome = match self.past_resource_limit(index) {
+                Err(refused) => Err(refused),
+                Ok(()) => {
+                    self.alter_topic_configs(
+                        resource.resource_type,
+                        resource.resource_name.as_str(),
+                        request.validate_only,
+                        |configs| {
+                            // AlterConfigs replaces the whole set of overrides.
+                            *configs =
+                                TopicConfigs::from_pairs(resource.configs.iter().map(|c| {
+                                    (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))
+                                }))
+                                .map_err(|e| {
+                                    failure(ResponseError::InvalidConfig, e.to_string())
+                                })?;
+                            Ok(())
+                        },
+                    )
+                    .await
+                }
+            };
             let response = alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name);
@@ -343,25 +362,29 @@ impl KafkaApis {
         request: IncrementalAlterConfigsRequest,
     ) -> IncrementalAlterConfigsResponse {
         let mut responses = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            let outcome = self
-                .alter_topic_configs(
-                    resource.resource_type,
-                    resource.resource_name.as_str(),
-                    request.validate_only,
-                    |configs| {
-                        for op in &resource.configs {
-                            apply_incremental(
-                                configs,
-                                op.name.as_str(),
-                                op.config_operation,
-                                op.value.as_ref().map(|v| v.as_str()),
-                            )?;
-                        }
-                        Ok(())
-                    },
-                )
-                .await;
+        for (index, resource) in request.resources.into_iter().enumerate() {
+            let outcome = match self.past_resource_limit(index) {
+                Err(refused) => Err(refused),
+                Ok(()) => {
+                    self.alter_topic_configs(
+                        resource.resource_type,
+                        resource.resource_name.as_str(),
+                        request.validate_only,
+                        |configs| {
+                            for op in &resource.configs {
+                                apply_incremental(
+                                    configs,
+                                    op.name.as_str(),
+                                    op.config_operation,
+                                    op.value.as_ref().map(|v| v.as_str()),
+                                )?;
+                            }
+                            Ok(())
+                        },
+                    )
+                    .await
+                }
+            };
             let response =
                 incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(resource.resource_type)

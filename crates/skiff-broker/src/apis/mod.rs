@@ -183,7 +183,7 @@ impl KafkaApis {
                 ResponseBody::DeleteTopics(self.delete_topics(r, version).await)
             }
             RequestBody::CreatePartitions(r) => {
-                ResponseBody::CreatePartitions(self.create_partitions(r).await)
+                ResponseBody::CreatePartitions(self.create_partitions(r, version).await)
             }
             RequestBody::DescribeConfigs(r) => {
                 ResponseBody::DescribeConfigs(self.describe_configs(r, version))

@@ -502,13 +502,16 @@ impl GroupCoordinator {
                 partition,
                 value,
             } => {
-                let g = self.groups.get_or_create(&group, now);
                 match value {
                     Some(v) => {
+                        let g = self.groups.get_or_create(&group, now);
                         g.offsets.insert((topic, partition), v);
                     }
+                    // A tombstone of a group already gone creates nothing.
                     None => {
-                        g.offsets.remove(&(topic, partition));
+                        if let Some(g) = self.groups.get_mut(&group) {
+                            g.offsets.remove(&(topic, partition));
+                        }
                     }
                 }
             }
@@ -595,6 +598,10 @@ impl GroupCoordinator {
             .any(|(_, m)| m.len() > self.config.max_member_metadata_bytes)
         {
             return fail(ResponseError::InvalidRequest);
+        }
+        // As in Kafka, a member id names a member of an existing group: nothing is created.
+        if !request.member_id.is_empty() && self.groups.get(&request.group_id).is_none() {
+            return fail(ResponseError::UnknownMemberId);
         }
         if self
             .groups
@@ -1310,6 +1317,9 @@ impl GroupCoordinator {
         if let Err(e) = check {
             return (vec![code(e); n], effects);
         }
+        if n == 0 {
+            return (Vec::new(), effects);
+        }
         let group = self.groups.get_or_create(&commit.group_id, now);
         if let Some(m) = group.members.get_mut(&commit.member_id) {
             m.last_heartbeat_ms = now;
@@ -1670,6 +1680,27 @@ mod tests {
             .any(|e| matches!(e, Entry::Group { value: Some(_), .. })));
         assert_eq!(c.group("g").unwrap().state, GroupState::Stable);
         (leader, follower)
+    }
+
+    #[test]
+    fn requests_that_change_nothing_create_no_group() {
+        let mut c = GroupCoordinator::new(config());
+        let (reply, effects) = c.join_group(join("c-9", None, &["range"]), &mut Counter(0), 0);
+        assert!(matches!(reply, Reply::Now(r) if r.error == code(ResponseError::UnknownMemberId)));
+        assert!(effects.writes.is_empty());
+        let (codes, effects) = c.commit_offsets(simple_commit("g", &[]), 0);
+        assert!(codes.is_empty() && effects.writes.is_empty());
+        c.load(
+            Entry::Offset {
+                group: "gone".into(),
+                topic: "t".into(),
+                partition: 0,
+                value: None,
+            },
+            0,
+        );
+        assert_eq!(c.groups().count(), 0);
+        assert_eq!(c.groups.count.get(), 0);
     }
 
     #[test]

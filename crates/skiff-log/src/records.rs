@@ -1,14 +1,18 @@
-//! Decoding (and, for the cleaner, encoding) of the records inside a v2 record batch.
+//! Decoding (and, for the cleaner, encoding) of the records inside a v2 record batch, and the
+//! recompression a topic's `compression.type` asks for.
 //!
-//! Only offset-for-timestamp lookups and compaction look inside batches; produce and fetch never do.
+//! Only offset-for-timestamp lookups, compaction and recompression look inside batches; produce
+//! and fetch otherwise never do.
 //! Record layout (Kafka `DefaultRecord`): length varint, attributes i8, timestampDelta varlong,
 //! offsetDelta varint, key (varint length, -1 = null), value (same), header count varint, then per
 //! header a key (varint length + bytes) and a value (varint length, -1 = null). Varints are zigzag.
 
 use std::borrow::Cow;
-use std::io::Read;
+use std::io::{Read, Write};
 
-use crate::batch::{codec, compute_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, MAGIC_V2};
+use crate::batch::{
+    codec, compute_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD, MAGIC_V2,
+};
 
 /// Upper bound on a decompressed batch body, so a tiny compressed batch cannot make us allocate
 /// without limit.
@@ -27,6 +31,8 @@ pub enum RecordsError {
     UnsupportedCompression(u8),
     #[error("cannot decompress batch: {0}")]
     Decompress(String),
+    #[error("cannot compress batch: {0}")]
+    Compress(String),
     #[error("decompressed batch exceeds {MAX_DECOMPRESSED_BYTES} bytes")]
     DecompressedTooLarge,
     #[error("malformed record: {0}")]
@@ -99,6 +105,69 @@ pub fn decompress(compression: u8, body: &[u8]) -> Result<Cow<'_, [u8]>, Records
         codec::ZSTD => decompress_zstd(body).map(Cow::Owned),
         other => Err(RecordsError::UnsupportedCompression(other)),
     }
+}
+
+/// Compresses a batch body (its records, uncompressed) with `compression`, framed as Kafka's
+/// clients do: xerial framing for snappy, the LZ4 frame format for lz4.
+pub fn compress(compression: u8, body: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    let failed = |e: std::io::Error| RecordsError::Compress(e.to_string());
+    Ok(match compression {
+        codec::NONE => body.to_vec(),
+        codec::GZIP => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(body).map_err(failed)?;
+            enc.finish().map_err(failed)?
+        }
+        codec::SNAPPY => {
+            let mut out = XERIAL_MAGIC.to_vec();
+            out.extend_from_slice(&1i32.to_be_bytes());
+            out.extend_from_slice(&1i32.to_be_bytes());
+            let mut encoder = snap::raw::Encoder::new();
+            for chunk in body.chunks(32 * 1024) {
+                let block = encoder
+                    .compress_vec(chunk)
+                    .map_err(|e| RecordsError::Compress(e.to_string()))?;
+                out.extend_from_slice(&(block.len() as i32).to_be_bytes());
+                out.extend_from_slice(&block);
+            }
+            out
+        }
+        codec::LZ4 => {
+            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            enc.write_all(body).map_err(failed)?;
+            enc.finish()
+                .map_err(|e| RecordsError::Compress(e.to_string()))?
+        }
+        codec::ZSTD => {
+            ruzstd::encoding::compress_to_vec(body, ruzstd::encoding::CompressionLevel::Fastest)
+        }
+        other => return Err(RecordsError::UnsupportedCompression(other)),
+    })
+}
+
+/// The batch with its records compressed with `compression` instead (Kafka's broker-side
+/// recompression for a topic whose `compression.type` is not `producer`); every other header
+/// field is kept, length, attributes and CRC are fixed. None when it already uses that codec,
+/// or is a control batch (never compressed).
+pub fn recompress(batch: &[u8], compression: u8) -> Result<Option<Vec<u8>>, RecordsError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.compression() == compression || header.is_control() {
+        return Ok(None);
+    }
+    let end = header.total_len().min(batch.len());
+    let records = decompress(header.compression(), &batch[BATCH_HEADER_LEN..end])?;
+    let body = compress(compression, &records)?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
+    out.extend_from_slice(&body);
+    let batch_length =
+        i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| RecordsError::DecompressedTooLarge)?;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (header.attributes & !0x07) | i16::from(compression);
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(Some(out))
 }
 
 fn read_bounded<R: Read>(reader: R) -> Result<Vec<u8>, RecordsError> {
@@ -516,6 +585,61 @@ mod tests {
         assert!(b.set_last_offset(1 << 31).is_err());
         b.push((1 << 31) - 1, 0, None, None, &[]).unwrap();
         assert!(validate_batch(&b.build(), 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn recompression_keeps_every_record_and_header_field() {
+        let plain = rich_batch();
+        let records = |batch: &[u8]| {
+            validate_batch(batch, 1 << 20).unwrap();
+            BatchRecords::new(batch)
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let r = r.unwrap();
+                    (
+                        r.offset,
+                        r.timestamp,
+                        r.key.map(<[u8]>::to_vec),
+                        r.value.map(<[u8]>::to_vec),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let expected = records(&plain);
+        let header = BatchHeader::parse(&plain).unwrap();
+        for target in [codec::GZIP, codec::SNAPPY, codec::LZ4, codec::ZSTD] {
+            let compressed = recompress(&plain, target).unwrap().unwrap();
+            let h = BatchHeader::parse(&compressed).unwrap();
+            assert_eq!(h.compression(), target);
+            assert_eq!(
+                (
+                    h.producer_id,
+                    h.base_sequence,
+                    h.last_offset_delta,
+                    h.max_timestamp
+                ),
+                (
+                    header.producer_id,
+                    header.base_sequence,
+                    header.last_offset_delta,
+                    header.max_timestamp
+                )
+            );
+            assert_eq!(records(&compressed), expected, "codec {target}");
+            // And between two codecs, and back to none.
+            let other = recompress(&compressed, codec::GZIP)
+                .unwrap()
+                .unwrap_or(compressed.clone());
+            assert_eq!(records(&other), expected);
+            let back = recompress(&other, codec::NONE).unwrap().unwrap();
+            assert_eq!(back, plain, "byte for byte");
+        }
+        assert_eq!(recompress(&plain, codec::NONE).unwrap(), None);
+        assert!(matches!(
+            recompress(&plain, 7),
+            Err(RecordsError::UnsupportedCompression(7))
+        ));
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! Test helpers for building valid record batches, with any compression codec. Enabled for this
 //! crate's tests and, through the `test-util` feature, for other crates' tests.
 
-use std::io::Write;
-
-use crate::batch::{codec, compute_crc, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use crate::batch::codec;
 use crate::records::{RecordBatchBuilder, RecordHeader};
 
 /// Builds one v2 batch at base offset 0 (the log assigns real offsets on append).
@@ -87,45 +85,7 @@ pub fn simple_batch(n: usize, value_len: usize, timestamp: i64) -> Vec<u8> {
 /// Re-encodes the records of an uncompressed batch with `codec`, the way Kafka clients frame
 /// them (xerial framing for snappy, the LZ4 frame format for lz4), fixing length and CRC.
 pub fn compress_batch(batch: &[u8], codec: u8) -> Vec<u8> {
-    let header = BatchHeader::parse(batch).expect("valid batch");
-    let body = &batch[BATCH_HEADER_LEN..header.total_len()];
-    let compressed = match codec {
-        codec::NONE => body.to_vec(),
-        codec::GZIP => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(body).expect("in-memory write");
-            enc.finish().expect("in-memory write")
-        }
-        codec::SNAPPY => {
-            let mut out = b"\x82SNAPPY\0".to_vec();
-            out.extend_from_slice(&1i32.to_be_bytes());
-            out.extend_from_slice(&1i32.to_be_bytes());
-            for chunk in body.chunks(32 * 1024) {
-                let block = snap::raw::Encoder::new()
-                    .compress_vec(chunk)
-                    .expect("snappy compress");
-                out.extend_from_slice(&(block.len() as i32).to_be_bytes());
-                out.extend_from_slice(&block);
-            }
-            out
-        }
-        codec::LZ4 => {
-            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
-            enc.write_all(body).expect("in-memory write");
-            enc.finish().expect("in-memory write")
-        }
-        codec::ZSTD => {
-            ruzstd::encoding::compress_to_vec(body, ruzstd::encoding::CompressionLevel::Fastest)
-        }
-        other => panic!("unknown codec {other}"),
-    };
-    let mut out = batch[..BATCH_HEADER_LEN].to_vec();
-    out.extend_from_slice(&compressed);
-    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
-    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let attributes = (header.attributes & !0x07) | i16::from(codec);
-    out[21..23].copy_from_slice(&attributes.to_be_bytes());
-    let crc = compute_crc(&out);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
+    crate::records::recompress(batch, codec)
+        .expect("a valid test batch")
+        .unwrap_or_else(|| batch.to_vec())
 }

@@ -170,6 +170,35 @@ pub fn recompress(batch: &[u8], compression: u8) -> Result<Option<Vec<u8>>, Reco
     Ok(Some(out))
 }
 
+/// A CreateTime batch holding a record timestamped further than `before_max_ms` before or
+/// `after_max_ms` after `now_ms` (Kafka's `message.timestamp.before.max.ms` and
+/// `.after.max.ms`, INVALID_TIMESTAMP): the record timestamp refused. The header's max timestamp
+/// decides the future bound; the past bound, when set (below `i64::MAX`), reads every record.
+pub fn timestamp_out_of_bounds(
+    batch: &[u8],
+    now_ms: i64,
+    before_max_ms: i64,
+    after_max_ms: i64,
+) -> Result<Option<i64>, RecordsError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.is_log_append_time() {
+        return Ok(None);
+    }
+    if header.max_timestamp.saturating_sub(now_ms) > after_max_ms {
+        return Ok(Some(header.max_timestamp));
+    }
+    if before_max_ms == i64::MAX {
+        return Ok(None);
+    }
+    for record in BatchRecords::new(batch)?.iter() {
+        let timestamp = record?.timestamp;
+        if now_ms.saturating_sub(timestamp) > before_max_ms {
+            return Ok(Some(timestamp));
+        }
+    }
+    Ok(None)
+}
+
 fn read_bounded<R: Read>(reader: R) -> Result<Vec<u8>, RecordsError> {
     let mut out = Vec::new();
     reader
@@ -585,6 +614,23 @@ mod tests {
         assert!(b.set_last_offset(1 << 31).is_err());
         b.push((1 << 31) - 1, 0, None, None, &[]).unwrap();
         assert!(validate_batch(&b.build(), 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn timestamps_beyond_the_topic_bounds_are_found() {
+        // rich_batch: records at 1000, 990 and 2000.
+        let batch = rich_batch();
+        let check =
+            |now, before, after| timestamp_out_of_bounds(&batch, now, before, after).unwrap();
+        assert_eq!(check(1_500, i64::MAX, 500), None);
+        assert_eq!(check(1_500, i64::MAX, 499), Some(2_000));
+        assert_eq!(check(1_500, 510, 3_600_000), None);
+        assert_eq!(check(1_500, 509, 3_600_000), Some(990));
+        let compressed = crate::testing::compress_batch(&batch, codec::ZSTD);
+        assert_eq!(
+            timestamp_out_of_bounds(&compressed, 1_500, 509, 3_600_000).unwrap(),
+            Some(990)
+        );
     }
 
     #[test]

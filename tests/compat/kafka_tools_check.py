@@ -51,9 +51,9 @@ def classpath():
         return os.path.join(target, "classes") + os.pathsep + f.read().strip()
 
 
-def tool(what, main_class, bs, *args, stdin=None, ok=True):
-    """Runs one tool; returns its stdout. what names the step for a failure; with ok, a
-    non-zero exit fails the check with the tool's last stderr lines."""
+def tool(what, main_class, bs, *args, stdin=None):
+    """Runs one tool; returns its stdout. what names the step for a failure; a non-zero exit
+    fails the check with the tool's last stderr lines."""
     # Kafka's bin/ scripts' JVM, minus their heap: small and quick to start on 2 busy cores
     cmd = ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx256m",
            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath(), main_class,
@@ -65,7 +65,7 @@ def tool(what, main_class, bs, *args, stdin=None, ok=True):
         fail("%s: %s did not finish within %d s" % (what, main_class, TOOL_TIMEOUT))
     for line in p.stderr.splitlines()[-15:]:
         print("  | " + line)
-    if ok and p.returncode != 0:
+    if p.returncode != 0:
         tail = " / ".join(l.strip() for l in p.stderr.splitlines()[-3:] if l.strip())
         fail("%s: %s exited with %d: %s" % (what, main_class.rsplit(".", 1)[-1], p.returncode, tail or p.stdout[-300:]))
     return p.stdout

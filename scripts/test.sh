@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (Debian packages, the
-# Python and Node client libraries), checks formatting and lints, runs the Rust tests (unit,
-# property and real-client end-to-end tests) and the client-compatibility suite.
+# Python, Node, Java and Go client libraries and Kafka's CLI tools), checks formatting and lints,
+# runs the Rust tests (unit, property and real-client end-to-end tests) and the
+# client-compatibility suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

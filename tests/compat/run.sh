@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Client-compatibility suite: real Kafka clients against Skiff.
 #
-#   bash tests/compat/install.sh            # once: kcat, Python venv, kafkajs
+#   bash tests/compat/install.sh            # once: kcat, Python venv, kafkajs, Java (Maven), Go
 #   bash tests/compat/run.sh [SKIFF_BINARY] # default target/debug/skiff (relative to the repo root)
 #
 # The plain checks (produce/consume, admin, offsets) run against ONE broker (broker 1, which
@@ -47,7 +47,16 @@ CHECK_TIMEOUT="${SKIFF_COMPAT_TIMEOUT:-120}"
 CLUSTER_TIMEOUT="${SKIFF_COMPAT_CLUSTER_TIMEOUT:-60}"
 PY="$HERE/.venv/bin/python"
 # the consumer-group checks; they run last, on the 3-broker cluster
-GROUP_CHECKS=(kcat-group-consume confluent-group-subscribe kafka-python-group-consume kafkajs-group-consume)
+GROUP_CHECKS=(kcat-group-consume confluent-group-subscribe kafka-python-group-consume kafkajs-group-consume
+    java-group-consume java-group-admin kafka-tools-consumer-groups kafka-tools-verifiable-consumer
+    franz-go-group-consume sarama-group-consume)
+
+# Known broker gaps: checks that fail because Skiff lacks what they test. Each still runs; a
+# failure prints "SKIP name: known broker gap: <reason> (<its failure>)" and counts as skipped,
+# and a pass prints FAIL, so that the entry is removed once the broker has the feature.
+declare -A KNOWN_FAILURES=(
+    [kafka-tools-log-dirs]="Skiff does not serve DescribeLogDirs (API key 35), which kafka-log-dirs needs (issue #13)"
+)
 
 passed=0
 failed=0
@@ -266,6 +275,9 @@ missing_client() {
     kcat) command -v kcat >/dev/null || { echo "kcat not installed (run tests/compat/install.sh)"; return 0; } ;;
     py) [ -x "$PY" ] || { echo "$PY missing (run tests/compat/install.sh)"; return 0; } ;;
     node) [ -d "$HERE/node_modules/kafkajs" ] || { echo "kafkajs not installed in tests/compat/node_modules (run tests/compat/install.sh)"; return 0; } ;;
+    java) [ -f "$HERE/java/target/classpath.txt" ] && command -v java >/dev/null || { echo "Java checks not built: no tests/compat/java/target/classpath.txt or no java (run tests/compat/install.sh)"; return 0; } ;;
+    tools) missing_client java && return 0; missing_client py && return 0 ;;
+    go) [ -x "$HERE/go/bin/compat-go" ] || { echo "tests/compat/go/bin/compat-go not built (run tests/compat/install.sh)"; return 0; } ;;
     esac
     return 1
 }
@@ -273,7 +285,7 @@ missing_client() {
 # "" until the group checks' cluster was tried; then "up" or "failed"
 cluster_state=""
 
-# run_check NAME KIND(plain|groups) CLIENT(kcat|py|node) COMMAND...
+# run_check NAME KIND(plain|groups) CLIENT(kcat|py|node|java|tools|go) COMMAND...
 run_check() {
     local name=$1 kind=$2 client=$3
     shift 3
@@ -307,6 +319,12 @@ run_check() {
         log_from[$i]=$(($(stat -c %s "${BROKER_LOGS[$i]}") + 1))
     done
     (cd "$HERE" && timeout -k 5 "$CHECK_TIMEOUT" "$@") >"$out" 2>&1 </dev/null || rc=$?
+    local known="${KNOWN_FAILURES[$name]:-}"
+    if [ "$rc" = 0 ] && [ -n "$known" ]; then
+        echo "FAIL $name: passed, but run.sh lists it in KNOWN_FAILURES ($known): remove that entry ($((SECONDS - t0))s)"
+        failed=$((failed + 1)) failed_names+=("$name")
+        return 0
+    fi
     if [ "$rc" = 0 ]; then
         echo "PASS $name ($((SECONDS - t0))s)"
         passed=$((passed + 1))
@@ -321,6 +339,11 @@ run_check() {
     fi
     note_dead
     if [ -n "$DEAD" ]; then reason="$reason [died: $DEAD]"; fi
+    if [ -n "$known" ] && [ -z "$DEAD" ]; then
+        echo "SKIP $name: known broker gap: $known (failed as expected: $reason) ($((SECONDS - t0))s)"
+        skipped=$((skipped + 1))
+        return 0
+    fi
     echo "FAIL $name: $reason ($((SECONDS - t0))s)"
     echo "  ---- $name: client output (last 60 lines; client=$client) ----"
     tail -n 60 "$out" | sed 's/^/  | /'
@@ -335,6 +358,9 @@ K="$HERE/kcat_check.sh"
 CF="$HERE/check_confluent.py"
 KP="$HERE/check_kafka_python.py"
 KJ="$HERE/kafkajs_check.js"
+JC="$HERE/java_check.sh"
+KT="$HERE/kafka_tools_check.py"
+GO="$HERE/go/bin/compat-go"
 
 # -- plain checks: one broker (broker 1) --
 
@@ -367,6 +393,22 @@ for s in kafkajs-admin kafkajs-admin-configs kafkajs-produce-none kafkajs-produc
     run_check "$s" plain node node "$KJ" --step "$s"
 done
 
+# the Java client (kafka-clients 4.1)
+for s in java-producer java-consumer-assign-seek java-admin-topics java-admin-offsets java-admin-configs; do
+    run_check "$s" plain java bash "$JC" --step "$s"
+done
+
+# Apache Kafka's CLI tools (4.1)
+for s in kafka-tools-topics kafka-tools-console kafka-tools-configs kafka-tools-offsets kafka-tools-log-dirs \
+    kafka-tools-verifiable-producer; do
+    run_check "$s" plain tools "$PY" "$KT" --step "$s"
+done
+
+# franz-go and Sarama
+for s in franz-go-admin franz-go-produce sarama-admin sarama-produce; do
+    run_check "$s" plain go "$GO" --step "$s"
+done
+
 # -- consumer-group checks: brokers 2 and 3 join, 3-broker cluster --
 
 if [ "$want_cluster" = 1 ]; then
@@ -388,6 +430,12 @@ run_check kcat-group-consume groups kcat bash "$K" group
 run_check confluent-group-subscribe groups py "$PY" "$CF" --step confluent-group-subscribe
 run_check kafka-python-group-consume groups py "$PY" "$KP" --step kafka-python-group-consume
 run_check kafkajs-group-consume groups node node "$KJ" --step kafkajs-group-consume
+run_check java-group-consume groups java bash "$JC" --step java-group-consume
+run_check java-group-admin groups java bash "$JC" --step java-group-admin
+run_check kafka-tools-consumer-groups groups tools "$PY" "$KT" --step kafka-tools-consumer-groups
+run_check kafka-tools-verifiable-consumer groups tools "$PY" "$KT" --step kafka-tools-verifiable-consumer
+run_check franz-go-group-consume groups go "$GO" --step franz-go-group-consume
+run_check sarama-group-consume groups go "$GO" --step sarama-group-consume
 if [ "$cluster_state" = up ]; then
     echo "group checks took $((SECONDS - groups_t0))s on the 3-broker cluster"
 fi

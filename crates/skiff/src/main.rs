@@ -244,16 +244,13 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     raft_settings.advertised_addr = settings.advertised_raft_addr.clone();
     raft_settings.snapshot_entries = settings.raft_snapshot_entries;
     raft_settings.cluster_secret = settings.cluster_secret.clone();
-    let raft = MetadataRaft::start(
-        raft_settings,
-        Arc::new(MetadataPublisher::new(
-            broker.node_id,
-            replicas.clone(),
-            groups.clone(),
-        )),
-    )
-    .await
-    .context("cannot start the metadata quorum")?;
+    let publisher = Arc::new(
+        MetadataPublisher::new(broker.node_id, replicas.clone(), groups.clone())
+            .context("cannot start the metadata publisher")?,
+    );
+    let raft = MetadataRaft::start(raft_settings, publisher.clone())
+        .await
+        .context("cannot start the metadata quorum")?;
     let has_state = raft.has_state()?;
     if settings.bootstrap && has_state {
         bail!(skiff_raft::BootstrapError::AlreadyInitialized(
@@ -376,7 +373,12 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     group_timers.await?;
     driver.await?;
     raft.shutdown().await;
-    tokio::task::spawn_blocking(move || apis.shutdown()).await?;
+    // The publisher's last log opens finish before the logs are closed.
+    tokio::task::spawn_blocking(move || {
+        publisher.stop();
+        apis.shutdown()
+    })
+    .await?;
     info!("logs flushed and closed; bye");
     Ok(())
 }

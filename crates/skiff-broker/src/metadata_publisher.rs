@@ -97,6 +97,7 @@ impl MetadataPublisher {
     pub fn stop(&self) {
         self.shared.pending().stopping = true;
         self.shared.wake.notify_all();
+        self.shared.idle.notify_all();
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
             if thread.join().is_err() {
@@ -105,10 +106,11 @@ impl MetadataPublisher {
         }
     }
 
-    /// Waits until the thread has done everything handed to it so far. Blocking.
+    /// Waits until the thread has done everything handed to it so far, or was stopped.
+    /// Blocking.
     pub fn wait_idle(&self) {
         let mut pending = self.shared.pending();
-        while pending.busy || pending.has_work() {
+        while !pending.stopping && (pending.busy || pending.has_work()) {
             pending = self
                 .shared
                 .idle

@@ -220,7 +220,8 @@ impl ReplicaManager {
     }
 
     /// Opens (recovering if needed) or creates the log of one partition, or updates the state
-    /// of one already open. Blocking file I/O: off the async workers.
+    /// of one already open, as the metadata publisher does in two steps.
+    #[cfg(test)]
     pub fn host_partition(
         &self,
         topic: &str,

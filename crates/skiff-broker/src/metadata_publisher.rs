@@ -290,3 +290,91 @@ impl MetadataListener for MetadataPublisher {
         shared.wake.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use skiff_metadata::MetadataRecord;
+
+    use super::*;
+    use crate::group::coordinator::GroupConfig;
+
+    fn apply(
+        image: &MetadataImage,
+        offset: u64,
+        records: Vec<MetadataRecord>,
+    ) -> Arc<MetadataImage> {
+        let mut next = image.clone();
+        next.apply_batch(offset, &records).unwrap();
+        Arc::new(next)
+    }
+
+    #[test]
+    fn the_apply_changes_memory_only_and_the_thread_does_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = Arc::new(ReplicaManager::new(dir.path()));
+        let groups = Arc::new(GroupService::new(GroupConfig::default()));
+        let publisher = MetadataPublisher::new(1, replicas.clone(), groups).unwrap();
+        let topic_id = Uuid::new_v4();
+        let created = apply(
+            &MetadataImage::new(),
+            1,
+            vec![
+                MetadataRecord::RegisterBroker {
+                    id: 1,
+                    endpoints: vec!["127.0.0.1:9092".into()],
+                    rack: None,
+                    incarnation: Uuid::new_v4(),
+                },
+                MetadataRecord::UnfenceBroker { id: 1 },
+                MetadataRecord::CreateTopic {
+                    name: "t".into(),
+                    topic_id,
+                    configs: BTreeMap::new(),
+                },
+                MetadataRecord::CreatePartition {
+                    topic_id,
+                    partition: 0,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    leader: Some(1),
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            ],
+        );
+        publisher.image_changed(&created);
+        publisher.wait_idle();
+        let partition = replicas.get("t", 0).expect("served once its log is open");
+        assert_eq!(partition.leader_epoch_if_leading(), Some(0));
+
+        // A config change while the log is busy: the apply does not wait for it, and the log
+        // has the new config when it is next locked.
+        let configured = apply(
+            &created,
+            2,
+            vec![MetadataRecord::SetTopicConfig {
+                topic_id,
+                name: "retention.ms".into(),
+                value: Some("1000".into()),
+            }],
+        );
+        {
+            let _busy = partition.log_blocking();
+            publisher.image_changed(&configured);
+        }
+        assert_eq!(partition.log_blocking().config().retention_ms, Some(1000));
+
+        // Deleted: no longer served as soon as the image says so, its files gone after.
+        let deleted = apply(
+            &configured,
+            3,
+            vec![MetadataRecord::DeleteTopic { topic_id }],
+        );
+        drop(partition);
+        publisher.image_changed(&deleted);
+        assert!(replicas.get("t", 0).is_none());
+        publisher.wait_idle();
+        assert!(!dir.path().join("t-0").exists());
+        publisher.stop();
+    }
+}

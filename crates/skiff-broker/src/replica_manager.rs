@@ -173,6 +173,8 @@ pub struct ReplicaManager {
     /// allocating.
     partitions: RwLock<HashMap<String, Vec<Option<Arc<Partition>>>>>,
     appended: Notify,
+    /// Woken whenever a partition starts being served.
+    opened: Notify,
     blocking_io: Arc<Semaphore>,
 }
 
@@ -188,6 +190,7 @@ impl ReplicaManager {
             data_dir: data_dir.to_path_buf(),
             partitions: RwLock::new(HashMap::new()),
             appended: Notify::new(),
+            opened: Notify::new(),
             blocking_io: Arc::new(Semaphore::new(MAX_BLOCKING_LOG_IO)),
         }
     }
@@ -281,6 +284,8 @@ impl ReplicaManager {
             logs.resize(slot + 1, None);
         }
         logs[slot] = Some(Arc::new(partition));
+        drop(partitions);
+        self.opened.notify_waiters();
         Ok(())
     }
 
@@ -356,6 +361,25 @@ impl ReplicaManager {
 
     pub fn appended(&self) -> &Notify {
         &self.appended
+    }
+
+    /// Partition `index` of `topic` once it is served here, waiting until `deadline` for its log
+    /// to be opened.
+    pub async fn get_when_open(
+        &self,
+        topic: &str,
+        index: i32,
+        deadline: tokio::time::Instant,
+    ) -> Option<Arc<Partition>> {
+        loop {
+            // Registered before looking, so an insert in between still wakes us.
+            let mut opened = std::pin::pin!(self.opened.notified());
+            opened.as_mut().enable();
+            if let Some(partition) = self.get(topic, index) {
+                return Some(partition);
+            }
+            tokio::time::timeout_at(deadline, opened).await.ok()?;
+        }
     }
 
     /// Retention, compaction, segment age and `flush.ms` for every partition; gauges for

@@ -41,12 +41,13 @@ impl KafkaApis {
             // Registered before reading, so an append between the read and the wait still wakes us.
             let mut appended = pin!(self.replicas.appended().notified());
             appended.as_mut().enable();
-            let (response, bytes, has_error) = self.read_for_fetch(&request, version).await;
+            let (response, bytes, has_error) =
+                self.read_for_fetch(&request, version, deadline).await;
             if bytes >= min_bytes || has_error || Instant::now() >= deadline {
                 return response;
             }
             if tokio::time::timeout_at(deadline, appended).await.is_err() {
-                return self.read_for_fetch(&request, version).await.0;
+                return self.read_for_fetch(&request, version, deadline).await.0;
             }
         }
     }
@@ -54,10 +55,13 @@ impl KafkaApis {
     /// One pass over the requested partitions: the response, its record bytes and whether any
     /// partition failed (which ends a long poll at once, as Kafka does). Each partition's index
     /// lookup and file reads run on the blocking pool, the bytes read after its log is released.
+    /// A partition whose log is still being opened is waited for until the long poll's
+    /// `deadline`.
     async fn read_for_fetch(
         &self,
         request: &FetchRequest,
         version: i16,
+        deadline: Instant,
     ) -> (FetchResponse, usize, bool) {
         let mut remaining = (request.max_bytes.max(0) as usize).min(self.config.max_fetch_bytes);
         let mut total = 0usize;
@@ -82,7 +86,8 @@ impl KafkaApis {
                     })));
                     continue;
                 };
-                let Some(partition) = self.replicas.get(name, p.partition) else {
+                let Some(partition) = self.hosted_partition(name, p.partition, deadline).await
+                else {
                     has_error = true;
                     partitions.push(data.with_error_code(self.not_hosted_error(name, p.partition)));
                     continue;

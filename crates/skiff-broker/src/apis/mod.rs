@@ -26,7 +26,7 @@ use crate::config::BrokerConfig;
 use crate::group::storage::OFFSETS_TOPIC;
 use crate::group::GroupService;
 use crate::producer_ids::ProducerIdBlock;
-use crate::replica_manager::ReplicaManager;
+use crate::replica_manager::{Partition, ReplicaManager};
 use crate::topic_config::TopicConfigs;
 use crate::topics::Topics;
 
@@ -38,6 +38,10 @@ pub struct KafkaApis {
     groups: Arc<GroupService>,
     group_io: Arc<Semaphore>,
 }
+
+/// Longest a request waits for the log of a partition assigned here to be opened before it is
+/// answered NOT_LEADER_OR_FOLLOWER, which clients retry.
+const OPENING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Most group requests running on the blocking pool at once; more wait for a place without
 /// holding a worker, and give up with their request.
@@ -152,6 +156,35 @@ impl KafkaApis {
 
     pub fn replicas(&self) -> &ReplicaManager {
         &self.replicas
+    }
+
+    /// Partition `index` of `topic` if it is served here. One the image assigns here whose log
+    /// the metadata publisher is still opening (just created, or after a restart) is waited for
+    /// until `deadline` (see `opening_deadline`), so a client that just created a topic needs no
+    /// retry.
+    async fn hosted_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        deadline: tokio::time::Instant,
+    ) -> Option<Arc<Partition>> {
+        if let Some(partition) = self.replicas.get(topic, index) {
+            return Some(partition);
+        }
+        let image = self.cluster.image();
+        let assigned_here = image
+            .topic_by_name(topic)
+            .and_then(|t| image.partition(t.topic_id, index))
+            .is_some_and(|p| p.replicas.contains(&self.config.node_id));
+        if !assigned_here {
+            return None;
+        }
+        self.replicas.get_when_open(topic, index, deadline).await
+    }
+
+    /// How long the partitions of a request that starts now may wait for their logs to open.
+    fn opening_deadline() -> tokio::time::Instant {
+        tokio::time::Instant::now() + OPENING_WAIT
     }
 
     /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when it

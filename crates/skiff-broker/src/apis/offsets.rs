@@ -33,12 +33,13 @@ impl KafkaApis {
         request: ListOffsetsRequest,
         version: i16,
     ) -> ListOffsetsResponse {
+        let opening = Self::opening_deadline();
         let mut topics = Vec::with_capacity(request.topics.len());
         for topic in request.topics {
             let mut partitions = Vec::with_capacity(topic.partitions.len());
             for p in topic.partitions {
                 partitions.push(
-                    self.list_partition_offset(topic.name.as_str(), p, version)
+                    self.list_partition_offset(topic.name.as_str(), p, version, opening)
                         .await,
                 );
             }
@@ -56,12 +57,16 @@ impl KafkaApis {
         topic: &str,
         p: ListOffsetsPartition,
         version: i16,
+        opening: tokio::time::Instant,
     ) -> ListOffsetsPartitionResponse {
         let response = ListOffsetsPartitionResponse::default()
             .with_partition_index(p.partition_index)
             .with_timestamp(-1)
             .with_offset(-1);
-        let Some(partition) = self.replicas.get(topic, p.partition_index) else {
+        let Some(partition) = self
+            .hosted_partition(topic, p.partition_index, opening)
+            .await
+        else {
             return response.with_error_code(self.not_hosted_error(topic, p.partition_index));
         };
         let epoch = match leading_epoch(&partition) {
@@ -109,11 +114,15 @@ impl KafkaApis {
         &self,
         request: OffsetForLeaderEpochRequest,
     ) -> OffsetForLeaderEpochResponse {
+        let opening = Self::opening_deadline();
         let mut topics = Vec::with_capacity(request.topics.len());
         for topic in request.topics {
             let mut partitions = Vec::with_capacity(topic.partitions.len());
             for p in topic.partitions {
-                partitions.push(self.epoch_end_offset(topic.topic.as_str(), p).await);
+                partitions.push(
+                    self.epoch_end_offset(topic.topic.as_str(), p, opening)
+                        .await,
+                );
             }
             topics.push(
                 OffsetForLeaderTopicResult::default()
@@ -124,12 +133,17 @@ impl KafkaApis {
         OffsetForLeaderEpochResponse::default().with_topics(topics)
     }
 
-    async fn epoch_end_offset(&self, topic: &str, p: OffsetForLeaderPartition) -> EpochEndOffset {
+    async fn epoch_end_offset(
+        &self,
+        topic: &str,
+        p: OffsetForLeaderPartition,
+        opening: tokio::time::Instant,
+    ) -> EpochEndOffset {
         let response = EpochEndOffset::default()
             .with_partition(p.partition)
             .with_leader_epoch(-1)
             .with_end_offset(-1);
-        let Some(partition) = self.replicas.get(topic, p.partition) else {
+        let Some(partition) = self.hosted_partition(topic, p.partition, opening).await else {
             return response.with_error_code(self.not_hosted_error(topic, p.partition));
         };
         let epoch = match leading_epoch(&partition) {
@@ -158,11 +172,15 @@ impl KafkaApis {
         &self,
         request: DeleteRecordsRequest,
     ) -> DeleteRecordsResponse {
+        let opening = Self::opening_deadline();
         let mut topics = Vec::with_capacity(request.topics.len());
         for topic in request.topics {
             let mut partitions = Vec::with_capacity(topic.partitions.len());
             for p in topic.partitions {
-                partitions.push(self.delete_partition_records(topic.name.as_str(), p).await);
+                partitions.push(
+                    self.delete_partition_records(topic.name.as_str(), p, opening)
+                        .await,
+                );
             }
             topics.push(
                 DeleteRecordsTopicResult::default()
@@ -177,11 +195,15 @@ impl KafkaApis {
         &self,
         topic: &str,
         p: DeleteRecordsPartition,
+        opening: tokio::time::Instant,
     ) -> DeleteRecordsPartitionResult {
         let response = DeleteRecordsPartitionResult::default()
             .with_partition_index(p.partition_index)
             .with_low_watermark(-1);
-        let Some(partition) = self.replicas.get(topic, p.partition_index) else {
+        let Some(partition) = self
+            .hosted_partition(topic, p.partition_index, opening)
+            .await
+        else {
             return response.with_error_code(self.not_hosted_error(topic, p.partition_index));
         };
         if let Err(error) = leading_epoch(&partition) {

@@ -42,6 +42,7 @@ impl KafkaApis {
         } else {
             None
         };
+        let opening = Self::opening_deadline();
         let mut responses = Vec::with_capacity(request.topic_data.len());
         for topic in request.topic_data {
             let mut partitions = Vec::with_capacity(topic.partition_data.len());
@@ -52,8 +53,13 @@ impl KafkaApis {
                         .with_error_code(error_code)
                         .with_error_message(message(text)),
                     None => {
-                        self.append_to_partition(topic.name.as_str(), data.index, data.records)
-                            .await
+                        self.append_to_partition(
+                            topic.name.as_str(),
+                            data.index,
+                            data.records,
+                            opening,
+                        )
+                        .await
                     }
                 });
             }
@@ -71,6 +77,7 @@ impl KafkaApis {
         topic: &str,
         index: i32,
         records: Option<bytes::Bytes>,
+        opening: tokio::time::Instant,
     ) -> PartitionProduceResponse {
         let response = PartitionProduceResponse::default().with_index(index);
         let failed = |error_code: i16, text: String| {
@@ -87,7 +94,7 @@ impl KafkaApis {
                 format!("{OFFSETS_TOPIC} is written by the group coordinator only"),
             );
         }
-        let Some(partition) = self.replicas.get(topic, index) else {
+        let Some(partition) = self.hosted_partition(topic, index, opening).await else {
             return failed(
                 self.not_hosted_error(topic, index),
                 format!("this broker does not lead partition {index} of topic '{topic}'"),

@@ -1,9 +1,10 @@
 //! A slow disk on one partition stalls only that partition. One broker in-process, with its
-//! metadata quorum, on a runtime of two async workers: a plain thread holds the log of partition
-//! `slow-0` as an append stuck in its fsync would, and more produces than there are workers wait
-//! for it. Meanwhile produce and fetch on another partition, metadata writes through Raft
-//! (including a config change of the blocked topic, which its log has to take) and the opening
-//! of a new topic's log must all complete; the blocked produces complete once the disk is back.
+//! metadata quorum and a second Raft node following it, on a runtime of two async workers: a
+//! plain thread holds the log of partition `slow-0` as an append stuck in its fsync would, and
+//! more produces than there are workers wait for it. Meanwhile produce and fetch on another
+//! partition, metadata writes through Raft (including a config change of the blocked topic,
+//! which its log has to take), their replication to the other node and the opening of a new
+//! topic's log must all complete; the blocked produces complete once the disk is back.
 //! The test thread itself is no async worker: it only waits on channels, so a runtime whose
 //! workers are all blocked shows up as a timeout here, not as a hang.
 
@@ -28,9 +29,10 @@ use skiff_broker::metadata_publisher::MetadataPublisher;
 use skiff_broker::replica_manager::ReplicaManager;
 use skiff_broker::KafkaApis;
 use skiff_log::records::RecordBatchBuilder;
+use skiff_metadata::MetadataImage;
 use skiff_metadata::MetadataRecord;
 use skiff_protocol::{Request, RequestBody, ResponseBody};
-use skiff_raft::{MetadataRaft, RaftSettings};
+use skiff_raft::{MetadataListener, MetadataRaft, RaftSettings};
 use uuid::Uuid;
 
 /// Long enough for anything that is not stuck, on a loaded machine.
@@ -138,9 +140,17 @@ async fn produce_when_open(apis: &Arc<KafkaApis>, topic: &str) -> i64 {
     }
 }
 
+/// The second Raft node hosts no partitions.
+struct NoPartitions;
+
+impl MetadataListener for NoPartitions {
+    fn image_changed(&self, _: &Arc<MetadataImage>) {}
+}
+
 struct Broker {
     apis: Arc<KafkaApis>,
     raft: Arc<MetadataRaft>,
+    follower: Arc<MetadataRaft>,
     replicas: Arc<ReplicaManager>,
     publisher: Arc<MetadataPublisher>,
 }
@@ -172,10 +182,19 @@ async fn start(dir: &std::path::Path) -> Broker {
     records.extend(topic_records("slow", &[("flush.messages", "1")]));
     records.extend(topic_records("fast", &[]));
     raft.propose(records).await.unwrap();
+    let follower_settings = RaftSettings::new(2, free_addr(), dir.join("follower"));
+    let follower_addr = follower_settings.advertised_addr.clone();
+    let follower = MetadataRaft::start(follower_settings, Arc::new(NoPartitions))
+        .await
+        .unwrap();
+    // An observer: it is sent every entry and heartbeat, and never stands for election.
+    let index = raft.add_observer(2, follower_addr).await.unwrap();
+    assert!(follower.wait_applied(index, PATIENCE).await);
     let apis = Arc::new(KafkaApis::open(config, raft.clone(), replicas.clone(), groups).unwrap());
     Broker {
         apis,
         raft,
+        follower,
         replicas,
         publisher,
     }
@@ -216,7 +235,11 @@ fn a_blocked_partition_does_not_stall_other_partitions_or_the_metadata_quorum() 
     std::thread::sleep(Duration::from_millis(300));
 
     let (done_tx, done) = mpsc::channel();
-    let (apis, raft) = (broker.apis.clone(), broker.raft.clone());
+    let (apis, raft, follower) = (
+        broker.apis.clone(),
+        broker.raft.clone(),
+        broker.follower.clone(),
+    );
     let slow_topic_id = raft.image().topic_by_name("slow").unwrap().topic_id;
     runtime.spawn(async move {
         let fast_offset = produced(handle(&apis, produce("fast", "a")).await);
@@ -236,15 +259,17 @@ fn a_blocked_partition_does_not_stall_other_partitions_or_the_metadata_quorum() 
         }])
         .await
         .unwrap();
-        raft.propose(topic_records("later", &[])).await.unwrap();
+        let index = raft.propose(topic_records("later", &[])).await.unwrap();
+        let replicated = follower.wait_applied(index, PATIENCE).await;
         let later_offset = produce_when_open(&apis, "later").await;
-        let _ = done_tx.send((fast_offset, fetched, later_offset));
+        let _ = done_tx.send((fast_offset, fetched, replicated, later_offset));
     });
-    let (fast_offset, fetched, later_offset) = done
+    let (fast_offset, fetched, replicated, later_offset) = done
         .recv_timeout(PATIENCE)
         .expect("produce, fetch and metadata writes stalled behind one partition's blocked disk");
     assert_eq!(fast_offset, Ok(0));
     assert!(fetched > 0, "the fetch returned the batch just produced");
+    assert!(replicated, "the other Raft node applied the new topic");
     assert_eq!(later_offset, 0);
     assert!(
         blocked.iter().all(|task| !task.is_finished()),

@@ -210,8 +210,20 @@ impl Shared {
             if self.replicas.get(&name, index).is_some() {
                 continue;
             }
-            if self.pending().stopping {
-                return;
+            {
+                // Images that came while earlier logs opened may have taken this one away.
+                let pending = self.pending();
+                if pending.stopping {
+                    return;
+                }
+                let still_assigned = pending.image.as_deref().is_some_and(|newest| {
+                    newest
+                        .partition(topic_id, index)
+                        .is_some_and(|reg| reg.replicas.contains(&self.broker_id))
+                });
+                if !still_assigned {
+                    continue;
+                }
             }
             let Some(state) = partition_state(self.broker_id, image, topic_id, index, &mut configs)
             else {

@@ -4,7 +4,9 @@
 //! more produces than there are workers wait for it. Meanwhile produce and fetch on another
 //! partition, metadata writes through Raft (including a config change of the blocked topic,
 //! which its log has to take), their replication to the other node and the opening of a new
-//! topic's log must all complete; the blocked produces complete once the disk is back.
+//! topic's log must all complete; the blocked produces complete once the disk is back. The same
+//! with the disk of `__consumer_offsets-0` blocked under several offset commits, whose
+//! coordinator holds its lock while it appends.
 //! The test thread itself is no async worker: it only waits on channels, so a runtime whose
 //! workers are all blocked shows up as a timeout here, not as a hang.
 
@@ -19,8 +21,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, ProduceRequest, RequestHeader, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, GroupId, OffsetCommitRequest, ProduceRequest, RequestHeader, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use skiff_broker::apis::ClientInfo;
 use skiff_broker::config::BrokerConfig;
@@ -29,8 +36,7 @@ use skiff_broker::metadata_publisher::MetadataPublisher;
 use skiff_broker::replica_manager::ReplicaManager;
 use skiff_broker::KafkaApis;
 use skiff_log::records::RecordBatchBuilder;
-use skiff_metadata::MetadataImage;
-use skiff_metadata::MetadataRecord;
+use skiff_metadata::{MetadataImage, MetadataRecord};
 use skiff_protocol::{Request, RequestBody, ResponseBody};
 use skiff_raft::{MetadataListener, MetadataRaft, RaftSettings};
 use uuid::Uuid;
@@ -106,6 +112,26 @@ fn fetch(topic: &str) -> Request {
     request(ApiKey::Fetch, 12, RequestBody::Fetch(body))
 }
 
+/// A standalone commit (no generation, no member) of offset `offset` of partition fast-0.
+fn offset_commit(group: &str, offset: i64) -> Request {
+    let body = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("fast")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    request(ApiKey::OffsetCommit, 8, RequestBody::OffsetCommit(body))
+}
+
+fn committed(response: ResponseBody) -> i16 {
+    let ResponseBody::OffsetCommit(response) = response else {
+        panic!("not an offset commit response: {response:?}")
+    };
+    response.topics[0].partitions[0].error_code
+}
+
 async fn handle(apis: &Arc<KafkaApis>, request: Request) -> ResponseBody {
     let client = ClientInfo {
         client_id: "slow-disk-test",
@@ -159,6 +185,7 @@ async fn start(dir: &std::path::Path) -> Broker {
     let replicas = Arc::new(ReplicaManager::new(dir));
     let mut config = BrokerConfig::new(dir.to_path_buf(), free_addr());
     config.node_id = 1;
+    config.offsets_topic_partitions = 1;
     let groups = Arc::new(GroupService::new(config.group_config()));
     let publisher = Arc::new(MetadataPublisher::new(1, replicas.clone(), groups.clone()).unwrap());
     let settings = RaftSettings::new(1, free_addr(), dir.join("metadata"));
@@ -181,6 +208,10 @@ async fn start(dir: &std::path::Path) -> Broker {
     // Every append to `slow` is fsynced before it is answered.
     records.extend(topic_records("slow", &[("flush.messages", "1")]));
     records.extend(topic_records("fast", &[]));
+    records.extend(topic_records(
+        "__consumer_offsets",
+        &[("cleanup.policy", "compact")],
+    ));
     raft.propose(records).await.unwrap();
     let follower_settings = RaftSettings::new(2, free_addr(), dir.join("follower"));
     let follower_addr = follower_settings.advertised_addr.clone();
@@ -304,5 +335,75 @@ fn a_blocked_partition_does_not_stall_other_partitions_or_the_metadata_quorum() 
         Some(3_600_000),
         "the config change reached the log once it was free"
     );
+    broker.publisher.stop();
+}
+
+#[test]
+fn group_appends_waiting_for_a_blocked_disk_hold_no_async_worker() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = runtime.block_on(start(dir.path()));
+    broker.publisher.wait_idle();
+    // Loads the coordinator of __consumer_offsets-0, as the group timers do.
+    broker.apis.run_group_timers();
+    let offsets = broker
+        .replicas
+        .get("__consumer_offsets", 0)
+        .expect("__consumer_offsets-0 is open");
+
+    let (held_tx, held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let blocker = std::thread::spawn(move || {
+        let _log = offsets.log_blocking();
+        held_tx.send(()).unwrap();
+        let _ = released.recv();
+    });
+    held.recv().unwrap();
+    // Commits of several groups: each holds its coordinator's lock, or waits for it, while an
+    // append waits for the disk.
+    let blocked: Vec<_> = (0..4)
+        .map(|i| {
+            let apis = broker.apis.clone();
+            runtime.spawn(async move {
+                committed(handle(&apis, offset_commit(&format!("group-{i}"), i)).await)
+            })
+        })
+        .collect();
+    // As above, only gives the commits time to reach the coordinator.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (done_tx, done) = mpsc::channel();
+    let apis = broker.apis.clone();
+    runtime.spawn(async move {
+        let _ = done_tx.send(produced(handle(&apis, produce("fast", "a")).await));
+    });
+    let fast_offset = done
+        .recv_timeout(PATIENCE)
+        .expect("a produce stalled behind group appends waiting for a blocked disk");
+    assert_eq!(fast_offset, Ok(0));
+    assert!(
+        blocked.iter().all(|task| !task.is_finished()),
+        "the commits still wait for the blocked partition"
+    );
+
+    release.send(()).unwrap();
+    blocker.join().unwrap();
+    let codes: Vec<i16> = runtime.block_on(async {
+        let mut codes = Vec::new();
+        for task in blocked {
+            codes.push(
+                tokio::time::timeout(PATIENCE, task)
+                    .await
+                    .expect("a commit completes once the disk is back")
+                    .unwrap(),
+            );
+        }
+        codes
+    });
+    assert_eq!(codes, [0, 0, 0, 0]);
     broker.publisher.stop();
 }

@@ -2,17 +2,26 @@
 //! image assigns them (see `metadata_publisher`), plus the wake-up that long-polling fetches
 //! wait on.
 //!
-//! Lock order: `partitions` before a partition's state, then its log. A log's lock is held for one append or one index lookup, never
-//! across an await or while record bytes are read.
+//! No blocking file I/O runs on an async worker: a request handler waits for a partition's log
+//! lock asynchronously (`log_io`), then does its file work on the blocking pool, so a partition
+//! whose disk is stuck holds one blocking thread, and requests for other partitions, Raft and
+//! every connection keep going. Code already off the workers (the metadata publisher's thread,
+//! log maintenance, group timers) takes the lock with `log_blocking`, which refuses to run on an
+//! async worker.
+//!
+//! Lock order: the metadata publisher's pending work, then `partitions`, then a partition's
+//! state, then its log, then its pending config. A log's lock is held for one append or one
+//! index lookup, never while record bytes are read for a fetch; no std lock is held across an
+//! await.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use skiff_log::{Log, LogError};
-use tokio::sync::Notify;
+use skiff_log::{Log, LogConfig, LogError};
+use tokio::sync::{Notify, OwnedMutexGuard, Semaphore};
 use tracing::{info, warn};
 
 use crate::topic_config::TopicConfigs;
@@ -25,6 +34,11 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Most blocking log operations of requests running at once. A partition runs at most one
+/// under its lock; the rest are fetches reading bytes after releasing it. A request that gives
+/// up while waiting frees its place, so a stuck disk cannot pile up threads without bound.
+const MAX_BLOCKING_LOG_IO: usize = 64;
+
 /// What the metadata image says about a hosted partition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionState {
@@ -36,14 +50,32 @@ pub struct PartitionState {
     pub configs: Arc<TopicConfigs>,
 }
 
+/// A partition's log, locked by its owner; the pending config is applied first.
+pub type LogGuard = OwnedMutexGuard<Log>;
+
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     state: RwLock<PartitionState>,
-    log: Mutex<Log>,
+    /// An async lock: a handler waiting for a log held by a slow disk operation yields its
+    /// worker instead of blocking it.
+    log: Arc<tokio::sync::Mutex<Log>>,
+    /// A config change the metadata publisher saw, for whoever next holds the log: the
+    /// publisher never waits for a log lock.
+    pending_config: Mutex<Option<LogConfig>>,
 }
 
 impl Partition {
+    fn new(topic: &str, index: i32, state: PartitionState, log: Log) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            index,
+            state: RwLock::new(state),
+            log: Arc::new(tokio::sync::Mutex::new(log)),
+            pending_config: Mutex::new(None),
+        }
+    }
+
     pub fn state(&self) -> PartitionState {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -54,12 +86,40 @@ impl Partition {
         state.leading.then_some(state.leader_epoch)
     }
 
-    pub fn log(&self) -> MutexGuard<'_, Log> {
-        // A panic while holding the lock cannot leave the log half-written in a way a reader
-        // could see: appends write the file before updating offsets. Keep serving.
-        self.log
+    /// The log, for code running off the async workers (it panics on one, where waiting for a
+    /// slow disk would stall every task of that worker).
+    pub fn log_blocking(&self) -> LogGuard {
+        let log = self.log.clone().blocking_lock_owned();
+        self.with_pending_config(log)
+    }
+
+    async fn lock_log(&self) -> LogGuard {
+        let log = self.log.clone().lock_owned().await;
+        self.with_pending_config(log)
+    }
+
+    fn with_pending_config(&self, mut log: LogGuard) -> LogGuard {
+        let pending = self
+            .pending_config
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(config) = pending {
+            log.set_config(config);
+        }
+        log
+    }
+
+    /// Updates what the image says about this partition, in memory only.
+    pub fn set_state(&self, state: PartitionState) {
+        let mut current = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if current.configs != state.configs {
+            *self
+                .pending_config
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(state.configs.log_config());
+        }
+        *current = state;
     }
 }
 
@@ -94,13 +154,34 @@ fn claim_for_topic(dir: &Path, topic_id: uuid::Uuid) -> Result<(), LogError> {
     Ok(())
 }
 
+/// The slot of partition `index`: the image admits no other index, and a slot per index is
+/// allocated.
+fn slot_of(index: i32) -> Result<usize, LogError> {
+    usize::try_from(index)
+        .ok()
+        .filter(|_| index < skiff_metadata::topic_rules::MAX_PARTITIONS_PER_TOPIC)
+        .ok_or_else(|| {
+            LogError::Io(std::io::Error::other(format!(
+                "partition index {index} is out of range"
+            )))
+        })
+}
+
 pub struct ReplicaManager {
     data_dir: PathBuf,
     /// Topic name -> partitions by index; looked up by `&str` on every request, without
     /// allocating.
     partitions: RwLock<HashMap<String, Vec<Option<Arc<Partition>>>>>,
     appended: Notify,
+    /// Woken whenever a partition starts being served.
+    opened: Notify,
+    blocking_io: Arc<Semaphore>,
 }
+
+/// Why a log operation of a request did not run.
+#[derive(Debug, thiserror::Error)]
+#[error("the broker is shutting down")]
+pub struct ShuttingDown;
 
 impl ReplicaManager {
     /// Starts with no partitions: the metadata publisher opens the logs the image assigns here.
@@ -109,39 +190,77 @@ impl ReplicaManager {
             data_dir: data_dir.to_path_buf(),
             partitions: RwLock::new(HashMap::new()),
             appended: Notify::new(),
+            opened: Notify::new(),
+            blocking_io: Arc::new(Semaphore::new(MAX_BLOCKING_LOG_IO)),
+        }
+    }
+
+    /// Runs `io` on the blocking pool with the partition's log, waited for without holding a
+    /// worker; `io` may release the log before its last file reads. The error only when the
+    /// runtime shuts down before it ran.
+    pub async fn log_io<T: Send + 'static>(
+        &self,
+        partition: &Partition,
+        io: impl FnOnce(LogGuard) -> T + Send + 'static,
+    ) -> Result<T, ShuttingDown> {
+        let log = partition.lock_log().await;
+        let permit = self
+            .blocking_io
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ShuttingDown)?;
+        let done = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            io(log)
+        })
+        .await;
+        match done {
+            Ok(value) => Ok(value),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(ShuttingDown),
         }
     }
 
     /// Opens (recovering if needed) or creates the log of one partition, or updates the state
-    /// of one already open.
+    /// of one already open, as the metadata publisher does in two steps.
+    #[cfg(test)]
     pub fn host_partition(
         &self,
         topic: &str,
         index: i32,
         state: PartitionState,
     ) -> Result<(), LogError> {
-        // The image admits no other index; a slot per index is allocated below.
-        let slot = usize::try_from(index)
-            .ok()
-            .filter(|_| index < skiff_metadata::topic_rules::MAX_PARTITIONS_PER_TOPIC)
-            .ok_or_else(|| {
-                LogError::Io(std::io::Error::other(format!(
-                    "partition index {index} is out of range"
-                )))
-            })?;
-        if let Some(existing) = self.get(topic, index) {
-            // Every image change reaches every hosted partition; only real changes take the
-            // locks that produce and fetch also take.
-            let current = existing.state();
-            if current == state {
-                return Ok(());
-            }
-            if current.configs != state.configs {
-                existing.log().set_config(state.configs.log_config());
-            }
-            *existing.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        if self.update_hosted(topic, index, &state) {
             return Ok(());
         }
+        let partition = self.open_log(topic, index, state)?;
+        self.insert(partition)
+    }
+
+    /// Updates the state of a partition already open here, in memory; false when it is not
+    /// open.
+    pub fn update_hosted(&self, topic: &str, index: i32, state: &PartitionState) -> bool {
+        let Some(existing) = self.get(topic, index) else {
+            return false;
+        };
+        // Every image change reaches every hosted partition; only real changes take the lock
+        // that produce and fetch also take.
+        if existing.state() != *state {
+            existing.set_state(state.clone());
+        }
+        true
+    }
+
+    /// Opens (recovering if needed) or creates the log of one partition without serving it
+    /// yet (`insert` does). Blocking file I/O.
+    pub fn open_log(
+        &self,
+        topic: &str,
+        index: i32,
+        state: PartitionState,
+    ) -> Result<Partition, LogError> {
+        slot_of(index)?;
         let dir = partition_dir(&self.data_dir, topic, index);
         claim_for_topic(&dir, state.topic_id)?;
         let (log, report) = Log::open(&dir, state.configs.log_config(), now_ms())?;
@@ -153,53 +272,69 @@ impl ReplicaManager {
                 "recovered a torn log tail"
             );
         }
+        Ok(Partition::new(topic, index, state, log))
+    }
+
+    /// Serves an opened partition from now on.
+    pub fn insert(&self, partition: Partition) -> Result<(), LogError> {
+        let slot = slot_of(partition.index)?;
         let mut partitions = self.write_partitions();
-        let logs = partitions.entry(topic.to_owned()).or_default();
+        let logs = partitions.entry(partition.topic.clone()).or_default();
         if logs.len() <= slot {
             logs.resize(slot + 1, None);
         }
-        logs[slot] = Some(Arc::new(Partition {
-            topic: topic.to_owned(),
-            index,
-            state: RwLock::new(state),
-            log: Mutex::new(log),
-        }));
+        logs[slot] = Some(Arc::new(partition));
+        drop(partitions);
+        self.opened.notify_waiters();
         Ok(())
     }
 
-    pub fn delete_topic(&self, topic: &str) -> Result<(), LogError> {
-        let removed = self.write_partitions().remove(topic).unwrap_or_default();
-        for partition in removed.into_iter().flatten() {
-            self.delete_log(partition)?;
-        }
-        info!(topic, "deleted topic logs");
-        Ok(())
+    /// Stops serving every partition of `topic`, in memory; `delete_logs` removes their files.
+    pub fn take_topic(&self, topic: &str) -> Vec<Arc<Partition>> {
+        self.write_partitions()
+            .remove(topic)
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
-    /// Deletes the log of one partition that is no longer assigned here.
-    pub fn remove_partition(&self, topic: &str, index: i32) -> Result<(), LogError> {
-        let removed = usize::try_from(index).ok().and_then(|slot| {
-            self.write_partitions()
-                .get_mut(topic)
-                .and_then(|logs| logs.get_mut(slot).and_then(Option::take))
-        });
-        match removed {
-            Some(partition) => self.delete_log(partition),
-            None => Ok(()),
+    /// Stops serving one partition, in memory; `delete_logs` removes its files.
+    pub fn take_partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let slot = usize::try_from(index).ok()?;
+        self.write_partitions()
+            .get_mut(topic)
+            .and_then(|logs| logs.get_mut(slot).and_then(Option::take))
+    }
+
+    /// Deletes the files of partitions no longer served. Blocking file I/O.
+    pub fn delete_logs(&self, removed: Vec<Arc<Partition>>) {
+        for partition in removed {
+            let (topic, index) = (partition.topic.clone(), partition.index);
+            match self.delete_log(partition) {
+                Ok(()) => info!(topic, partition = index, "deleted partition log"),
+                Err(e) => {
+                    warn!(topic, partition = index, error = %e, "deleting a partition log failed")
+                }
+            }
         }
+    }
+
+    /// Deletes the files of a partition opened but never served.
+    pub fn discard(&self, partition: Partition) {
+        self.delete_logs(vec![Arc::new(partition)]);
     }
 
     fn delete_log(&self, partition: Arc<Partition>) -> Result<(), LogError> {
         let (topic, index) = (partition.topic.clone(), partition.index);
-        match Arc::try_unwrap(partition) {
-            Ok(partition) => partition
-                .log
-                .into_inner()
-                .unwrap_or_else(|p| p.into_inner())
-                .delete()?,
+        let log = Arc::try_unwrap(partition)
+            .ok()
+            .and_then(|partition| Arc::try_unwrap(partition.log).ok());
+        match log {
+            Some(log) => log.into_inner().delete()?,
             // A request still holds the partition; remove the files under it, the open
             // handles stay valid until it finishes.
-            Err(_) => fs::remove_dir_all(partition_dir(&self.data_dir, &topic, index))?,
+            None => fs::remove_dir_all(partition_dir(&self.data_dir, &topic, index))?,
         }
         Ok(())
     }
@@ -228,6 +363,25 @@ impl ReplicaManager {
         &self.appended
     }
 
+    /// Partition `index` of `topic` once it is served here, waiting until `deadline` for its log
+    /// to be opened.
+    pub async fn get_when_open(
+        &self,
+        topic: &str,
+        index: i32,
+        deadline: tokio::time::Instant,
+    ) -> Option<Arc<Partition>> {
+        loop {
+            // Registered before looking, so an insert in between still wakes us.
+            let mut opened = std::pin::pin!(self.opened.notified());
+            opened.as_mut().enable();
+            if let Some(partition) = self.get(topic, index) {
+                return Some(partition);
+            }
+            tokio::time::timeout_at(deadline, opened).await.ok()?;
+        }
+    }
+
     /// Retention, compaction, segment age and `flush.ms` for every partition; gauges for
     /// `/metrics`. Compaction holds the partition's lock while it rewrites a segment.
     pub fn run_log_maintenance(&self) {
@@ -240,7 +394,7 @@ impl ReplicaManager {
             .cloned()
             .collect();
         for partition in partitions {
-            let mut log = partition.log();
+            let mut log = partition.log_blocking();
             match log.enforce_retention(now) {
                 Ok(0) => {}
                 Ok(deleted) => info!(
@@ -292,12 +446,11 @@ impl ReplicaManager {
         for partition in partitions {
             let (topic, index) = (partition.topic.clone(), partition.index);
             let result = match Arc::try_unwrap(partition) {
-                Ok(partition) => partition
-                    .log
-                    .into_inner()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .close(),
-                Err(partition) => partition.log().flush(),
+                Ok(partition) => match Arc::try_unwrap(partition.log) {
+                    Ok(log) => log.into_inner().close(),
+                    Err(log) => log.blocking_lock().flush(),
+                },
+                Err(partition) => partition.log_blocking().flush(),
             };
             if let Err(e) = result {
                 warn!(topic, partition = index, error = %e, "closing log failed");

@@ -188,7 +188,7 @@ async fn read_requests(
 }
 
 async fn answer_requests(
-    apis: &KafkaApis,
+    apis: &Arc<KafkaApis>,
     requests: &mut mpsc::Receiver<Incoming>,
     writer: OwnedWriteHalf,
     peer: SocketAddr,

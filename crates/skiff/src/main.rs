@@ -244,16 +244,13 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     raft_settings.advertised_addr = settings.advertised_raft_addr.clone();
     raft_settings.snapshot_entries = settings.raft_snapshot_entries;
     raft_settings.cluster_secret = settings.cluster_secret.clone();
-    let raft = MetadataRaft::start(
-        raft_settings,
-        Arc::new(MetadataPublisher::new(
-            broker.node_id,
-            replicas.clone(),
-            groups.clone(),
-        )),
-    )
-    .await
-    .context("cannot start the metadata quorum")?;
+    let publisher = Arc::new(
+        MetadataPublisher::new(broker.node_id, replicas.clone(), groups.clone())
+            .context("cannot start the metadata publisher")?,
+    );
+    let raft = MetadataRaft::start(raft_settings, publisher.clone())
+        .await
+        .context("cannot start the metadata quorum")?;
     let has_state = raft.has_state()?;
     if settings.bootstrap && has_state {
         bail!(skiff_raft::BootstrapError::AlreadyInitialized(
@@ -354,6 +351,18 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
             move || apis.run_group_timers()
         },
     ));
+    // Logs open on the publisher's thread, off the Raft apply; clients find them open, as they
+    // did when the apply opened them, unless a disk takes unusually long.
+    let opened = tokio::task::spawn_blocking({
+        let publisher = publisher.clone();
+        move || publisher.wait_idle()
+    });
+    if tokio::time::timeout(LOGS_OPEN_WAIT, opened).await.is_err() {
+        warn!(
+            waited_secs = LOGS_OPEN_WAIT.as_secs(),
+            "serving before every partition log is open; those still opening answer NOT_LEADER_OR_FOLLOWER"
+        );
+    }
     let kafka = tokio::spawn(serve(apis.clone(), listener, shutdown));
     info!(
         kafka = %kafka_addr,
@@ -369,14 +378,24 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     }
     info!("shutting down: finishing in-flight requests");
     stop.send_replace(true);
-    apis.release_group_waiters();
+    // A coordinator's lock can be held by an append waiting for its disk.
+    tokio::task::spawn_blocking({
+        let apis = apis.clone();
+        move || apis.release_group_waiters()
+    })
+    .await?;
     kafka.await?;
     http.await??;
     maintenance.await?;
     group_timers.await?;
     driver.await?;
     raft.shutdown().await;
-    tokio::task::spawn_blocking(move || apis.shutdown()).await?;
+    // The publisher's last log opens finish before the logs are closed.
+    tokio::task::spawn_blocking(move || {
+        publisher.stop();
+        apis.shutdown()
+    })
+    .await?;
     info!("logs flushed and closed; bye");
     Ok(())
 }
@@ -415,6 +434,9 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Longest start-up waits for the partition logs assigned here to be opened before serving.
+const LOGS_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Group session expiry and rebalance deadlines are checked this often.
 const GROUP_TIMER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);

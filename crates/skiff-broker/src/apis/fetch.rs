@@ -1,5 +1,5 @@
 //! Fetch: whole batches from the log, long-polling until `min_bytes` are there or `max_wait_ms`
-//! passes, woken by every append.
+//! passes, woken by every append. Reading runs on the blocking pool.
 
 use std::pin::pin;
 use std::time::Duration;
@@ -41,75 +41,79 @@ impl KafkaApis {
             // Registered before reading, so an append between the read and the wait still wakes us.
             let mut appended = pin!(self.replicas.appended().notified());
             appended.as_mut().enable();
-            let (response, bytes, has_error) = self.read_for_fetch(&request, version);
+            let (response, bytes, has_error) =
+                self.read_for_fetch(&request, version, deadline).await;
             if bytes >= min_bytes || has_error || Instant::now() >= deadline {
                 return response;
             }
             if tokio::time::timeout_at(deadline, appended).await.is_err() {
-                return self.read_for_fetch(&request, version).0;
+                return self.read_for_fetch(&request, version, deadline).await.0;
             }
         }
     }
 
     /// One pass over the requested partitions: the response, its record bytes and whether any
-    /// partition failed (which ends a long poll at once, as Kafka does).
-    fn read_for_fetch(&self, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    /// partition failed (which ends a long poll at once, as Kafka does). Each partition's index
+    /// lookup and file reads run on the blocking pool, the bytes read after its log is released.
+    /// A partition whose log is still being opened is waited for until the long poll's
+    /// `deadline`.
+    async fn read_for_fetch(
+        &self,
+        request: &FetchRequest,
+        version: i16,
+        deadline: Instant,
+    ) -> (FetchResponse, usize, bool) {
         let mut remaining = (request.max_bytes.max(0) as usize).min(self.config.max_fetch_bytes);
         let mut total = 0usize;
         let mut has_error = false;
-        let topics = request
-            .topics
-            .iter()
-            .map(|topic| {
-                // v13+ names topics by id only.
-                let name = if version >= 13 {
-                    self.topics().by_id(topic.topic_id).map(|t| t.name.clone())
-                } else {
-                    Some(topic.topic.as_str().to_string())
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for topic in &request.topics {
+            // v13+ names topics by id only.
+            let name = if version >= 13 {
+                self.topics().by_id(topic.topic_id).map(|t| t.name.clone())
+            } else {
+                Some(topic.topic.as_str().to_string())
+            };
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            for p in &topic.partitions {
+                let data = PartitionData::default().with_partition_index(p.partition);
+                let Some(name) = &name else {
+                    has_error = true;
+                    partitions.push(data.with_error_code(code(if version >= 13 {
+                        ResponseError::UnknownTopicId
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    })));
+                    continue;
                 };
-                let partitions = topic
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let data = PartitionData::default().with_partition_index(p.partition);
-                        let Some(name) = &name else {
-                            has_error = true;
-                            return data.with_error_code(code(if version >= 13 {
-                                ResponseError::UnknownTopicId
-                            } else {
-                                ResponseError::UnknownTopicOrPartition
-                            }));
-                        };
-                        let Some(partition) = self.replicas.get(name, p.partition) else {
-                            has_error = true;
-                            return data.with_error_code(self.not_hosted_error(name, p.partition));
-                        };
-                        let epoch = match leading_epoch(&partition) {
-                            Ok(epoch) => epoch,
-                            Err(error) => {
-                                has_error = true;
-                                return data.with_error_code(error);
-                            }
-                        };
-                        if let Some(error) = leader_epoch_error(p.current_leader_epoch, epoch) {
-                            has_error = true;
-                            return data.with_error_code(error);
-                        }
-                        let (read, high_watermark, log_start_offset) = {
-                            let log = partition.log();
-                            let high_watermark = log.log_end_offset();
-                            let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
-                            (
-                                log.read(p.fetch_offset, limit, high_watermark, total == 0),
-                                high_watermark,
-                                log.log_start_offset(),
-                            )
-                        };
-                        let data = data
-                            .with_high_watermark(high_watermark)
-                            .with_last_stable_offset(high_watermark)
-                            .with_log_start_offset(log_start_offset)
-                            .with_aborted_transactions(Some(Vec::new()));
+                let Some(partition) = self.hosted_partition(name, p.partition, deadline).await
+                else {
+                    has_error = true;
+                    partitions.push(data.with_error_code(self.not_hosted_error(name, p.partition)));
+                    continue;
+                };
+                let epoch = match leading_epoch(&partition) {
+                    Ok(epoch) => epoch,
+                    Err(error) => {
+                        has_error = true;
+                        partitions.push(data.with_error_code(error));
+                        continue;
+                    }
+                };
+                if let Some(error) = leader_epoch_error(p.current_leader_epoch, epoch) {
+                    has_error = true;
+                    partitions.push(data.with_error_code(error));
+                    continue;
+                }
+                let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
+                let (fetch_offset, first) = (p.fetch_offset, total == 0);
+                let read = self
+                    .replicas
+                    .log_io(&partition, move |log| {
+                        let high_watermark = log.log_end_offset();
+                        let log_start_offset = log.log_start_offset();
+                        let read = log.read(fetch_offset, limit, high_watermark, first);
+                        drop(log);
                         let records = read.map_err(|e| log_error_code(&e)).and_then(|info| {
                             let mut buf = Vec::with_capacity(info.total_len);
                             for slice in &info.slices {
@@ -119,30 +123,42 @@ impl KafkaApis {
                             }
                             Ok(Bytes::from(buf))
                         });
-                        match records {
-                            Ok(records) => {
-                                total += records.len();
-                                remaining = remaining.saturating_sub(records.len());
-                                metrics::counter!("skiff_bytes_out_total", "topic" => name.clone())
-                                    .increment(records.len() as u64);
-                                data.with_records(Some(records))
-                            }
-                            Err(error) => {
-                                has_error = true;
-                                data.with_error_code(error).with_records(Some(Bytes::new()))
-                            }
-                        }
+                        (records, high_watermark, log_start_offset)
                     })
-                    .collect();
+                    .await;
+                let Ok((records, high_watermark, log_start_offset)) = read else {
+                    has_error = true;
+                    partitions.push(data.with_error_code(code(ResponseError::KafkaStorageError)));
+                    continue;
+                };
+                let data = data
+                    .with_high_watermark(high_watermark)
+                    .with_last_stable_offset(high_watermark)
+                    .with_log_start_offset(log_start_offset)
+                    .with_aborted_transactions(Some(Vec::new()));
+                partitions.push(match records {
+                    Ok(records) => {
+                        total += records.len();
+                        remaining = remaining.saturating_sub(records.len());
+                        metrics::counter!("skiff_bytes_out_total", "topic" => name.clone())
+                            .increment(records.len() as u64);
+                        data.with_records(Some(records))
+                    }
+                    Err(error) => {
+                        has_error = true;
+                        data.with_error_code(error).with_records(Some(Bytes::new()))
+                    }
+                });
+            }
+            topics.push(
                 FetchableTopicResponse::default()
                     .with_topic(TopicName(StrBytes::from_string(
-                        name.clone()
-                            .unwrap_or_else(|| topic.topic.as_str().to_string()),
+                        name.unwrap_or_else(|| topic.topic.as_str().to_string()),
                     )))
                     .with_topic_id(topic.topic_id)
-                    .with_partitions(partitions)
-            })
-            .collect();
+                    .with_partitions(partitions),
+            );
+        }
         (
             FetchResponse::default().with_responses(topics),
             total,

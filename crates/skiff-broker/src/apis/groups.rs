@@ -2,6 +2,7 @@
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete. A group's
 //! coordinator is the leader of its `__consumer_offsets` partition.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -198,7 +199,7 @@ impl KafkaApis {
     }
 
     pub(super) async fn join_group(
-        &self,
+        self: &Arc<Self>,
         request: JoinGroupRequest,
         version: i16,
         client: &ClientInfo<'_>,
@@ -226,19 +227,23 @@ impl KafkaApis {
             require_known_member_id: version >= 4,
             supports_skip_assignment: version >= 9,
         };
-        let group_id = join.group_id.clone();
         let answer = self
-            .change_group(
-                &group_id,
-                |c| c.join_group(join, &mut GroupService::member_ids(), now_ms()),
-                |state, reply| match reply {
-                    Reply::Now(result) => Answer::Now(result),
-                    Reply::Later { member_id } => Answer::Later(
-                        state.wait_for_join(&group_id, &member_id),
-                        rebalance_timeout_ms,
-                    ),
-                },
-            )
+            .group_io(move |apis| {
+                let group_id = join.group_id.clone();
+                apis.change_group(
+                    &group_id,
+                    |c| c.join_group(join, &mut GroupService::member_ids(), now_ms()),
+                    |state, reply| match reply {
+                        Reply::Now(result) => Answer::Now(result),
+                        Reply::Later { member_id } => Answer::Later(
+                            state.wait_for_join(&group_id, &member_id),
+                            rebalance_timeout_ms,
+                        ),
+                    },
+                )
+            })
+            .await
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
             .unwrap_or_else(|error| Answer::Now(JoinResult::error(error, &request.member_id)));
         let result = match answer {
             Answer::Now(result) => result,
@@ -292,14 +297,16 @@ impl KafkaApis {
     }
 
     pub(super) async fn sync_group(
-        &self,
+        self: &Arc<Self>,
         request: SyncGroupRequest,
         version: i16,
     ) -> SyncGroupResponse {
         let group_id = request.group_id.to_string();
         let member_id = request.member_id.to_string();
-        let attempt = || {
-            self.change_group(
+        let generation = request.generation_id;
+        let (answered_group, answered_member) = (group_id.clone(), member_id.clone());
+        let attempt = move |apis: &KafkaApis| {
+            apis.change_group(
                 &group_id,
                 |c| {
                     c.sync_group(
@@ -338,12 +345,16 @@ impl KafkaApis {
         // rejoin again. While the coordinator loads, REBALANCE_IN_PROGRESS, as Kafka answers:
         // clients (the Java consumer among them) rejoin on it, but treat
         // COORDINATOR_LOAD_IN_PROGRESS from SyncGroup as fatal.
-        let answer = attempt().unwrap_or_else(|error| {
-            Answer::Now(SyncResult::error(match error {
-                ResponseError::CoordinatorLoadInProgress => ResponseError::RebalanceInProgress,
-                other => other,
-            }))
-        });
+        let answer = self
+            .group_io(attempt)
+            .await
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+            .unwrap_or_else(|error| {
+                Answer::Now(SyncResult::error(match error {
+                    ResponseError::CoordinatorLoadInProgress => ResponseError::RebalanceInProgress,
+                    other => other,
+                }))
+            });
         let result = match answer {
             Answer::Now(result) => result,
             Answer::Later(rx, rebalance_timeout) => {
@@ -354,9 +365,9 @@ impl KafkaApis {
             }
         };
         debug!(
-            group = %group_id,
-            member = %member_id,
-            generation = request.generation_id,
+            group = %answered_group,
+            member = %answered_member,
+            generation,
             error = result.error,
             assignment = ?result.assignment,
             "SyncGroup answered"

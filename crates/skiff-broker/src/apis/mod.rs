@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use skiff_log::LogError;
 use skiff_protocol::{api_versions_response, Request, RequestBody, ResponseBody};
 use skiff_raft::MetadataRaft;
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 pub use groups::ClientInfo;
@@ -25,7 +26,7 @@ use crate::config::BrokerConfig;
 use crate::group::storage::OFFSETS_TOPIC;
 use crate::group::GroupService;
 use crate::producer_ids::ProducerIdBlock;
-use crate::replica_manager::ReplicaManager;
+use crate::replica_manager::{Partition, ReplicaManager};
 use crate::topic_config::TopicConfigs;
 use crate::topics::Topics;
 
@@ -35,7 +36,16 @@ pub struct KafkaApis {
     replicas: Arc<ReplicaManager>,
     producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
     groups: Arc<GroupService>,
+    group_io: Arc<Semaphore>,
 }
+
+/// Longest a request waits for the log of a partition assigned here to be opened before it is
+/// answered NOT_LEADER_OR_FOLLOWER, which clients retry.
+const OPENING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most group requests running on the blocking pool at once; more wait for a place without
+/// holding a worker, and give up with their request.
+const MAX_BLOCKING_GROUP_REQUESTS: usize = 32;
 
 /// Whether the cluster has partition `index` of `topic`, wherever it is hosted.
 fn partition_exists(image: &skiff_metadata::MetadataImage, topic: &str, index: i32) -> bool {
@@ -94,6 +104,7 @@ impl KafkaApis {
             replicas,
             producer_ids: tokio::sync::Mutex::new(ProducerIdBlock::default()),
             groups,
+            group_io: Arc::new(Semaphore::new(MAX_BLOCKING_GROUP_REQUESTS)),
         })
     }
 
@@ -147,6 +158,35 @@ impl KafkaApis {
         &self.replicas
     }
 
+    /// Partition `index` of `topic` if it is served here. One the image assigns here whose log
+    /// the metadata publisher is still opening (just created, or after a restart) is waited for
+    /// until `deadline` (see `opening_deadline`), so a client that just created a topic needs no
+    /// retry.
+    async fn hosted_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        deadline: tokio::time::Instant,
+    ) -> Option<Arc<Partition>> {
+        if let Some(partition) = self.replicas.get(topic, index) {
+            return Some(partition);
+        }
+        let image = self.cluster.image();
+        let assigned_here = image
+            .topic_by_name(topic)
+            .and_then(|t| image.partition(t.topic_id, index))
+            .is_some_and(|p| p.replicas.contains(&self.config.node_id));
+        if !assigned_here {
+            return None;
+        }
+        self.replicas.get_when_open(topic, index, deadline).await
+    }
+
+    /// How long the partitions of a request that starts now may wait for their logs to open.
+    fn opening_deadline() -> tokio::time::Instant {
+        tokio::time::Instant::now() + OPENING_WAIT
+    }
+
     /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when it
     /// exists elsewhere, so clients refresh their metadata, UNKNOWN_TOPIC_OR_PARTITION when it
     /// does not exist at all.
@@ -163,19 +203,51 @@ impl KafkaApis {
         Topics::new(self.cluster.image())
     }
 
-    /// Answers one request; `None` means no response is sent (Produce with acks=0).
-    pub async fn handle(&self, request: Request, client: &ClientInfo<'_>) -> Option<ResponseBody> {
+    /// Runs the part of a group request that takes a coordinator's lock on the blocking pool:
+    /// that lock is held while the coordinator's records are appended, so waiting for it can
+    /// mean waiting for a disk. `None` only when the runtime shuts down first.
+    async fn group_io<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&KafkaApis) -> T + Send + 'static,
+    ) -> Option<T> {
+        let permit = self.group_io.clone().acquire_owned().await.ok()?;
+        let apis = self.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&apis)
+        })
+        .await;
+        match done {
+            Ok(value) => Some(value),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        }
+    }
+
+    /// Answers one request; `None` means no response is sent (Produce with acks=0, or a group
+    /// request cut short by shutdown).
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: Request,
+        client: &ClientInfo<'_>,
+    ) -> Option<ResponseBody> {
         let version = request.version();
         Some(match request.body {
             RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(api_versions_response(0)),
             RequestBody::Metadata(r) => ResponseBody::Metadata(self.metadata(r, version).await),
-            RequestBody::Produce(r) => return self.produce(r, version).map(ResponseBody::Produce),
-            RequestBody::Fetch(r) => ResponseBody::Fetch(self.fetch(r, version).await),
-            RequestBody::ListOffsets(r) => ResponseBody::ListOffsets(self.list_offsets(r, version)),
-            RequestBody::OffsetForLeaderEpoch(r) => {
-                ResponseBody::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
+            RequestBody::Produce(r) => {
+                return self.produce(r, version).await.map(ResponseBody::Produce)
             }
-            RequestBody::DeleteRecords(r) => ResponseBody::DeleteRecords(self.delete_records(r)),
+            RequestBody::Fetch(r) => ResponseBody::Fetch(self.fetch(r, version).await),
+            RequestBody::ListOffsets(r) => {
+                ResponseBody::ListOffsets(self.list_offsets(r, version).await)
+            }
+            RequestBody::OffsetForLeaderEpoch(r) => {
+                ResponseBody::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r).await)
+            }
+            RequestBody::DeleteRecords(r) => {
+                ResponseBody::DeleteRecords(self.delete_records(r).await)
+            }
             RequestBody::CreateTopics(r) => {
                 ResponseBody::CreateTopics(self.create_topics(r, version).await)
             }
@@ -205,14 +277,32 @@ impl KafkaApis {
                 ResponseBody::JoinGroup(self.join_group(r, version, client).await)
             }
             RequestBody::SyncGroup(r) => ResponseBody::SyncGroup(self.sync_group(r, version).await),
-            RequestBody::Heartbeat(r) => ResponseBody::Heartbeat(self.heartbeat(r)),
-            RequestBody::LeaveGroup(r) => ResponseBody::LeaveGroup(self.leave_group(r, version)),
-            RequestBody::OffsetCommit(r) => ResponseBody::OffsetCommit(self.offset_commit(r)),
-            RequestBody::OffsetFetch(r) => ResponseBody::OffsetFetch(self.offset_fetch(r, version)),
-            RequestBody::ListGroups(r) => ResponseBody::ListGroups(self.list_groups(r)),
-            RequestBody::DescribeGroups(r) => ResponseBody::DescribeGroups(self.describe_groups(r)),
-            RequestBody::DeleteGroups(r) => ResponseBody::DeleteGroups(self.delete_groups(r)),
-            RequestBody::OffsetDelete(r) => ResponseBody::OffsetDelete(self.offset_delete(r)),
+            RequestBody::Heartbeat(r) => {
+                ResponseBody::Heartbeat(self.group_io(|apis| apis.heartbeat(r)).await?)
+            }
+            RequestBody::LeaveGroup(r) => ResponseBody::LeaveGroup(
+                self.group_io(move |apis| apis.leave_group(r, version))
+                    .await?,
+            ),
+            RequestBody::OffsetCommit(r) => {
+                ResponseBody::OffsetCommit(self.group_io(|apis| apis.offset_commit(r)).await?)
+            }
+            RequestBody::OffsetFetch(r) => ResponseBody::OffsetFetch(
+                self.group_io(move |apis| apis.offset_fetch(r, version))
+                    .await?,
+            ),
+            RequestBody::ListGroups(r) => {
+                ResponseBody::ListGroups(self.group_io(|apis| apis.list_groups(r)).await?)
+            }
+            RequestBody::DescribeGroups(r) => {
+                ResponseBody::DescribeGroups(self.group_io(|apis| apis.describe_groups(r)).await?)
+            }
+            RequestBody::DeleteGroups(r) => {
+                ResponseBody::DeleteGroups(self.group_io(|apis| apis.delete_groups(r)).await?)
+            }
+            RequestBody::OffsetDelete(r) => {
+                ResponseBody::OffsetDelete(self.group_io(|apis| apis.offset_delete(r)).await?)
+            }
         })
     }
 

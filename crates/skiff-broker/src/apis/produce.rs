@@ -1,5 +1,6 @@
 //! Produce: validate each record batch's header and CRC, stamp LogAppendTime where the topic asks
-//! for it, append the bytes verbatim.
+//! for it, append the bytes verbatim. Validation runs on the async worker (no I/O); each
+//! partition's append (and its fsync under `flush.messages`) runs on the blocking pool.
 
 use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
@@ -23,7 +24,7 @@ fn batch_error_code(error: &BatchError) -> i16 {
 
 impl KafkaApis {
     /// Returns `None` for acks=0: Kafka sends no response at all then.
-    pub(super) fn produce(
+    pub(super) async fn produce(
         &self,
         request: ProduceRequest,
         _version: i16,
@@ -41,36 +42,42 @@ impl KafkaApis {
         } else {
             None
         };
-        let responses = request
-            .topic_data
-            .into_iter()
-            .map(|topic| {
-                let partitions = topic
-                    .partition_data
-                    .into_iter()
-                    .map(|data| match refusal {
-                        Some((error_code, text)) => PartitionProduceResponse::default()
-                            .with_index(data.index)
-                            .with_error_code(error_code)
-                            .with_error_message(message(text)),
-                        None => {
-                            self.append_to_partition(topic.name.as_str(), data.index, data.records)
-                        }
-                    })
-                    .collect();
+        let opening = Self::opening_deadline();
+        let mut responses = Vec::with_capacity(request.topic_data.len());
+        for topic in request.topic_data {
+            let mut partitions = Vec::with_capacity(topic.partition_data.len());
+            for data in topic.partition_data {
+                partitions.push(match refusal {
+                    Some((error_code, text)) => PartitionProduceResponse::default()
+                        .with_index(data.index)
+                        .with_error_code(error_code)
+                        .with_error_message(message(text)),
+                    None => {
+                        self.append_to_partition(
+                            topic.name.as_str(),
+                            data.index,
+                            data.records,
+                            opening,
+                        )
+                        .await
+                    }
+                });
+            }
+            responses.push(
                 TopicProduceResponse::default()
                     .with_name(topic.name)
-                    .with_partition_responses(partitions)
-            })
-            .collect();
+                    .with_partition_responses(partitions),
+            );
+        }
         (request.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
     }
 
-    fn append_to_partition(
+    async fn append_to_partition(
         &self,
         topic: &str,
         index: i32,
         records: Option<bytes::Bytes>,
+        opening: tokio::time::Instant,
     ) -> PartitionProduceResponse {
         let response = PartitionProduceResponse::default().with_index(index);
         let failed = |error_code: i16, text: String| {
@@ -87,7 +94,7 @@ impl KafkaApis {
                 format!("{OFFSETS_TOPIC} is written by the group coordinator only"),
             );
         }
-        let Some(partition) = self.replicas.get(topic, index) else {
+        let Some(partition) = self.hosted_partition(topic, index, opening).await else {
             return failed(
                 self.not_hosted_error(topic, index),
                 format!("this broker does not lead partition {index} of topic '{topic}'"),
@@ -130,9 +137,18 @@ impl KafkaApis {
                 set_log_append_time(&mut batches[range.clone()], now);
             }
         }
-        let outcome = partition
-            .log()
-            .append(&mut batches, state.leader_epoch, now);
+        let epoch = state.leader_epoch;
+        let appended = self
+            .replicas
+            .log_io(&partition, move |mut log| {
+                let outcome = log.append(&mut batches, epoch, now);
+                (outcome, batches.len())
+            })
+            .await;
+        let (outcome, appended_bytes) = match appended {
+            Ok(appended) => appended,
+            Err(e) => return failed(code(ResponseError::KafkaStorageError), e.to_string()),
+        };
         match outcome {
             Ok(AppendOutcome::Appended {
                 base_offset,
@@ -140,7 +156,7 @@ impl KafkaApis {
                 ..
             }) => {
                 metrics::counter!("skiff_bytes_in_total", "topic" => topic.to_string())
-                    .increment(batches.len() as u64);
+                    .increment(appended_bytes as u64);
                 self.replicas.notify_appended();
                 response
                     .with_base_offset(base_offset)

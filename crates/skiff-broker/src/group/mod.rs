@@ -369,11 +369,11 @@ impl GroupService {
         let mut loaded = 0;
         if let Some(partition) = replicas.get(OFFSETS_TOPIC, index) {
             let (mut offset, end) = {
-                let log = partition.log();
+                let log = partition.log_blocking();
                 (log.log_start_offset(), log.log_end_offset())
             };
             while offset < end {
-                let read = partition.log().read(offset, 1 << 20, end, true)?;
+                let read = partition.log_blocking().read(offset, 1 << 20, end, true)?;
                 let Some(next) = (read.total_len > 0).then_some(read.next_offset) else {
                     break;
                 };
@@ -507,7 +507,7 @@ impl GroupService {
             };
             for (group, topic, partition, offset) in committed {
                 if let Some(p) = replicas.get(&topic, partition) {
-                    let lag = (p.log().log_end_offset() - offset).max(0);
+                    let lag = (p.log_blocking().log_end_offset() - offset).max(0);
                     let _ = writeln!(
                         out,
                         "skiff_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
@@ -573,7 +573,9 @@ fn persist(
             .map_err(|_| ResponseError::UnknownServerError)?;
     }
     let mut batch = builder.build();
-    let appended = partition.log().append(&mut batch, shard.leader_epoch, now);
+    let appended = partition
+        .log_blocking()
+        .append(&mut batch, shard.leader_epoch, now);
     match appended {
         Ok(_) => {
             replicas.notify_appended();

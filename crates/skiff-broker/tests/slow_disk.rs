@@ -86,7 +86,9 @@ fn request(api_key: ApiKey, version: i16, body: RequestBody) -> Request {
 
 fn produce(topic: &str, value: &str) -> Request {
     let mut batch = RecordBatchBuilder::new(0);
-    batch.push(0, 1_700_000_000_000, None, Some(value.as_bytes()), &[]);
+    batch
+        .push(0, 1_700_000_000_000, None, Some(value.as_bytes()), &[])
+        .unwrap();
     let body = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30_000)

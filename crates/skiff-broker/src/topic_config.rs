@@ -87,6 +87,27 @@ impl TopicConfigs {
         self.get_override("message.timestamp.type") == Some("LogAppendTime")
     }
 
+    /// The codec `compression.type` requires batches to be stored with; None for `producer`.
+    pub fn required_codec(&self) -> Option<u8> {
+        use skiff_log::batch::codec;
+        match self.get_override("compression.type")? {
+            "uncompressed" => Some(codec::NONE),
+            "gzip" => Some(codec::GZIP),
+            "snappy" => Some(codec::SNAPPY),
+            "lz4" => Some(codec::LZ4),
+            "zstd" => Some(codec::ZSTD),
+            _ => None,
+        }
+    }
+
+    /// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`.
+    pub fn timestamp_bounds(&self) -> (i64, i64) {
+        (
+            self.long("message.timestamp.before.max.ms"),
+            self.long("message.timestamp.after.max.ms"),
+        )
+    }
+
     pub fn max_message_bytes(&self) -> usize {
         self.long("max.message.bytes") as usize
     }

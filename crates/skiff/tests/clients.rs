@@ -885,3 +885,97 @@ async fn every_standard_topic_config_is_accepted_and_described() {
         vec![Err(("tiered".to_string(), RDKafkaErrorCode::InvalidConfig))]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compression_type_and_timestamp_bounds_are_enforced_on_produce() {
+    let broker = Broker::start();
+    let admin = admin(&broker);
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    let created = admin
+        .create_topics(
+            &[
+                NewTopic::new("zstd-only", 1, TopicReplication::Fixed(1))
+                    .set("compression.type", "zstd"),
+                NewTopic::new("recent-only", 1, TopicReplication::Fixed(1))
+                    .set("message.timestamp.before.max.ms", "60000")
+                    .set("message.timestamp.after.max.ms", "60000"),
+            ],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    // The producer sends gzip; the broker stores zstd, and consumers read the same records.
+    let p = producer(&broker, &[("compression.codec", "gzip")]);
+    for i in 0..20 {
+        p.send(
+            BaseRecord::to("zstd-only")
+                .key(&format!("k{i}"))
+                .payload(&format!("value-{i}")),
+        )
+        .unwrap();
+    }
+    p.flush(TIMEOUT).unwrap();
+    let log = std::fs::read(
+        broker
+            .data_dir()
+            .join("data/zstd-only-0/00000000000000000000.log"),
+    )
+    .unwrap();
+    let attributes = i16::from_be_bytes([log[21], log[22]]);
+    assert_eq!(attributes & 0x07, 4, "stored as zstd");
+    let c = consumer(&broker);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("zstd-only", 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while values.len() < 20 && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            values.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(
+        values,
+        (0..20).map(|i| format!("value-{i}")).collect::<Vec<_>>()
+    );
+
+    // Timestamps an hour off the broker's clock, either way, are refused; a current one is not.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let p: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("retries", "0")
+        .create()
+        .unwrap();
+    for (timestamp, accepted) in [
+        (now, true),
+        (now + 3_600_000, false),
+        (now - 3_600_000, false),
+    ] {
+        let sent = p
+            .send(
+                rdkafka::producer::FutureRecord::<(), _>::to("recent-only")
+                    .payload("x")
+                    .timestamp(timestamp),
+                TIMEOUT,
+            )
+            .await;
+        match sent {
+            Ok(_) => assert!(accepted, "timestamp {timestamp} accepted"),
+            Err((e, _)) => {
+                assert!(!accepted, "timestamp {timestamp}: {e}");
+                assert_eq!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::InvalidTimestamp)
+                );
+            }
+        }
+    }
+    assert_eq!(c.fetch_watermarks("recent-only", 0, TIMEOUT).unwrap().1, 1);
+}

@@ -7,6 +7,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use skiff_log::batch::{set_log_append_time, validate_batch, BatchError, BatchIter};
+use skiff_log::records::{recompress, timestamp_out_of_bounds};
 use skiff_log::AppendOutcome;
 use tracing::debug;
 
@@ -111,6 +112,8 @@ impl KafkaApis {
             state.configs.max_message_bytes(),
             state.configs.uses_log_append_time(),
         );
+        let required_codec = state.configs.required_codec();
+        let (before_max_ms, after_max_ms) = state.configs.timestamp_bounds();
         let Some(records) = records.filter(|r| !r.is_empty()) else {
             return failed(
                 code(ResponseError::CorruptMessage),
@@ -132,21 +135,46 @@ impl KafkaApis {
             }
             ranges.push(range);
         }
-        if log_append_time {
-            for range in &ranges {
-                set_log_append_time(&mut batches[range.clone()], now);
-            }
-        }
         let epoch = state.leader_epoch;
+        // Reading records (a past timestamp bound) and recompressing are CPU work on the
+        // request's bytes: done on the blocking pool with the append, not on an async worker.
         let appended = self
             .replicas
             .log_io(&partition, move |mut log| {
+                if !log_append_time {
+                    for range in &ranges {
+                        let batch = &batches[range.clone()];
+                        match timestamp_out_of_bounds(batch, now, before_max_ms, after_max_ms) {
+                            Ok(None) => {}
+                            Ok(Some(timestamp)) => {
+                                return Err((
+                                    code(ResponseError::InvalidTimestamp),
+                                    format!("record timestamp {timestamp} is further from the broker's clock ({now}) than the topic's message.timestamp.before.max.ms / after.max.ms allow"),
+                                ))
+                            }
+                            Err(e) => return Err((code(ResponseError::CorruptMessage), e.to_string())),
+                        }
+                    }
+                }
+                let mut ranges = ranges;
+                if let Some(codec) = required_codec {
+                    batches = recompressed(&batches, &ranges, codec, max_message_bytes)?;
+                    ranges = BatchIter::new(&batches)
+                        .filter_map(|item| item.ok().map(|(_, range)| range))
+                        .collect();
+                }
+                if log_append_time {
+                    for range in &ranges {
+                        set_log_append_time(&mut batches[range.clone()], now);
+                    }
+                }
                 let outcome = log.append(&mut batches, epoch, now);
-                (outcome, batches.len())
+                Ok((outcome, batches.len()))
             })
             .await;
         let (outcome, appended_bytes) = match appended {
-            Ok(appended) => appended,
+            Ok(Ok(appended)) => appended,
+            Ok(Err((error_code, text))) => return failed(error_code, text),
             Err(e) => return failed(code(ResponseError::KafkaStorageError), e.to_string()),
         };
         match outcome {
@@ -174,4 +202,33 @@ impl KafkaApis {
             Err(e) => failed(log_error_code(&e), e.to_string()),
         }
     }
+}
+
+/// The batches with their records compressed with `codec` where they differ (a topic's
+/// `compression.type`), each still within `max_message_bytes`; the refusal otherwise.
+fn recompressed(
+    batches: &[u8],
+    ranges: &[std::ops::Range<usize>],
+    codec: u8,
+    max_message_bytes: usize,
+) -> Result<BytesMut, (i16, String)> {
+    let mut out = BytesMut::with_capacity(batches.len());
+    for range in ranges {
+        let batch = &batches[range.clone()];
+        match recompress(batch, codec) {
+            Ok(None) => out.extend_from_slice(batch),
+            Ok(Some(converted)) if converted.len() > max_message_bytes => {
+                return Err((
+                    code(ResponseError::MessageTooLarge),
+                    format!(
+                        "the batch is {} bytes once compressed as the topic's compression.type requires, above max.message.bytes {max_message_bytes}",
+                        converted.len()
+                    ),
+                ))
+            }
+            Ok(Some(converted)) => out.extend_from_slice(&converted),
+            Err(e) => return Err((code(ResponseError::CorruptMessage), e.to_string())),
+        }
+    }
+    Ok(out)
 }

@@ -54,9 +54,7 @@ GROUP_CHECKS=(kcat-group-consume confluent-group-subscribe kafka-python-group-co
 # Known broker gaps: checks that fail because Skiff lacks what they test. Each still runs; a
 # failure prints "SKIP name: known broker gap: <reason> (<its failure>)" and counts as skipped,
 # and a pass prints FAIL, so that the entry is removed once the broker has the feature.
-declare -A KNOWN_FAILURES=(
-    [kafka-tools-log-dirs]="Skiff does not serve DescribeLogDirs (API key 35), which kafka-log-dirs needs (issue #13)"
-)
+declare -A KNOWN_FAILURES=()
 
 passed=0
 failed=0

@@ -340,6 +340,11 @@ impl ReplicaManager {
     }
 
     /// Every hosted partition as (topic, index).
+    /// The directory holding every partition's log (Kafka's one `log.dirs` entry).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn hosted(&self) -> Vec<(String, i32)> {
         self.read_partitions()
             .values()

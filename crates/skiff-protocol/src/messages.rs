@@ -64,6 +64,7 @@ served_apis! {
     CreatePartitions => CreatePartitionsRequest, CreatePartitionsResponse;
     IncrementalAlterConfigs => IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse;
     DescribeCluster => DescribeClusterRequest, DescribeClusterResponse;
+    DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
     FindCoordinator => FindCoordinatorRequest, FindCoordinatorResponse;
     JoinGroup => JoinGroupRequest, JoinGroupResponse;
     SyncGroup => SyncGroupRequest, SyncGroupResponse;

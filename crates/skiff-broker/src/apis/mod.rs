@@ -5,6 +5,7 @@ mod admin;
 mod configs;
 mod fetch;
 mod groups;
+mod log_dirs;
 mod metadata;
 mod offsets;
 mod produce;
@@ -266,6 +267,9 @@ impl KafkaApis {
             }
             RequestBody::DescribeCluster(r) => {
                 ResponseBody::DescribeCluster(self.describe_cluster(r))
+            }
+            RequestBody::DescribeLogDirs(r) => {
+                ResponseBody::DescribeLogDirs(self.describe_log_dirs(r).await)
             }
             RequestBody::InitProducerId(r) => {
                 ResponseBody::InitProducerId(self.init_producer_id(r).await)

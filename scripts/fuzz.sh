@@ -19,7 +19,9 @@ if ! cargo fuzz --version 2>/dev/null | grep -qF "$cargo_fuzz_version"; then
     cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked
 fi
 
-if command -v rustup >/dev/null && rustup run nightly rustc --version >/dev/null 2>&1; then
+# SKIFF_FUZZ_TOOLCHAIN=stable takes the stable path even where nightly is installed.
+if [ "${SKIFF_FUZZ_TOOLCHAIN:-}" != stable ] && command -v rustup >/dev/null \
+    && rustup run nightly rustc --version >/dev/null 2>&1; then
     flags=(+nightly fuzz)
     sanitizer=address
 else

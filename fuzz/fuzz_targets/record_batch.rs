@@ -141,7 +141,8 @@ fn append_clean_reopen(batches: &mut [u8], options: u8) {
     let _ = log.append(batches, 0, NOW_MS);
     let end = log.log_end_offset();
     check_stored(&log);
-    let _ = log.clean(NOW_MS, end);
+    log.clean(NOW_MS, end)
+        .expect("compaction copes with every batch the log accepted");
     check_stored(&log);
     drop(log);
     let (reopened, _) = Log::open(&dir, config, NOW_MS).expect("a log written here reopens");

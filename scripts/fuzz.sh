@@ -50,7 +50,8 @@ for target in "${targets[@]}"; do
         -max_total_time="$seconds" -timeout=30 -print_final_stats=1 >"$log" 2>&1 || status=$?
     runs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')"
     if [ "$status" -ne 0 ]; then
-        tail -n 60 "$log"
+        # From the panic or sanitizer report on: what failed, the input and how to replay it.
+        sed -n '/panicked at\|ERROR: \|SUMMARY: /,$p' "$log" | head -n 120
         failed+=("$target")
         summary+=("$target: FAILED after $runs executions (exit $status; input in fuzz/artifacts/$target/)")
     else

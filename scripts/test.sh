@@ -32,8 +32,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
-step "fuzzing (every target of fuzz/, 40 s each)"
-bash scripts/fuzz.sh 40
+step "fuzzing (every target of fuzz/, 30 s each)"
+bash scripts/fuzz.sh 30
 
 step "client-compatibility suite"
 cargo build --locked -p skiff

@@ -38,6 +38,7 @@ macro_rules! served_apis {
                 }
             }
 
+            /// The size `encode` writes at `version`.
             #[cfg(feature = "fuzzing")]
             pub fn compute_size(&self, version: i16) -> anyhow::Result<usize> {
                 match self {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (Debian packages, the
 # Python, Node, Java and Go client libraries and Kafka's CLI tools), checks formatting and lints,
-# runs the Rust tests (unit, property and real-client end-to-end tests) and the
-# client-compatibility suite.
+# runs the Rust tests (unit, property and real-client end-to-end tests), a bounded run of every
+# fuzz target and the client-compatibility suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,12 +24,16 @@ bash tests/compat/install.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "fuzzing (every target of fuzz/, 30 s each)"
+bash scripts/fuzz.sh 30
 
 step "client-compatibility suite"
 cargo build --locked -p skiff

@@ -420,6 +420,9 @@ pub struct RecordBatchBuilder {
     count: i32,
     last_offset_delta: i32,
     max_timestamp: i64,
+    /// The append time of a LogAppendTime batch this one rewrites: every record's timestamp, so
+    /// it is kept whatever the records and the base timestamp say.
+    log_append_time: Option<i64>,
 }
 
 impl RecordBatchBuilder {
@@ -438,6 +441,7 @@ impl RecordBatchBuilder {
             count: 0,
             last_offset_delta: 0,
             max_timestamp: -1,
+            log_append_time: None,
         }
     }
 
@@ -449,6 +453,7 @@ impl RecordBatchBuilder {
         b.producer_id = header.producer_id;
         b.producer_epoch = header.producer_epoch;
         b.base_sequence = header.base_sequence;
+        b.log_append_time = header.is_log_append_time().then_some(header.max_timestamp);
         b
     }
 
@@ -533,7 +538,10 @@ impl RecordBatchBuilder {
         out.extend_from_slice(&self.last_offset_delta.to_be_bytes());
         let base_ts = self.base_timestamp.unwrap_or(-1);
         out.extend_from_slice(&base_ts.to_be_bytes());
-        out.extend_from_slice(&self.max_timestamp.max(base_ts).to_be_bytes());
+        let max_timestamp = self
+            .log_append_time
+            .unwrap_or(self.max_timestamp.max(base_ts));
+        out.extend_from_slice(&max_timestamp.to_be_bytes());
         out.extend_from_slice(&self.producer_id.to_be_bytes());
         out.extend_from_slice(&self.producer_epoch.to_be_bytes());
         out.extend_from_slice(&self.base_sequence.to_be_bytes());
@@ -766,6 +774,44 @@ mod tests {
         crate::batch::set_log_append_time(&mut buf, 9_999);
         let recs = BatchRecords::new(&buf).unwrap();
         assert!(recs.iter().all(|r| r.unwrap().timestamp == 9_999));
+    }
+
+    /// Found by the `record_batch` fuzz target: a producer's LZ4 batch whose base timestamp is
+    /// later than the time the broker stamped on it as its LogAppendTime. Rewritten as the
+    /// cleaner rewrites batches, its records took the base timestamp instead of the append time.
+    #[test]
+    fn a_rewritten_log_append_time_batch_keeps_its_append_time() {
+        const BATCH: [u8; 134] = [
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7a, 0xff, 0xff,
+            0xff, 0xff, 0x02, 0x91, 0xbc, 0x59, 0xc3, 0x00, 0x03, 0x00, 0x00, 0x00, 0x03, 0x00,
+            0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x30, 0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68,
+            0x05, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0x00, 0x00, 0x00, 0x04, 0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x82, 0x3a, 0x00,
+            0x00, 0x80, 0x22, 0x00, 0x00, 0x00, 0x04, 0x6b, 0x31, 0x12, 0x76, 0x61, 0x6c, 0x75,
+            0x65, 0x20, 0x6f, 0x6e, 0x65, 0x00, 0x10, 0x00, 0x00, 0x02, 0x04, 0x6b, 0x32, 0x01,
+            0x00, 0x22, 0x00, 0x0a, 0x04, 0x04, 0x6b, 0x31, 0x04, 0x76, 0x32, 0x04, 0x02, 0x68,
+            0x02, 0x76, 0x02, 0x6e, 0x01, 0x18, 0x00, 0x00, 0x06, 0x01, 0x0c, 0x6e, 0x6f, 0x20,
+            0x6b, 0x65, 0x79, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let mut buf = BATCH.to_vec();
+        crate::batch::set_log_append_time(&mut buf, 1_700_000_000_000);
+        let records = BatchRecords::new(&buf).unwrap();
+        let header = *records.header();
+        assert!(header.base_timestamp > header.max_timestamp);
+        let mut builder = RecordBatchBuilder::like(&header, header.base_offset)
+            .base_timestamp(header.base_timestamp);
+        for r in records.iter() {
+            let r = r.unwrap();
+            builder.push(r.offset, r.timestamp, r.key, r.value, &r.headers);
+        }
+        builder.set_last_offset(header.last_offset());
+        let rebuilt = builder.build();
+        let timestamps: Vec<_> = BatchRecords::new(&rebuilt)
+            .unwrap()
+            .iter()
+            .map(|r| r.unwrap().timestamp)
+            .collect();
+        assert_eq!(timestamps, vec![1_700_000_000_000; 4]);
     }
 
     #[test]

@@ -29,6 +29,22 @@ macro_rules! served_apis {
                     _ => None,
                 }
             }
+
+            /// Encodes the body at `version`, as a client would send it.
+            #[cfg(feature = "fuzzing")]
+            pub fn encode(&self, buf: &mut BytesMut, version: i16) -> anyhow::Result<()> {
+                match self {
+                    $(Self::$api(body) => body.encode(buf, version),)*
+                }
+            }
+
+            /// The size `encode` writes at `version`.
+            #[cfg(feature = "fuzzing")]
+            pub fn compute_size(&self, version: i16) -> anyhow::Result<usize> {
+                match self {
+                    $(Self::$api(body) => body.compute_size(version),)*
+                }
+            }
         }
 
         impl ResponseBody {

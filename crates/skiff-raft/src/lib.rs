@@ -12,6 +12,8 @@ mod store;
 mod types;
 
 pub use forward::{ForwardReply, ForwardRequest, SubmitError};
+#[cfg(feature = "fuzzing")]
+pub use network::fuzzing;
 pub use network::ClusterSecret;
 pub use node::{
     BootstrapError, FollowerStats, Membership, MetadataRaft, RaftPeer, RaftSettings, RaftStats,

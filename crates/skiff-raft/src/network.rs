@@ -22,12 +22,15 @@ use openraft::raft::{
 use openraft::{BasicNode, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::forward::{ForwardReply, ForwardRequest};
 use crate::types::{Snapshot, SnapshotMeta, TypeConfig, Vote};
+
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 
 /// Largest message accepted: a snapshot of a large cluster fits, a garbage length does not.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -146,8 +149,8 @@ fn permission_denied(what: String) -> io::Error {
 /// the node it meant to reach (so a proof relayed from a connection meant for another node is
 /// refused), then ours. Fixed-size reads only: nothing the peer sends is decoded before it has
 /// proved itself.
-async fn prove_as_server(
-    stream: &mut TcpStream,
+async fn prove_as_server<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     secret: &ClusterSecret,
     me: u64,
 ) -> io::Result<Session> {
@@ -181,8 +184,8 @@ async fn prove_as_server(
 
 /// The connecting side, reaching node `target`: answers the challenge, then checks that the
 /// server proves the secret as that node.
-async fn prove_as_client(
-    stream: &mut TcpStream,
+async fn prove_as_client<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     secret: &ClusterSecret,
     target: u64,
 ) -> io::Result<Session> {
@@ -246,8 +249,8 @@ pub(crate) enum Reply {
 }
 
 /// Sends one frame: length, JSON body, and with a session the body's tag.
-pub(crate) async fn write_message<T: Serialize>(
-    stream: &mut TcpStream,
+pub(crate) async fn write_message<T: Serialize, W: AsyncWrite + Unpin>(
+    stream: &mut W,
     session: Option<&mut Session>,
     message: &T,
 ) -> io::Result<()> {
@@ -272,8 +275,8 @@ pub(crate) async fn write_message<T: Serialize>(
 }
 
 /// Reads one frame; with a session, its tag is checked before the body is decoded.
-pub(crate) async fn read_message<T: DeserializeOwned>(
-    stream: &mut TcpStream,
+pub(crate) async fn read_message<T: DeserializeOwned, R: AsyncRead + Unpin>(
+    stream: &mut R,
     session: Option<&mut Session>,
 ) -> io::Result<T> {
     let len = stream.read_u32().await? as usize;
@@ -922,7 +925,7 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    while let Ok(envelope) = read_message::<Envelope>(&mut stream, None).await {
+                    while let Ok(envelope) = read_message::<Envelope, _>(&mut stream, None).await {
                         let Rpc::Forward(ForwardRequest::KvGet { key }) = envelope.rpc else {
                             return;
                         };
@@ -949,7 +952,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                if let Ok(envelope) = read_message::<Envelope>(&mut stream, None).await {
+                if let Ok(envelope) = read_message::<Envelope, _>(&mut stream, None).await {
                     if let Rpc::Forward(ForwardRequest::KvGet { key }) = envelope.rpc {
                         let _ = write_message(&mut stream, None, &Reply::Refused(key)).await;
                     }

@@ -6,18 +6,17 @@
 //! (and with `--http-auth-reads` all but `/health`) need the token as a bearer token.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde::Deserialize;
 use serde_json::{json, Value};
+use skiff::http_api::{merge_tags, EventRequest, QueryRequest, RaftNodeRequest, TagChanges};
 use skiff_broker::group::GroupService;
 use skiff_broker::replica_manager::ReplicaManager;
-use skiff_gossip::{GossipHandle, MemberStatus, QueryFilter, QueryOptions, QueryUpdate};
+use skiff_gossip::{GossipHandle, MemberStatus, QueryUpdate};
 use skiff_raft::{ForwardRequest, MetadataRaft, SubmitError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -29,9 +28,6 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 ];
-
-/// Longest a `/v1/query` may collect answers.
-const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn install_metrics() -> anyhow::Result<Metrics> {
     Ok(PrometheusBuilder::new()
@@ -195,16 +191,6 @@ async fn members(State(state): State<AppState>) -> Reply {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventRequest {
-    name: String,
-    #[serde(default)]
-    payload: String,
-    #[serde(default)]
-    coalesce: bool,
-}
-
 async fn user_event(State(state): State<AppState>, Json(event): Json<EventRequest>) -> Reply {
     match state
         .gossip
@@ -216,27 +202,9 @@ async fn user_event(State(state): State<AppState>, Json(event): Json<EventReques
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QueryRequest {
-    name: String,
-    #[serde(default)]
-    payload: String,
-    timeout_ms: Option<u64>,
-    /// Only these members answer.
-    #[serde(default)]
-    nodes: Vec<String>,
-    /// Only members whose tags match these regular expressions answer.
-    #[serde(default)]
-    tags: std::collections::BTreeMap<String, String>,
-}
-
 /// Sets tags of this broker (merged over its current ones; an empty value removes one); the
 /// update spreads to every member.
-async fn update_tags(
-    State(state): State<AppState>,
-    Json(changes): Json<std::collections::BTreeMap<String, String>>,
-) -> Reply {
+async fn update_tags(State(state): State<AppState>, Json(changes): Json<TagChanges>) -> Reply {
     let mut tags = state.gossip.local().tags.clone();
     if let Ok(members) = state.gossip.members().await {
         if let Some(me) = members
@@ -246,13 +214,7 @@ async fn update_tags(
             tags = me.tags;
         }
     }
-    for (key, value) in changes {
-        if value.is_empty() {
-            tags.remove(&key);
-        } else {
-            tags.insert(key, value);
-        }
-    }
+    let tags = merge_tags(tags, changes);
     match state.gossip.update_tags(tags.clone()).await {
         Ok(()) => (StatusCode::OK, Json(json!({ "tags": tags }))),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
@@ -261,27 +223,9 @@ async fn update_tags(
 
 /// Broadcasts a query and collects acknowledgements and responses until its timeout.
 async fn query(State(state): State<AppState>, Json(request): Json<QueryRequest>) -> Reply {
-    let timeout = request.timeout_ms.map(Duration::from_millis);
-    if timeout.is_some_and(|t| t > MAX_QUERY_TIMEOUT) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "timeout_ms may be at most {}",
-                MAX_QUERY_TIMEOUT.as_millis()
-            ),
-        );
-    }
-    let mut filter = QueryFilter::default();
-    for node in &request.nodes {
-        filter = filter.node(node);
-    }
-    for (key, pattern) in &request.tags {
-        filter = filter.tag_matches(key, pattern);
-    }
-    let options = QueryOptions {
-        filter,
-        timeout,
-        request_ack: true,
+    let options = match request.options() {
+        Ok(options) => options,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let mut answers = match state
         .gossip
@@ -311,14 +255,6 @@ async fn query(State(state): State<AppState>, Json(request): Json<QueryRequest>)
     )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RaftNodeRequest {
-    node_id: u64,
-    #[serde(default)]
-    raft_address: Option<String>,
-}
-
 fn submit_reply(result: Result<u64, SubmitError>) -> Reply {
     match result {
         Ok(log_index) => (StatusCode::OK, Json(json!({ "log_index": log_index }))),
@@ -330,22 +266,15 @@ fn submit_reply(result: Result<u64, SubmitError>) -> Reply {
 }
 
 async fn raft_join(State(state): State<AppState>, Json(request): Json<RaftNodeRequest>) -> Reply {
-    let Some(raft_addr) = request.raft_address.filter(|a| !a.trim().is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "raft_address is required");
+    let node_id = request.node_id;
+    let raft_addr = match request.join_address() {
+        Ok(raft_addr) => raft_addr,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if raft_addr.parse::<std::net::SocketAddr>().is_err() && !raft_addr.contains(':') {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("raft_address {raft_addr:?} is not HOST:PORT"),
-        );
-    }
     submit_reply(
         state
             .raft
-            .submit(ForwardRequest::Join {
-                node_id: request.node_id,
-                raft_addr,
-            })
+            .submit(ForwardRequest::Join { node_id, raft_addr })
             .await,
     )
 }
@@ -368,32 +297,14 @@ mod store {
     use axum::http::{HeaderValue, StatusCode};
     use axum::response::{IntoResponse, Response};
     use axum::Json;
-    use serde::Deserialize;
     use serde_json::{json, Value};
-    use skiff_raft::kv::{KvEntry, KvOp, KvStore, KvWriteResult, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+    use skiff::http_api::{
+        check_key, PutBody, Refusal, StoreOptions as Options, DEFAULT_LIST_LIMIT,
+    };
+    use skiff_raft::kv::{KvEntry, KvOp, KvStore, KvWriteResult, MAX_VALUE_BYTES};
     use skiff_raft::SubmitError;
 
     use super::AppState;
-
-    /// Items a list returns when no limit is given.
-    const DEFAULT_LIST_LIMIT: usize = 1000;
-
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Options {
-        cas: Option<u64>,
-        consistency: Option<String>,
-        prefix: Option<String>,
-        limit: Option<usize>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct PutBody {
-        key: String,
-        value: String,
-        cas: Option<u64>,
-    }
 
     fn reply(status: StatusCode, body: Value) -> Response {
         (status, Json(body)).into_response()
@@ -420,9 +331,6 @@ mod store {
         }
     }
 
-    /// Why a request is refused before it reaches the store.
-    type Refusal = (StatusCode, String);
-
     fn refused((status, message): Refusal) -> Response {
         error(status, message)
     }
@@ -434,19 +342,6 @@ mod store {
             "version": entry.version,
             "create_revision": entry.create_revision,
         })
-    }
-
-    fn check_key(key: &str) -> Result<(), Refusal> {
-        if key.is_empty() {
-            return Err((StatusCode::BAD_REQUEST, "the key is empty".into()));
-        }
-        if key.len() > MAX_KEY_BYTES {
-            return Err((
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("key of {} bytes exceeds {MAX_KEY_BYTES}", key.len()),
-            ));
-        }
-        Ok(())
     }
 
     async fn write(state: &AppState, op: KvOp) -> Response {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::{modified_ms, Log, LogError};
 use crate::batch::BatchHeader;
-use crate::records::{BatchRecords, Record, RecordBatchBuilder};
+use crate::records::{BatchRecords, Record, RecordBatchBuilder, RecordsError};
 use crate::segment::{segment_path, LogSegment, CLEANED_SUFFIX, LOG_SUFFIX};
 
 /// Keys held in memory while cleaning; past it, only the segments mapped so far are cleaned this
@@ -175,8 +175,11 @@ impl Log {
                 if header.is_control() {
                     return Ok(());
                 }
-                for record in BatchRecords::new(bytes)?.iter() {
-                    let record = record?;
+                let batch = BatchRecords::new(bytes);
+                let Some(records) = decoded(header, &batch) else {
+                    return Ok(());
+                };
+                for record in records {
                     if let Some(key) = record.key {
                         match latest.get_mut(key) {
                             Some(offset) => *offset = record.offset,
@@ -224,11 +227,14 @@ impl Log {
                 out.write_all(bytes)?;
                 return Ok(());
             }
-            let records = BatchRecords::new(bytes)?;
+            let batch = BatchRecords::new(bytes);
+            let Some(records) = decoded(header, &batch) else {
+                out.write_all(bytes)?;
+                return Ok(());
+            };
             let mut kept = Vec::new();
             let mut total = 0u64;
-            for record in records.iter() {
-                let record = record?;
+            for record in records {
                 total += 1;
                 if keep(&record) {
                     if record.key.is_some() && record.value.is_none() {
@@ -263,6 +269,28 @@ impl Log {
         file.sync_all()?;
         Ok(outcome)
     }
+}
+
+/// The records of a batch, or `None` when they cannot be decoded (a producer's batch is checked
+/// only for its length, magic and CRC on the way in): such a batch is kept as it is and its keys
+/// shadow nothing, rather than stopping compaction of the whole partition for good.
+fn decoded<'a>(
+    header: &BatchHeader,
+    batch: &'a Result<BatchRecords<'_>, RecordsError>,
+) -> Option<Vec<Record<'a>>> {
+    let error = match batch {
+        Ok(batch) => match batch.iter().collect::<Result<Vec<_>, _>>() {
+            Ok(records) => return Some(records),
+            Err(error) => error.to_string(),
+        },
+        Err(error) => error.to_string(),
+    };
+    tracing::warn!(
+        base_offset = header.base_offset,
+        %error,
+        "compaction keeps a batch whose records cannot be decoded as it is"
+    );
+    None
 }
 
 #[derive(Debug, Default)]
@@ -402,6 +430,60 @@ mod tests {
 
     fn offsets(log: &Log) -> Vec<i64> {
         records(log).iter().map(|r| r.0).collect()
+    }
+
+    /// A producer's batch with a valid CRC whose records do not decode: it claims two records
+    /// and holds one (key "k", value "p"). It used to stop compaction of its partition for good.
+    const UNDECODABLE_BATCH: [u8; 71] = [
+        0, 0, 0, 0, 0, 0, 0, 0, // base offset
+        0, 0, 0, 59, // batch length
+        0, 0, 0, 0, // partition leader epoch
+        2, // magic
+        0x04, 0x8e, 0x44, 0x15, // CRC-32C
+        0, 0, // attributes
+        0, 0, 0, 0, // last offset delta
+        0, 0, 0, 0, 0, 0, 0, 0, // base timestamp
+        0, 0, 0, 0, 0, 0, 0, 0, // max timestamp
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // producer id
+        0xff, 0xff, // producer epoch
+        0xff, 0xff, 0xff, 0xff, // base sequence
+        0, 0, 0, 2, // records count: two
+        16, 0, 0, 0, 2, b'k', 2, b'p', 0, // the one record
+        0, // and nothing after it
+    ];
+
+    #[test]
+    fn a_batch_whose_records_do_not_decode_is_kept_and_compaction_goes_on() {
+        assert!(crate::batch::validate_batch(&UNDECODABLE_BATCH, usize::MAX).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), config(), 0).unwrap();
+        append(
+            &mut log,
+            BatchBuilder::new(0).record(Some(b"k"), Some(b"v0")),
+        );
+        log.append(&mut UNDECODABLE_BATCH.clone(), 0, 0).unwrap();
+        append(
+            &mut log,
+            BatchBuilder::new(0).record(Some(b"k"), Some(b"v1")),
+        );
+        append(
+            &mut log,
+            BatchBuilder::new(0).record(Some(b"x"), Some(b"x")),
+        );
+        let stats = log.clean(10, i64::MAX).unwrap();
+        assert_eq!(stats.records_removed, 1, "k=v0 is superseded by k=v1");
+        let info = log.read(0, usize::MAX, i64::MAX, true).unwrap();
+        let bytes = info.read_all().unwrap();
+        let batches: Vec<_> = BatchIter::new(&bytes).map(Result::unwrap).collect();
+        let bases: Vec<_> = batches.iter().map(|(h, _)| h.base_offset).collect();
+        assert_eq!(bases, vec![1, 2, 3]);
+        let mut kept = UNDECODABLE_BATCH;
+        kept[7] = 1;
+        assert_eq!(
+            &bytes[batches[0].1.clone()],
+            kept,
+            "kept byte for byte at its offset"
+        );
     }
 
     #[test]

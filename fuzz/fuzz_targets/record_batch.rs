@@ -102,9 +102,13 @@ fn rebuild(header: &BatchHeader, records: &[Record<'_>]) -> Vec<u8> {
     let mut builder =
         RecordBatchBuilder::like(header, header.base_offset).base_timestamp(header.base_timestamp);
     for r in records {
-        builder.push(r.offset, r.timestamp, r.key, r.value, &r.headers);
+        builder
+            .push(r.offset, r.timestamp, r.key, r.value, &r.headers)
+            .expect("a decoded record lies within an i32 of its batch's base offset");
     }
-    builder.set_last_offset(header.last_offset());
+    builder
+        .set_last_offset(header.last_offset())
+        .expect("a batch's last offset lies within an i32 of its base offset");
     builder.build()
 }
 

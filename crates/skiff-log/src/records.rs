@@ -802,9 +802,13 @@ mod tests {
             .base_timestamp(header.base_timestamp);
         for r in records.iter() {
             let r = r.unwrap();
-            builder.push(r.offset, r.timestamp, r.key, r.value, &r.headers);
+            builder
+                .push(r.offset, r.timestamp, r.key, r.value, &r.headers)
+                .expect("a decoded record lies within an i32 of its batch's base offset");
         }
-        builder.set_last_offset(header.last_offset());
+        builder
+            .set_last_offset(header.last_offset())
+            .expect("a batch's last offset lies within an i32 of its base offset");
         let rebuilt = builder.build();
         let timestamps: Vec<_> = BatchRecords::new(&rebuilt)
             .unwrap()

@@ -93,6 +93,11 @@ impl Partition {
         self.with_pending_config(log)
     }
 
+    /// The log's size, kept in memory: no file is read.
+    pub async fn size_bytes(&self) -> u64 {
+        self.log.lock().await.size_bytes()
+    }
+
     async fn lock_log(&self) -> LogGuard {
         let log = self.log.clone().lock_owned().await;
         self.with_pending_config(log)
@@ -339,12 +344,12 @@ impl ReplicaManager {
         Ok(())
     }
 
-    /// Every hosted partition as (topic, index).
     /// The directory holding every partition's log (Kafka's one `log.dirs` entry).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 
+    /// Every hosted partition as (topic, index).
     pub fn hosted(&self) -> Vec<(String, i32)> {
         self.read_partitions()
             .values()

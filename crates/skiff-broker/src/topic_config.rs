@@ -90,7 +90,7 @@ impl TopicConfigs {
     /// The codec `compression.type` requires batches to be stored with; None for `producer`.
     pub fn required_codec(&self) -> Option<u8> {
         use skiff_log::batch::codec;
-        match self.get_override("compression.type")? {
+        match self.get_override("compression.type")?.trim() {
             "uncompressed" => Some(codec::NONE),
             "gzip" => Some(codec::GZIP),
             "snappy" => Some(codec::SNAPPY),
@@ -185,6 +185,7 @@ mod tests {
             ("segment.index.bytes", Some("4096")),
             ("index.interval.bytes", Some("100")),
             ("min.compaction.lag.ms", Some("5")),
+            ("segment.jitter.ms", Some("7")),
         ])
         .unwrap();
         let log = configs.log_config();
@@ -192,6 +193,7 @@ mod tests {
         assert_eq!(log.max_index_bytes, 4096);
         assert_eq!(log.index_interval_bytes, 100);
         assert_eq!(log.min_compaction_lag_ms, 5);
+        assert_eq!(log.segment_jitter_ms, 7);
         assert_eq!(log.max_compaction_lag_ms, i64::MAX);
         assert_eq!(log.retention_ms, None);
         assert_eq!(log.retention_bytes, Some(1000));

@@ -787,8 +787,15 @@ impl Log {
             (Some(max_age), Some(since)) => {
                 let jitter = match self.config.segment_jitter_ms.min(max_age) {
                     0 => 0,
-                    // A fixed, well-spread amount per segment: its base offset, hashed.
-                    j => (active.base_offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % j,
+                    // A fixed amount per segment, spread over partitions whose segments start
+                    // at the same offset: the partition's directory and the base offset, hashed.
+                    j => {
+                        use std::hash::{Hash, Hasher};
+                        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                        self.dir.hash(&mut hasher);
+                        active.base_offset.hash(&mut hasher);
+                        hasher.finish() % j
+                    }
                 };
                 !active.is_empty()
                     && now_ms.saturating_sub(since) >= max_age.saturating_sub(jitter) as i64

@@ -114,7 +114,8 @@ pub fn compress(compression: u8, body: &[u8]) -> Result<Vec<u8>, RecordsError> {
     Ok(match compression {
         codec::NONE => body.to_vec(),
         codec::GZIP => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            // Kafka's default gzip level.
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
             enc.write_all(body).map_err(failed)?;
             enc.finish().map_err(failed)?
         }
@@ -181,18 +182,22 @@ pub fn timestamp_out_of_bounds(
     after_max_ms: i64,
 ) -> Result<Option<i64>, RecordsError> {
     let header = BatchHeader::parse(batch)?;
-    if header.is_log_append_time() {
-        return Ok(None);
-    }
     if header.max_timestamp.saturating_sub(now_ms) > after_max_ms {
         return Ok(Some(header.max_timestamp));
     }
     if before_max_ms == i64::MAX {
         return Ok(None);
     }
+    // A batch claiming LogAppendTime on a CreateTime topic is judged by its header's timestamp,
+    // as Kafka does, so the flag is no way around the bounds.
+    if header.is_log_append_time() {
+        let past = now_ms.saturating_sub(header.max_timestamp) > before_max_ms;
+        return Ok(past.then_some(header.max_timestamp));
+    }
     for record in BatchRecords::new(batch)?.iter() {
         let timestamp = record?.timestamp;
-        if now_ms.saturating_sub(timestamp) > before_max_ms {
+        // NO_TIMESTAMP (-1): the record has none to check.
+        if timestamp >= 0 && now_ms.saturating_sub(timestamp) > before_max_ms {
             return Ok(Some(timestamp));
         }
     }
@@ -638,6 +643,17 @@ mod tests {
         assert_eq!(
             timestamp_out_of_bounds(&compressed, 1_500, 509, 3_600_000).unwrap(),
             Some(990)
+        );
+        // The LogAppendTime flag set by the client does not skip the check.
+        let mut flagged = batch.clone();
+        crate::batch::set_log_append_time(&mut flagged, 100_000);
+        assert_eq!(
+            timestamp_out_of_bounds(&flagged, 1_500, i64::MAX, 500).unwrap(),
+            Some(100_000)
+        );
+        assert_eq!(
+            timestamp_out_of_bounds(&flagged, 200_000, 1_000, i64::MAX).unwrap(),
+            Some(100_000)
         );
     }
 

@@ -20,7 +20,8 @@ pub enum ConfigType {
 #[derive(Debug)]
 pub struct ConfigDef {
     pub name: &'static str,
-    /// The broker-wide config this topic config falls back to, as DescribeConfigs synonyms name it.
+    /// The broker-wide config this topic config falls back to, as DescribeConfigs synonyms name
+    /// it; empty when Kafka has none.
     pub broker_synonym: &'static str,
     pub default: &'static str,
     pub config_type: ConfigType,
@@ -93,7 +94,7 @@ fn validate_ratio(v: &str) -> Result<(), String> {
 pub const COMPRESSION_TYPES: &[&str] =
     &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
 fn validate_compression_type(v: &str) -> Result<(), String> {
-    if COMPRESSION_TYPES.contains(&v) {
+    if COMPRESSION_TYPES.contains(&v.trim()) {
         Ok(())
     } else {
         Err(format!(
@@ -124,6 +125,28 @@ fn validate_remote_storage(v: &str) -> Result<(), String> {
         return Err("tiered storage is not supported by Skiff".into());
     }
     Ok(())
+}
+fn int_between(min: i64, max: i64) -> impl Fn(&str) -> Result<(), String> {
+    move |v| match v.trim().parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(()),
+        Ok(n) => Err(format!("{n} is not between {min} and {max}")),
+        Err(_) => Err(format!("'{v}' is not a number")),
+    }
+}
+fn validate_gzip_level(v: &str) -> Result<(), String> {
+    if v.trim() == "-1" {
+        return Ok(());
+    }
+    int_between(1, 9)(v)
+}
+fn validate_lz4_level(v: &str) -> Result<(), String> {
+    int_between(1, 17)(v)
+}
+fn validate_zstd_level(v: &str) -> Result<(), String> {
+    int_between(-131072, 22)(v)
+}
+fn validate_local_retention(v: &str) -> Result<(), String> {
+    long_at_least(-2)(v)
 }
 fn validate_cleanup_policy(v: &str) -> Result<(), String> {
     parse_cleanup_policy(v).map(|_| ())
@@ -233,6 +256,30 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         validate: validate_compression_type,
     },
     ConfigDef {
+        name: "compression.gzip.level",
+        broker_synonym: "compression.gzip.level",
+        default: "-1",
+        config_type: ConfigType::Int,
+        doc: "Accepted for compatibility: the broker recompresses gzip at Kafka's default level (6)",
+        validate: validate_gzip_level,
+    },
+    ConfigDef {
+        name: "compression.lz4.level",
+        broker_synonym: "compression.lz4.level",
+        default: "9",
+        config_type: ConfigType::Int,
+        doc: "Accepted for compatibility: the broker's lz4 encoder has one level",
+        validate: validate_lz4_level,
+    },
+    ConfigDef {
+        name: "compression.zstd.level",
+        broker_synonym: "compression.zstd.level",
+        default: "3",
+        config_type: ConfigType::Int,
+        doc: "Accepted for compatibility: the broker's zstd encoder uses its fastest level",
+        validate: validate_zstd_level,
+    },
+    ConfigDef {
         name: "min.compaction.lag.ms",
         broker_synonym: "log.cleaner.min.compaction.lag.ms",
         default: "0",
@@ -322,7 +369,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "leader.replication.throttled.replicas",
-        broker_synonym: "leader.replication.throttled.replicas",
+        broker_synonym: "",
         default: "",
         config_type: ConfigType::List,
         doc: "Replicas whose leader-side replication is throttled: partition:broker pairs or * (stored until replication exists)",
@@ -330,7 +377,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "follower.replication.throttled.replicas",
-        broker_synonym: "follower.replication.throttled.replicas",
+        broker_synonym: "",
         default: "",
         config_type: ConfigType::List,
         doc: "Replicas whose follower-side replication is throttled: partition:broker pairs or * (stored until replication exists)",
@@ -345,8 +392,40 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         validate: validate_boolean,
     },
     ConfigDef {
+        name: "local.retention.ms",
+        broker_synonym: "log.local.retention.ms",
+        default: "-2",
+        config_type: ConfigType::Long,
+        doc: "Tiered storage's local retention; accepted, without effect: Skiff keeps every segment locally (-2: as retention.ms)",
+        validate: validate_local_retention,
+    },
+    ConfigDef {
+        name: "local.retention.bytes",
+        broker_synonym: "log.local.retention.bytes",
+        default: "-2",
+        config_type: ConfigType::Long,
+        doc: "Tiered storage's local retention; accepted, without effect: Skiff keeps every segment locally (-2: as retention.bytes)",
+        validate: validate_local_retention,
+    },
+    ConfigDef {
+        name: "remote.log.copy.disable",
+        broker_synonym: "",
+        default: "false",
+        config_type: ConfigType::Boolean,
+        doc: "Tiered storage; accepted, without effect",
+        validate: validate_boolean,
+    },
+    ConfigDef {
+        name: "remote.log.delete.on.disable",
+        broker_synonym: "",
+        default: "false",
+        config_type: ConfigType::Boolean,
+        doc: "Tiered storage; accepted, without effect",
+        validate: validate_boolean,
+    },
+    ConfigDef {
         name: "remote.storage.enable",
-        broker_synonym: "remote.log.storage.system.enable",
+        broker_synonym: "",
         default: "false",
         config_type: ConfigType::Boolean,
         doc: "Tiered storage; Skiff does not support it, so only false is accepted",
@@ -458,6 +537,9 @@ mod tests {
             ("follower.replication.throttled.replicas", "*"),
             ("remote.storage.enable", "false"),
             ("segment.index.bytes", "4"),
+            ("compression.gzip.level", "9"),
+            ("compression.zstd.level", "-5"),
+            ("local.retention.ms", "-2"),
         ];
         for (name, value) in good {
             assert_eq!(validate_topic_config(name, value), Ok(()), "{name}={value}");
@@ -470,6 +552,9 @@ mod tests {
             ("remote.storage.enable", "true"),
             ("segment.index.bytes", "3"),
             ("index.interval.bytes", "4294967296"),
+            ("compression.gzip.level", "0"),
+            ("compression.lz4.level", "18"),
+            ("local.retention.bytes", "-3"),
         ];
         for (name, value) in bad {
             assert!(

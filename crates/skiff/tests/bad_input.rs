@@ -469,3 +469,41 @@ fn topics_past_a_requests_budget_get_the_throttling_error_where_the_version_has_
     assert!(codes[..1000].iter().all(|&c| c != INVALID_REQUEST));
     assert_eq!(codes[1000], INVALID_REQUEST);
 }
+
+#[test]
+fn a_zstd_topic_is_not_served_to_fetches_older_than_zstd() {
+    const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+    let broker = Broker::start();
+    let mut client = Client::connect(&broker.bootstrap());
+    assert_eq!(
+        create_topic(&mut client, "zstd", &[("compression.type", "zstd")]),
+        0
+    );
+    use fetch_request::{FetchPartition, FetchTopic};
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("zstd")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    // The new partition's log opens in the background; NOT_LEADER_OR_FOLLOWER until it has.
+    common::wait_until(
+        "the partition served",
+        std::time::Duration::from_secs(20),
+        || {
+            let response: FetchResponse = client.call(ApiKey::Fetch, 12, &request);
+            response.responses[0].partitions[0].error_code == 0
+        },
+    );
+    for (version, expected) in [(9, UNSUPPORTED_COMPRESSION_TYPE), (10, 0), (12, 0)] {
+        let response: FetchResponse = client.call(ApiKey::Fetch, version, &request);
+        assert_eq!(
+            response.responses[0].partitions[0].error_code, expected,
+            "Fetch v{version}"
+        );
+    }
+}

@@ -133,15 +133,20 @@ impl KafkaApis {
             synonyms: Vec::new(),
         })
         .collect();
-        entries.extend(TOPIC_CONFIGS.iter().map(|def| Entry {
-            name: def.broker_synonym.to_string(),
-            value: def.default.to_string(),
-            source: SOURCE_DEFAULT,
-            read_only: true,
-            config_type: def.config_type,
-            doc: def.doc,
-            synonyms: Vec::new(),
-        }));
+        entries.extend(
+            TOPIC_CONFIGS
+                .iter()
+                .filter(|def| !def.broker_synonym.is_empty())
+                .map(|def| Entry {
+                    name: def.broker_synonym.to_string(),
+                    value: def.default.to_string(),
+                    source: SOURCE_DEFAULT,
+                    read_only: true,
+                    config_type: def.config_type,
+                    doc: def.doc,
+                    synonyms: Vec::new(),
+                }),
+        );
         entries
     }
 
@@ -157,11 +162,13 @@ impl KafkaApis {
                         SOURCE_DYNAMIC_TOPIC,
                     ));
                 }
-                synonyms.push((
-                    def.broker_synonym.to_string(),
-                    def.default.to_string(),
-                    SOURCE_DEFAULT,
-                ));
+                if !def.broker_synonym.is_empty() {
+                    synonyms.push((
+                        def.broker_synonym.to_string(),
+                        def.default.to_string(),
+                        SOURCE_DEFAULT,
+                    ));
+                }
                 Entry {
                     name: def.name.to_string(),
                     value: configs.value(def),

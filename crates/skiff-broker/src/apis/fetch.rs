@@ -105,6 +105,18 @@ impl KafkaApis {
                     partitions.push(data.with_error_code(error));
                     continue;
                 }
+                // As Kafka: a topic whose batches the broker stores as zstd is not served to a
+                // fetch older than v10, which predates zstd (KIP-110).
+                if version < 10
+                    && partition.state().configs.required_codec()
+                        == Some(skiff_log::batch::codec::ZSTD)
+                {
+                    has_error = true;
+                    partitions.push(
+                        data.with_error_code(code(ResponseError::UnsupportedCompressionType)),
+                    );
+                    continue;
+                }
                 let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
                 let (fetch_offset, first) = (p.fetch_offset, total == 0);
                 let read = self

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -11,6 +12,10 @@ use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, 
 use kafka_protocol::protocol::StrBytes;
 
 use super::KafkaApis;
+
+/// How long one partition's size is waited for while its log is busy: a log held by a stuck
+/// disk operation is left out rather than holding up the whole answer.
+const SIZE_WAIT: Duration = Duration::from_secs(1);
 
 /// (total, usable) bytes of the file system holding `dir`; -1 each when unknown, as Kafka
 /// reports it.
@@ -50,11 +55,7 @@ impl KafkaApis {
             let Some(partition) = self.replicas.get(&topic, index) else {
                 continue;
             };
-            let Ok(size) = self
-                .replicas
-                .log_io(&partition, |log| log.size_bytes())
-                .await
-            else {
+            let Ok(size) = tokio::time::timeout(SIZE_WAIT, partition.size_bytes()).await else {
                 continue;
             };
             topics.entry(topic).or_default().push(
@@ -66,8 +67,12 @@ impl KafkaApis {
                     .with_is_future_key(false),
             );
         }
-        let dir = self.replicas.data_dir();
-        let (total, usable) = space(dir);
+        let dir = self.replicas.data_dir().to_path_buf();
+        let statted = dir.clone();
+        // statvfs can block on a stuck file system.
+        let (total, usable) = tokio::task::spawn_blocking(move || space(&statted))
+            .await
+            .unwrap_or((-1, -1));
         let result = DescribeLogDirsResult::default()
             .with_log_dir(StrBytes::from_string(dir.display().to_string()))
             .with_total_bytes(total)

@@ -1,6 +1,9 @@
-//! Produce: validate each record batch's header and CRC, stamp LogAppendTime where the topic asks
-//! for it, append the bytes verbatim. Validation runs on the async worker (no I/O); each
-//! partition's append (and its fsync under `flush.messages`) runs on the blocking pool.
+//! Produce: validate each record batch's header and CRC and its timestamps against the topic's
+//! bounds, stamp LogAppendTime where the topic asks for it, and append the bytes verbatim, unless
+//! the topic's `compression.type` asks for another codec (then the records are recompressed).
+//! Header checks run on the async worker (no I/O); reading records and recompressing, only when
+//! a topic's configs ask for them, run on the blocking pool, as does each partition's append
+//! (and its fsync under `flush.messages`).
 
 use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
@@ -137,44 +140,56 @@ impl KafkaApis {
         }
         let epoch = state.leader_epoch;
         // Reading records (a past timestamp bound) and recompressing are CPU work on the
-        // request's bytes: done on the blocking pool with the append, not on an async worker.
+        // request's bytes: done on the blocking pool before the partition's log is taken, so
+        // its other appends and fetches do not wait for it. With the defaults neither happens.
+        let reads_records = !log_append_time && before_max_ms != i64::MAX;
+        // A LogAppendTime topic stamps its own timestamps: no bounds to check.
+        let bounds = if log_append_time {
+            (i64::MAX, i64::MAX)
+        } else {
+            (before_max_ms, after_max_ms)
+        };
+        if reads_records || required_codec.is_some() {
+            let prepared = tokio::task::spawn_blocking(move || {
+                prepare(
+                    batches,
+                    ranges,
+                    now,
+                    bounds,
+                    required_codec,
+                    max_message_bytes,
+                )
+            })
+            .await;
+            match prepared {
+                Ok(Ok(prepared)) => (batches, ranges) = prepared,
+                Ok(Err((error_code, text))) => return failed(error_code, text),
+                Err(e) => return failed(code(ResponseError::UnknownServerError), e.to_string()),
+            }
+        } else if !log_append_time {
+            // Only batch headers: the future bound.
+            for range in &ranges {
+                if let Err(refused) =
+                    check_timestamps(&batches[range.clone()], now, i64::MAX, after_max_ms)
+                {
+                    return failed(refused.0, refused.1);
+                }
+            }
+        }
+        if log_append_time {
+            for range in &ranges {
+                set_log_append_time(&mut batches[range.clone()], now);
+            }
+        }
         let appended = self
             .replicas
             .log_io(&partition, move |mut log| {
-                if !log_append_time {
-                    for range in &ranges {
-                        let batch = &batches[range.clone()];
-                        match timestamp_out_of_bounds(batch, now, before_max_ms, after_max_ms) {
-                            Ok(None) => {}
-                            Ok(Some(timestamp)) => {
-                                return Err((
-                                    code(ResponseError::InvalidTimestamp),
-                                    format!("record timestamp {timestamp} is further from the broker's clock ({now}) than the topic's message.timestamp.before.max.ms / after.max.ms allow"),
-                                ))
-                            }
-                            Err(e) => return Err((code(ResponseError::CorruptMessage), e.to_string())),
-                        }
-                    }
-                }
-                let mut ranges = ranges;
-                if let Some(codec) = required_codec {
-                    batches = recompressed(&batches, &ranges, codec, max_message_bytes)?;
-                    ranges = BatchIter::new(&batches)
-                        .filter_map(|item| item.ok().map(|(_, range)| range))
-                        .collect();
-                }
-                if log_append_time {
-                    for range in &ranges {
-                        set_log_append_time(&mut batches[range.clone()], now);
-                    }
-                }
                 let outcome = log.append(&mut batches, epoch, now);
-                Ok((outcome, batches.len()))
+                (outcome, batches.len())
             })
             .await;
         let (outcome, appended_bytes) = match appended {
-            Ok(Ok(appended)) => appended,
-            Ok(Err((error_code, text))) => return failed(error_code, text),
+            Ok(appended) => appended,
             Err(e) => return failed(code(ResponseError::KafkaStorageError), e.to_string()),
         };
         match outcome {
@@ -204,6 +219,49 @@ impl KafkaApis {
     }
 }
 
+/// A refusal: the Kafka error code and its message.
+type Refusal = (i16, String);
+
+/// INVALID_TIMESTAMP for a CreateTime batch beyond the topic's timestamp bounds.
+fn check_timestamps(
+    batch: &[u8],
+    now: i64,
+    before_max_ms: i64,
+    after_max_ms: i64,
+) -> Result<(), Refusal> {
+    match timestamp_out_of_bounds(batch, now, before_max_ms, after_max_ms) {
+        Ok(None) => Ok(()),
+        Ok(Some(timestamp)) => Err((
+            code(ResponseError::InvalidTimestamp),
+            format!("record timestamp {timestamp} is further from the broker's clock ({now}) than the topic's message.timestamp.before.max.ms / after.max.ms allow"),
+        )),
+        Err(e) => Err((code(ResponseError::CorruptMessage), e.to_string())),
+    }
+}
+
+/// The record-reading checks and the recompression a topic's configs ask for, on the
+/// blocking pool: the batches (recompressed if `codec` is set) and their ranges.
+fn prepare(
+    batches: BytesMut,
+    ranges: Vec<std::ops::Range<usize>>,
+    now: i64,
+    (before_max_ms, after_max_ms): (i64, i64),
+    codec: Option<u8>,
+    max_message_bytes: usize,
+) -> Result<(BytesMut, Vec<std::ops::Range<usize>>), Refusal> {
+    for range in &ranges {
+        check_timestamps(&batches[range.clone()], now, before_max_ms, after_max_ms)?;
+    }
+    let Some(codec) = codec else {
+        return Ok((batches, ranges));
+    };
+    let batches = recompressed(&batches, &ranges, codec, max_message_bytes)?;
+    let ranges = BatchIter::new(&batches)
+        .filter_map(|item| item.ok().map(|(_, range)| range))
+        .collect();
+    Ok((batches, ranges))
+}
+
 /// The batches with their records compressed with `codec` where they differ (a topic's
 /// `compression.type`), each still within `max_message_bytes`; the refusal otherwise.
 fn recompressed(
@@ -211,7 +269,7 @@ fn recompressed(
     ranges: &[std::ops::Range<usize>],
     codec: u8,
     max_message_bytes: usize,
-) -> Result<BytesMut, (i16, String)> {
+) -> Result<BytesMut, Refusal> {
     let mut out = BytesMut::with_capacity(batches.len());
     for range in ranges {
         let batch = &batches[range.clone()];

@@ -59,16 +59,24 @@ impl Log {
         if !self.config.cleanup_policy.compacts() {
             return Ok(stats);
         }
-        let min_lag_start = now_ms.saturating_sub(self.config.min_compaction_lag_ms);
+        let cleaned_end = self.cleaner_checkpoint.map_or(i64::MIN, |c| c.end);
+        // Only segments written since the last pass wait for min.compaction.lag.ms, and only
+        // when it is set: a record timestamped in the future must not hold compaction back.
+        let min_lag = self.config.min_compaction_lag_ms;
+        let min_lag_start = now_ms.saturating_sub(min_lag);
         let cleanable = self.segments[..self.segments.len() - 1]
             .iter()
-            .take_while(|s| s.next_offset() <= max_offset && s.max_timestamp() <= min_lag_start)
+            .take_while(|s| {
+                s.next_offset() <= max_offset
+                    && (min_lag <= 0
+                        || s.next_offset() <= cleaned_end
+                        || s.max_timestamp() <= min_lag_start)
+            })
             .count();
         let end = match cleanable {
             0 => return Ok(stats),
             n => self.segments[n - 1].next_offset(),
         };
-        let cleaned_end = self.cleaner_checkpoint.map_or(i64::MIN, |c| c.end);
         if let Some(ckpt) = self.cleaner_checkpoint {
             if end <= ckpt.end && now_ms < ckpt.tombstone_expiry_ms {
                 return Ok(stats);
@@ -154,6 +162,9 @@ impl Log {
         let Some(first_dirty) = dirty.first() else {
             return Ok(false);
         };
+        if self.config.max_compaction_lag_ms == i64::MAX {
+            return Ok(false);
+        }
         let oldest = match first_dirty.first_batch_timestamp()? {
             Some(ts) if ts >= 0 => ts,
             _ => modified_ms(first_dirty.file())?,
@@ -483,6 +494,30 @@ mod tests {
             &bytes[batches[0].1.clone()],
             kept,
             "kept byte for byte at its offset"
+        );
+    }
+
+    #[test]
+    fn a_record_from_the_future_does_not_hold_compaction_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), config(), 0).unwrap();
+        let far = 10_000_000_000_000;
+        append(
+            &mut log,
+            BatchBuilder::new(far).record(Some(b"a"), Some(b"a0")),
+        );
+        append(
+            &mut log,
+            BatchBuilder::new(20).record(Some(b"a"), Some(b"a1")),
+        );
+        append(
+            &mut log,
+            BatchBuilder::new(30).record(Some(b"b"), Some(b"b0")),
+        );
+        let stats = log.clean(100, i64::MAX).unwrap();
+        assert_eq!(
+            stats.records_removed, 1,
+            "a0 superseded, despite its timestamp"
         );
     }
 

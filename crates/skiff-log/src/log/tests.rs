@@ -1042,3 +1042,27 @@ fn truncating_below_the_start_onto_a_later_segment_keeps_that_segment_file() {
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 7));
     assert_eq!(log.leader_epochs().entries(), [(1, 6)]);
 }
+
+#[test]
+fn segment_jitter_spreads_the_rolls_of_partitions_created_together() {
+    let parent = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_ms: Some(1_000),
+        segment_jitter_ms: 1_000,
+        ..config()
+    };
+    // Twenty new partitions, one record each at 0: when does each roll on its own clock?
+    let rolls: std::collections::BTreeSet<i64> = (0..20)
+        .map(|p| {
+            let (mut log, _) = open(&parent.path().join(format!("t-{p}")), cfg.clone());
+            append(&mut log, &simple_batch(1, 10, 0), 0);
+            (1..=1_000)
+                .find(|&now| {
+                    log.enforce_retention(now).unwrap();
+                    log.segment_count() > 1
+                })
+                .expect("rolls by segment.ms")
+        })
+        .collect();
+    assert!(rolls.len() > 10, "roll times {rolls:?}");
+}

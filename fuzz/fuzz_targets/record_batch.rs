@@ -1,7 +1,8 @@
 //! Record batches as a producer sends them, through what the broker does with them: the produce
 //! path's split and validation (length, magic, CRC, counts), LogAppendTime stamping, the append
 //! to a partition log (producer-state checks, offset assignment, segment rolls), reading back,
-//! record decoding (every codec) and the compaction cleaner, then recovery on reopening.
+//! record decoding (every codec), a topic's timestamp bounds and recompression to every codec,
+//! and the compaction cleaner, then recovery on reopening.
 //!
 //! The first input byte picks options: bit 0 makes the harness fix each batch's CRC, so the
 //! fuzzer gets past the checksum into everything behind it; bit 1 stamps LogAppendTime; bit 3
@@ -13,8 +14,12 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use skiff_log::batch::{compute_crc, set_log_append_time, validate_batch, BatchHeader, BatchIter};
-use skiff_log::records::{BatchRecords, Record, RecordBatchBuilder};
+use skiff_log::batch::{
+    codec, compute_crc, set_log_append_time, validate_batch, BatchHeader, BatchIter,
+};
+use skiff_log::records::{
+    recompress, timestamp_out_of_bounds, BatchRecords, Record, RecordBatchBuilder,
+};
 use skiff_log::{CleanupPolicy, Log, LogConfig};
 
 const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -50,7 +55,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for range in &ranges {
-        rebuild_round_trip(&batches[range.clone()]);
+        let batch = &batches[range.clone()];
+        rebuild_round_trip(batch);
+        let _ = timestamp_out_of_bounds(batch, NOW_MS, 60_000, 3_600_000);
+        recompress_round_trip(batch);
     }
     if options & 8 != 0 {
         append_clean_reopen(&mut batches, options);
@@ -67,6 +75,42 @@ fn fix_crcs(batches: &mut [u8]) {
         let batch = &mut batches[range];
         let crc = compute_crc(batch);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+/// A batch recompressed as a topic's `compression.type` asks must be valid, keep its header's
+/// other fields and hold the same records.
+fn recompress_round_trip(batch: &[u8]) {
+    let Ok(records) = BatchRecords::new(batch) else {
+        return;
+    };
+    let Ok(decoded) = records.iter().collect::<Result<Vec<_>, _>>() else {
+        return;
+    };
+    for target in [
+        codec::NONE,
+        codec::GZIP,
+        codec::SNAPPY,
+        codec::LZ4,
+        codec::ZSTD,
+    ] {
+        let Ok(Some(converted)) = recompress(batch, target) else {
+            continue;
+        };
+        let header = validate_batch(&converted, usize::MAX).expect("a recompressed batch is valid");
+        assert_eq!(header.compression(), target);
+        let again = BatchRecords::new(&converted).expect("its records decode");
+        let again: Vec<_> = again
+            .iter()
+            .collect::<Result<_, _>>()
+            .expect("its records decode");
+        assert_eq!(again.len(), decoded.len());
+        for (a, b) in again.iter().zip(&decoded) {
+            assert_eq!(
+                (a.offset, a.timestamp, a.key, a.value),
+                (b.offset, b.timestamp, b.key, b.value)
+            );
+        }
     }
 }
 

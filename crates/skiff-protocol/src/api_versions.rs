@@ -73,6 +73,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_table_is_what_is_advertised() {
+        let doc = include_str!("../../../docs/kafka-apis.md");
+        let documented: Vec<(String, i16, String)> = doc
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let key = cells.get(2)?.parse().ok()?;
+                Some((cells[1].to_string(), key, cells[3].to_string()))
+            })
+            .collect();
+        let mut advertised: Vec<(String, i16, String)> = SUPPORTED_APIS
+            .iter()
+            .map(|&(key, min, max)| (format!("{key:?}"), key as i16, format!("{min}-{max}")))
+            .collect();
+        advertised.sort_by_key(|(_, key, _)| *key);
+        assert_eq!(documented, advertised, "docs/kafka-apis.md is out of date");
+    }
+
+    #[test]
     fn advertised_ranges_are_within_what_the_codec_handles() {
         for &(key, min, max) in SUPPORTED_APIS {
             let codec = key.valid_versions();

@@ -35,10 +35,13 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub group_max_size: usize,
     pub offsets_retention_ms: i64,
-    /// Topics one CreateTopics, DeleteTopics or CreatePartitions request may handle, resources
-    /// one AlterConfigs or IncrementalAlterConfigs may alter, and topics one Metadata request
-    /// may auto-create: each is a metadata-log write the request waits for in turn.
+    /// Topics one CreateTopics, DeleteTopics or CreatePartitions request may handle, and
+    /// resources one AlterConfigs or IncrementalAlterConfigs may alter: each is a metadata-log
+    /// write the request waits for in turn.
     pub max_topics_per_request: usize,
+    /// Topics one Metadata request may auto-create, one metadata-log write after another: few
+    /// enough to finish well within the request timeout; the client's retry creates the rest.
+    pub max_topics_auto_created_per_request: usize,
     /// Partitions one CreateTopics or CreatePartitions request may add in all: each is a log
     /// (files, memory) on some broker.
     pub max_partitions_per_request: i64,
@@ -87,6 +90,7 @@ impl BrokerConfig {
             group_max_size: 1_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             max_topics_per_request: 1_000,
+            max_topics_auto_created_per_request: 100,
             max_partitions_per_request: 10_000,
             max_groups: 100_000,
             max_offsets_per_commit: 10_000,

@@ -400,7 +400,7 @@ fn init_producer_id_never_hands_out_a_named_id_again() {
 
 #[test]
 fn one_metadata_request_auto_creates_a_bounded_number_of_topics() {
-    const PER_REQUEST: usize = 1000;
+    const PER_REQUEST: usize = 100;
     const LEADER_NOT_AVAILABLE: i16 = 5;
     let broker = Broker::start();
     let mut client = Client::connect(&broker.bootstrap());

@@ -111,7 +111,7 @@ impl KafkaApis {
             }
             Some(requested) => {
                 let mut answers = Vec::with_capacity(requested.len());
-                let mut creations_left = self.config.max_topics_per_request;
+                let mut creations_left = self.config.max_topics_auto_created_per_request;
                 for wanted in requested {
                     answers.push(
                         self.metadata_for(

@@ -65,22 +65,20 @@ impl TopicConfigs {
     /// A numeric config's value. The image admits only valid overrides, and every default
     /// parses; should either ever fail, the value is 0 rather than a panic in the metadata apply.
     fn long(&self, name: &str) -> i64 {
-        let parse = |v: &str| v.trim().parse::<i64>().ok();
-        let default = config_def(name).and_then(|d| parse(d.default));
-        self.get_override(name)
-            .and_then(parse)
-            .or(default)
-            .unwrap_or(0)
+        self.parsed(name).unwrap_or(0)
     }
 
-    /// `min.cleanable.dirty.ratio`, the one fractional config; validated as `long` is.
+    /// `min.cleanable.dirty.ratio`, the one fractional config.
     fn ratio(&self, name: &str) -> f64 {
-        let parse = |v: &str| v.trim().parse::<f64>().ok();
-        let default = config_def(name).and_then(|d| parse(d.default));
+        self.parsed(name).unwrap_or(0.5)
+    }
+
+    /// The override or the default, parsed.
+    fn parsed<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        let parse = |v: &str| v.trim().parse::<T>().ok();
         self.get_override(name)
             .and_then(parse)
-            .or(default)
-            .unwrap_or(0.5)
+            .or_else(|| config_def(name).and_then(|d| parse(d.default)))
     }
 
     pub fn uses_log_append_time(&self) -> bool {

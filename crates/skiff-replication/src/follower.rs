@@ -2,7 +2,7 @@
 //! thread): truncate a divergent tail, then append the leader's batches as they are and follow
 //! its high watermark.
 
-use crate::epochs::{EpochEnd, LeaderEpochs};
+use skiff_log::epochs::{EpochEnd, LeaderEpochs};
 
 /// Where a follower truncates its log after the leader answered with a diverging epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::epochs::{EpochEnd, LeaderEpochs};
+use skiff_log::epochs::{EpochEnd, LeaderEpochs};
 use crate::BrokerId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

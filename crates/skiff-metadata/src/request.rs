@@ -13,7 +13,7 @@ use crate::controller::{
     create_topic_records, place_replicas, placed_partitions, CreateTopicError, PlacementError,
 };
 use crate::image::{MetadataImage, TopicImage};
-use crate::record::MetadataRecord;
+use crate::record::{LeaderChange, MetadataRecord};
 use crate::topic_config::validate_topic_configs;
 use crate::topic_rules::{validate_topic_name, MAX_PARTITIONS_PER_TOPIC};
 
@@ -51,6 +51,16 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         broker: i32,
     },
+    /// Kafka's AlterPartition: the partition's leader `broker` asks for a new ISR, based on the
+    /// leader and partition epochs it knows, so a stale leader's change is refused.
+    AlterPartition {
+        topic_id: Uuid,
+        partition: i32,
+        broker: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// The internal topic of consumer-group offsets, placed by a hash of the group id over its
@@ -82,6 +92,18 @@ pub enum ControllerError {
     InvalidRequest(String),
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("{0}")]
+    UnknownTopicOrPartition(String),
+    #[error("{0}")]
+    NotLeaderOrFollower(String),
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    /// The partition epoch the request is based on is not the current one.
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    /// A replica the new ISR adds is fenced or not registered.
+    #[error("{0}")]
+    IneligibleReplica(String),
 }
 
 impl ControllerError {
@@ -96,6 +118,11 @@ impl ControllerError {
             ControllerError::InvalidTopic(_) => 17,
             ControllerError::InvalidRequest(_) => 42,
             ControllerError::InvalidConfig(_) => 40,
+            ControllerError::UnknownTopicOrPartition(_) => 3,
+            ControllerError::NotLeaderOrFollower(_) => 6,
+            ControllerError::FencedLeaderEpoch(_) => 74,
+            ControllerError::InvalidUpdateVersion(_) => 95,
+            ControllerError::IneligibleReplica(_) => 107,
         }
     }
 }
@@ -182,6 +209,21 @@ pub fn decide(
                 block_len: PRODUCER_ID_BLOCK_LEN,
             }])
         }
+        ControllerRequest::AlterPartition {
+            topic_id,
+            partition,
+            broker,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        } => alter_partition(
+            image,
+            *topic_id,
+            *partition,
+            *broker,
+            (*leader_epoch, *partition_epoch),
+            isr,
+        ),
         ControllerRequest::SetTopicConfigs { topic_id, configs } => {
             check_configs(configs)?;
             let current = &known_topic(image, *topic_id)?.configs;
@@ -290,6 +332,70 @@ fn create_topic_manually(
         assignments,
     )?);
     Ok(records)
+}
+
+/// Kafka's AlterPartition checks, in its order: the partition exists, the sender leads it at
+/// the current leader epoch, the request is based on the current partition epoch, and the new
+/// ISR keeps the leader, stays within the replicas and adds only registered, unfenced brokers
+/// (KIP-841). A request for the ISR the partition already has changes nothing.
+fn alter_partition(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    partition: i32,
+    broker: i32,
+    (leader_epoch, partition_epoch): (i32, i32),
+    isr: &[i32],
+) -> Result<Vec<MetadataRecord>, ControllerError> {
+    let current = image.partition(topic_id, partition).ok_or_else(|| {
+        ControllerError::UnknownTopicOrPartition(format!(
+            "Unknown partition {partition} of topic id {topic_id}."
+        ))
+    })?;
+    if leader_epoch < current.leader_epoch {
+        return Err(ControllerError::FencedLeaderEpoch(format!(
+            "Leader epoch {leader_epoch} is older than the current {}.",
+            current.leader_epoch
+        )));
+    }
+    if current.leader != Some(broker) || leader_epoch != current.leader_epoch {
+        return Err(ControllerError::NotLeaderOrFollower(format!(
+            "Broker {broker} does not lead the partition at leader epoch {leader_epoch}."
+        )));
+    }
+    if partition_epoch != current.partition_epoch {
+        return Err(ControllerError::InvalidUpdateVersion(format!(
+            "Partition epoch {partition_epoch} is not the current {}.",
+            current.partition_epoch
+        )));
+    }
+    let distinct: BTreeSet<i32> = isr.iter().copied().collect();
+    if !isr.contains(&broker)
+        || distinct.len() != isr.len()
+        || !isr.iter().all(|r| current.replicas.contains(r))
+    {
+        return Err(ControllerError::InvalidRequest(format!(
+            "The ISR {isr:?} must be distinct replicas {:?} that include the leader {broker}.",
+            current.replicas
+        )));
+    }
+    if let Some(ineligible) = isr
+        .iter()
+        .filter(|r| !current.isr.contains(r))
+        .find(|r| image.broker(**r).is_none_or(|b| b.fenced))
+    {
+        return Err(ControllerError::IneligibleReplica(format!(
+            "Replica {ineligible} is fenced or not registered and cannot join the ISR."
+        )));
+    }
+    if isr == current.isr.as_slice() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![MetadataRecord::ChangePartition {
+        topic_id,
+        partition,
+        leader: LeaderChange::Unchanged,
+        isr: Some(isr.to_vec()),
+    }])
 }
 
 fn create_partitions(
@@ -463,6 +569,96 @@ mod tests {
             );
         }
         image
+    }
+
+    #[test]
+    fn alter_partition_accepts_only_the_current_leader_at_the_current_epochs() {
+        let mut image = brokers(4);
+        let records = decide(&image, &create("t", 1, 3)).unwrap();
+        apply(&mut image, &records);
+        let p = image.partition(TOPIC, 0).unwrap().clone();
+        let leader = p.leader.unwrap();
+        let follower = p.replicas[1];
+        let outsider = (1..=4).find(|b| !p.replicas.contains(b)).unwrap();
+        let alter =
+            |broker: i32, epochs: (i32, i32), isr: Vec<i32>| ControllerRequest::AlterPartition {
+                topic_id: TOPIC,
+                partition: 0,
+                broker,
+                leader_epoch: epochs.0,
+                partition_epoch: epochs.1,
+                isr,
+            };
+        let current = (p.leader_epoch, p.partition_epoch);
+        let without_follower: Vec<i32> = p.isr.iter().copied().filter(|&r| r != follower).collect();
+        let code = |request: &ControllerRequest, image: &MetadataImage| {
+            decide(image, request).map_err(|e| e.kafka_error_code())
+        };
+        let refused = [
+            (alter(follower, current, without_follower.clone()), 6),
+            (
+                alter(
+                    leader,
+                    (p.leader_epoch - 1, p.partition_epoch),
+                    without_follower.clone(),
+                ),
+                74,
+            ),
+            (
+                alter(
+                    leader,
+                    (p.leader_epoch, p.partition_epoch + 1),
+                    without_follower.clone(),
+                ),
+                95,
+            ),
+            (alter(leader, current, vec![follower]), 42),
+            (alter(leader, current, vec![leader, leader]), 42),
+            (alter(leader, current, vec![leader, outsider]), 42),
+        ];
+        for (request, expected) in refused {
+            assert_eq!(code(&request, &image), Err(expected), "{request:?}");
+        }
+        assert_eq!(
+            code(&alter(leader, current, p.isr.clone()), &image),
+            Ok(vec![])
+        );
+
+        // Shrink: applied, and the same request again is now stale.
+        let shrink = alter(leader, current, without_follower.clone());
+        let records = decide(&image, &shrink).unwrap();
+        apply(&mut image, &records);
+        let after = image.partition(TOPIC, 0).unwrap();
+        assert_eq!(after.isr, without_follower);
+        assert_eq!(after.leader_epoch, p.leader_epoch);
+        assert_eq!(code(&shrink, &image), Err(95));
+
+        // Expanding with a fenced replica is refused (KIP-841), with an unfenced one accepted.
+        let current = (after.leader_epoch, after.partition_epoch);
+        let mut back = without_follower.clone();
+        back.push(follower);
+        let records = fence_broker_records(&image, follower);
+        apply(&mut image, &records);
+        let current = (
+            current.0,
+            image.partition(TOPIC, 0).unwrap().partition_epoch,
+        );
+        assert_eq!(
+            code(&alter(leader, current, back.clone()), &image),
+            Err(107)
+        );
+        apply(
+            &mut image,
+            &[MetadataRecord::UnfenceBroker { id: follower }],
+        );
+        let records = decide(&image, &alter(leader, current, back.clone())).unwrap();
+        apply(&mut image, &records);
+        assert_eq!(image.partition(TOPIC, 0).unwrap().isr, back);
+        assert_eq!(
+            code(&alter(leader, current, vec![leader]), &brokers(1)),
+            Err(3),
+            "unknown partition"
+        );
     }
 
     fn create(name: &str, partitions: i32, rf: i16) -> ControllerRequest {

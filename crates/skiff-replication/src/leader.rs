@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use skiff_log::epochs::{EpochEnd, LeaderEpochs};
 use crate::BrokerId;
+use skiff_log::epochs::{EpochEnd, LeaderEpochs};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicationConfig {

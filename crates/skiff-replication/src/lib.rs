@@ -11,12 +11,12 @@
 pub mod follower;
 pub mod leader;
 
-pub use skiff_log::epochs::{EpochEnd, LeaderEpochs};
 pub use follower::Truncation;
 pub use leader::{
     Assignment, Changes, FetchAnswer, FetchError, FollowerFetch, IsrProposal, LeaderState,
     ProduceError, Progress, ReplicationConfig,
 };
+pub use skiff_log::epochs::{EpochEnd, LeaderEpochs};
 
 /// A broker id, as in the metadata image.
 pub type BrokerId = i32;

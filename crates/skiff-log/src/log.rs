@@ -118,6 +118,10 @@ pub enum LogError {
     /// KAFKA_STORAGE_ERROR.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// Replicated batches that do not continue the log: a follower fetched from the wrong
+    /// offset, or the leader sent something other than its log.
+    #[error("replicated batch at offset {found} does not follow offset {after}")]
+    NonContiguousOffsets { after: i64, found: i64 },
     /// OFFSET_OUT_OF_RANGE.
     #[error("offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {
@@ -742,6 +746,60 @@ impl Log {
             self.last_flush_ms = now_ms;
         }
         Ok(outcome)
+    }
+
+    /// Appends batches copied from the leader's log, as they are: their offsets and leader epochs
+    /// are kept (nothing is patched), each batch is validated (length, magic, CRC) and must start
+    /// after the previous one, the first one at or after this log's end (a compacted leader log
+    /// has gaps). Producer state follows the batches without being checked: the leader checked
+    /// them. Nothing is written unless every batch is valid. Returns the new log end.
+    pub fn append_replicated(&mut self, batches: &[u8], now_ms: i64) -> Result<i64, LogError> {
+        let mut plan: Vec<(BatchHeader, Range<usize>)> = Vec::new();
+        let mut after = self.log_end_offset() - 1;
+        for item in BatchIter::new(batches) {
+            let (_, range) = item?;
+            let header = crate::batch::validate_batch(&batches[range.clone()], usize::MAX)?;
+            if header.base_offset <= after || header.last_offset() < header.base_offset {
+                return Err(LogError::NonContiguousOffsets {
+                    after,
+                    found: header.base_offset,
+                });
+            }
+            after = header.last_offset();
+            plan.push((header, range));
+        }
+        let log_end = self.log_end_offset();
+        if plan.is_empty() {
+            return Ok(log_end);
+        }
+        for (header, _) in &plan {
+            let epoch = header.partition_leader_epoch;
+            if self.epochs.latest_epoch().is_none_or(|e| epoch > e) {
+                let start = header.base_offset;
+                self.change_leader_epochs(|epochs| epochs.assign(epoch, start))?;
+            }
+        }
+        if let Err(e) = self.write_planned(batches, &plan, now_ms) {
+            if let Err(undo) = self.truncate_to(log_end) {
+                tracing::error!(dir = %self.dir.display(), %undo, "cannot undo failed append");
+            }
+            return Err(e);
+        }
+        let mut records = 0u64;
+        for (header, _) in &plan {
+            self.producers.replay(header);
+            records += header.records_count.max(0) as u64;
+        }
+        self.unflushed_records += records;
+        if self
+            .config
+            .flush_messages
+            .is_some_and(|n| self.unflushed_records >= n)
+        {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(self.log_end_offset())
     }
 
     /// Writes the batches of `plan`, rolling before any batch that does not fit the active

@@ -1041,6 +1041,57 @@ fn truncating_below_the_start_onto_a_later_segment_keeps_that_segment_file() {
     let (log, _) = open(dir.path(), cfg);
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 7));
     assert_eq!(log.leader_epochs().entries(), [(1, 6)]);
+
+/// Every byte of `log` from its start, as a follower would fetch it.
+fn fetch_all(log: &Log) -> Vec<u8> {
+    log.read(log.log_start_offset(), usize::MAX, i64::MAX, true)
+        .unwrap()
+        .read_all()
+        .unwrap()
+}
+
+#[test]
+fn a_follower_appends_the_leaders_batches_as_they_are() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (mut leader, _) = open(leader_dir.path(), config());
+    let (mut follower, _) = open(follower_dir.path(), config());
+    append_at_epoch(&mut leader, 2, 1);
+    let mut idempotent = BatchBuilder::new(0)
+        .producer(7, 0, 0)
+        .record(Some(b"k"), Some(b"v"))
+        .build();
+    leader.append(&mut idempotent.clone(), 3, 0).unwrap();
+    append_at_epoch(&mut leader, 3, 4);
+
+    let bytes = fetch_all(&leader);
+    assert_eq!(follower.append_replicated(&bytes, 0).unwrap(), 6);
+    assert_eq!(fetch_all(&follower), bytes, "byte for byte");
+    assert_eq!(follower.leader_epochs(), leader.leader_epochs());
+    // The follower, made leader, knows the producer's last batch: a retry is a duplicate.
+    assert!(matches!(
+        follower.append(&mut idempotent, 5, 0).unwrap(),
+        AppendOutcome::Duplicate { base_offset: 2, .. }
+    ));
+
+    // The same batches again, or from before the log end: refused, nothing written.
+    assert!(matches!(
+        follower.append_replicated(&bytes, 0),
+        Err(LogError::NonContiguousOffsets { after: 5, found: 0 })
+    ));
+    let mut corrupt = fetch_all(&leader);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    let (mut fresh, _) = open(tempfile::tempdir().unwrap().path(), config());
+    assert!(matches!(
+        fresh.append_replicated(&corrupt, 0),
+        Err(LogError::Corrupt(_))
+    ));
+    assert_eq!(fresh.log_end_offset(), 0);
+    drop(follower);
+    let (follower, _) = open(follower_dir.path(), config());
+    assert_eq!(fetch_all(&follower), bytes);
+    assert_eq!(follower.leader_epochs().entries(), [(1, 0), (3, 2), (4, 3)]);
 }
 
 #[test]

@@ -1041,6 +1041,7 @@ fn truncating_below_the_start_onto_a_later_segment_keeps_that_segment_file() {
     let (log, _) = open(dir.path(), cfg);
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 7));
     assert_eq!(log.leader_epochs().entries(), [(1, 6)]);
+}
 
 /// Every byte of `log` from its start, as a follower would fetch it.
 fn fetch_all(log: &Log) -> Vec<u8> {

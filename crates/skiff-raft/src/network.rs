@@ -6,6 +6,17 @@
 //! With a cluster secret, both ends of every connection prove they know it before anything else
 //! is read (`ClusterSecret`): an HMAC-SHA256 challenge-response over a nonce from each side, so
 //! a peer without the secret never gets a message decoded.
+//!
+//! The same port carries the brokers' binary peer RPC (partition replication fetches record
+//! bytes, which JSON would bloat and slow down). A connection becomes a binary peer stream when
+//! its first message is `Rpc::OpenPeerStream` and the node admits it as it admits any message,
+//! and only once a `PeerService` is set. From the `Reply::PeerStreamOpen` on, the connection
+//! carries binary frames only, each a request answered by one frame in order: the same 4-byte
+//! length and, with a secret, the same session tag with the numbering continued, so the
+//! handshake and the tags protect the record bytes as they protect Raft. A request is at most
+//! `MAX_PEER_REQUEST_BYTES` (a fetch request, never data), an answer at most
+//! `MAX_MESSAGE_BYTES`. The sender is checked again on every request, so a node removed from
+//! the membership loses its open streams at its next request.
 
 use std::future::Future;
 use std::io;
@@ -27,6 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::forward::{ForwardReply, ForwardRequest};
+use crate::peer::PeerService;
 use crate::types::{Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 #[cfg(feature = "fuzzing")]
@@ -34,6 +46,9 @@ pub mod fuzzing;
 
 /// Largest message accepted: a snapshot of a large cluster fits, a garbage length does not.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Largest binary peer request: requests ask for data and are small, so a peer cannot make a
+/// node buffer much before its service sees the request.
+pub const MAX_PEER_REQUEST_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a client waits for the mutual proof of the cluster secret on a new connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -235,6 +250,8 @@ pub(crate) enum Rpc {
     },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     Forward(ForwardRequest),
+    /// Turns this connection into a binary peer stream, if the node accepts.
+    OpenPeerStream,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -244,6 +261,8 @@ pub(crate) enum Reply {
     Snapshot(SnapshotResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     Forward(ForwardReply),
+    /// The connection carries binary peer frames from now on.
+    PeerStreamOpen,
     /// The receiver will not take this message from this sender; the text says why.
     Refused(String),
 }
@@ -254,24 +273,8 @@ pub(crate) async fn write_message<T: Serialize, W: AsyncWrite + Unpin>(
     session: Option<&mut Session>,
     message: &T,
 ) -> io::Result<()> {
-    let mut body = serde_json::to_vec(message).map_err(io::Error::other)?;
-    if body.len() > MAX_MESSAGE_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",
-                body.len()
-            ),
-        ));
-    }
-    if let Some(session) = session {
-        let tag = session.seal(&body);
-        body.extend_from_slice(&tag);
-    }
-    let mut framed = Vec::with_capacity(4 + body.len());
-    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&body);
-    stream.write_all(&framed).await
+    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
+    write_frame(stream, session, &body, MAX_MESSAGE_BYTES).await
 }
 
 /// Reads one frame; with a session, its tag is checked before the body is decoded.
@@ -279,11 +282,47 @@ pub(crate) async fn read_message<T: DeserializeOwned, R: AsyncRead + Unpin>(
     stream: &mut R,
     session: Option<&mut Session>,
 ) -> io::Result<T> {
+    let body = read_frame(stream, session, MAX_MESSAGE_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Sends one frame of at most `limit` bytes: length, body, and with a session the body's tag.
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    session: Option<&mut Session>,
+    body: &[u8],
+    limit: usize,
+) -> io::Result<()> {
+    if body.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("message of {} bytes exceeds {limit}", body.len()),
+        ));
+    }
+    let tag = session.map(|session| session.seal(body));
+    let len = body.len() + tag.map_or(0, |tag| tag.len());
+    let mut framed = Vec::with_capacity(4 + len);
+    framed.extend_from_slice(&(len as u32).to_be_bytes());
+    framed.extend_from_slice(body);
+    if let Some(tag) = tag {
+        framed.extend_from_slice(&tag);
+    }
+    stream.write_all(&framed).await
+}
+
+/// Reads one frame of at most `limit` bytes, its tag checked with a session. A length over the
+/// limit is `InvalidData`, before any of the body is read.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    session: Option<&mut Session>,
+    limit: usize,
+) -> io::Result<Vec<u8>> {
     let len = stream.read_u32().await? as usize;
-    if len > MAX_MESSAGE_BYTES + TAG_LEN {
+    let tag_len = if session.is_some() { TAG_LEN } else { 0 };
+    if len > limit + tag_len {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("message length {len} exceeds {MAX_MESSAGE_BYTES}"),
+            format!("message length {len} exceeds {limit}"),
         ));
     }
     // Grown as bytes arrive, so a length prefix alone reserves nothing.
@@ -302,12 +341,16 @@ pub(crate) async fn read_message<T: DeserializeOwned, R: AsyncRead + Unpin>(
         let tag = body.split_off(split);
         session.open(&body, &tag)?;
     }
-    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    Ok(body)
 }
 
 /// Decides whether a message may reach Raft, and hands it over. Implemented by the node.
 pub(crate) trait RpcHandler: Send + Sync + 'static {
     fn handle(&self, envelope: Envelope) -> impl Future<Output = Reply> + Send;
+
+    /// The service for a binary request from `from`, on a peer stream it opened earlier, or
+    /// why `from` may no longer send one.
+    fn peer_service(&self, from: u64) -> Result<Arc<dyn PeerService>, String>;
 }
 
 /// Connections that have not yet proved the cluster secret, at once, in all and from one address:
@@ -433,6 +476,7 @@ pub(crate) async fn serve<H: RpcHandler>(
                         return;
                     }
                 };
+                let opens = matches!(envelope.rpc, Rpc::OpenPeerStream).then_some(envelope.from);
                 let reply = handler.handle(envelope).await;
                 if write_message(&mut stream, session.as_mut(), &reply)
                     .await
@@ -440,8 +484,59 @@ pub(crate) async fn serve<H: RpcHandler>(
                 {
                     return;
                 }
+                if let (Some(from), Reply::PeerStreamOpen) = (opens, &reply) {
+                    serve_peer_stream(&mut stream, session, &*handler, from, peer).await;
+                    return;
+                }
             }
         });
+    }
+}
+
+fn refuse_peer_request(reason: &'static str) {
+    metrics::counter!("skiff_raft_peer_requests_refused_total", "reason" => reason).increment(1);
+}
+
+/// Answers the binary requests of an admitted peer stream until it fails or closes. Anything
+/// refused closes the stream: binary frames have no room for a refusal, and the peer learns
+/// why when it opens the next one.
+async fn serve_peer_stream<H: RpcHandler>(
+    stream: &mut TcpStream,
+    mut session: Option<Session>,
+    handler: &H,
+    from: u64,
+    peer: SocketAddr,
+) {
+    loop {
+        let request = match read_frame(stream, session.as_mut(), MAX_PEER_REQUEST_BYTES).await {
+            Ok(request) => request,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                refuse_peer_request("too large");
+                warn!(%peer, from, error = %e, "refused a peer request; closing its stream");
+                return;
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    debug!(%peer, from, error = %e, "dropping peer stream");
+                }
+                return;
+            }
+        };
+        let service = match handler.peer_service(from) {
+            Ok(service) => service,
+            Err(reason) => {
+                refuse_peer_request("not admitted");
+                warn!(%peer, from, %reason, "refused a peer request; closing its stream");
+                return;
+            }
+        };
+        let answer = service.call(from, bytes::Bytes::from(request)).await;
+        if let Err(e) = write_frame(stream, session.as_mut(), &answer, MAX_MESSAGE_BYTES).await {
+            if e.kind() == io::ErrorKind::InvalidInput {
+                warn!(%peer, from, error = %e, "a peer answer is too large; closing its stream");
+            }
+            return;
+        }
     }
 }
 
@@ -506,43 +601,103 @@ impl PeerClient {
         Ok(reply)
     }
 
-    /// Nothing is sent before the connection stands: callers may retry these failures safely.
     async fn connect(&self) -> io::Result<(TcpStream, Option<Session>)> {
-        let addr: SocketAddr = tokio::net::lookup_host(&self.addr)
-            .await?
-            .next()
-            .ok_or_else(|| io::Error::other(format!("{} does not resolve", self.addr)))?;
-        let not_connected = |what: String| io::Error::new(io::ErrorKind::NotConnected, what);
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| not_connected(format!("connecting to {addr} timed out")))?
-            .map_err(|e| not_connected(format!("cannot connect to {addr}: {e}")))?;
-        stream.set_nodelay(true)?;
-        let Some(secret) = &self.identity.secret else {
-            return Ok((stream, None));
-        };
-        let session = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            prove_as_client(&mut stream, secret, self.target),
-        )
+        connect(&self.identity, self.target, &self.addr).await
+    }
+}
+
+/// Connects to node `target` at `addr` and, with a secret, proves it both ways. Nothing is sent
+/// before the connection stands: callers may retry these failures safely.
+pub(crate) async fn connect(
+    identity: &LocalIdentity,
+    target: u64,
+    addr: &str,
+) -> io::Result<(TcpStream, Option<Session>)> {
+    let addr: SocketAddr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::other(format!("{addr} does not resolve")))?;
+    let not_connected = |what: String| io::Error::new(io::ErrorKind::NotConnected, what);
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| {
-            not_connected(format!(
-                "node {} at {addr} did not prove the cluster secret in time (is --cluster-secret the same on every broker?)",
-                self.target
-            ))
-        })?
-        .map_err(|e| {
-            not_connected(if e.kind() == io::ErrorKind::UnexpectedEof {
-                format!(
-                    "node {} at {addr} closed the connection during the cluster-secret handshake: it has another --cluster-secret, or none",
-                    self.target
-                )
-            } else {
-                format!("node {} at {addr}: {e}", self.target)
-            })
-        })?;
-        Ok((stream, Some(session)))
+        .map_err(|_| not_connected(format!("connecting to {addr} timed out")))?
+        .map_err(|e| not_connected(format!("cannot connect to {addr}: {e}")))?;
+    stream.set_nodelay(true)?;
+    let Some(secret) = &identity.secret else {
+        return Ok((stream, None));
+    };
+    let session = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        prove_as_client(&mut stream, secret, target),
+    )
+    .await
+    .map_err(|_| {
+        not_connected(format!(
+            "node {target} at {addr} did not prove the cluster secret in time (is --cluster-secret the same on every broker?)"
+        ))
+    })?
+    .map_err(|e| {
+        not_connected(if e.kind() == io::ErrorKind::UnexpectedEof {
+            format!(
+                "node {target} at {addr} closed the connection during the cluster-secret handshake: it has another --cluster-secret, or none"
+            )
+        } else {
+            format!("node {target} at {addr}: {e}")
+        })
+    })?;
+    Ok((stream, Some(session)))
+}
+
+/// The client end of a binary peer stream to one node.
+pub(crate) struct PeerStream {
+    /// Where it was opened, so a caller notices when the membership moves the node.
+    pub addr: String,
+    stream: TcpStream,
+    session: Option<Session>,
+}
+
+impl PeerStream {
+    /// Connects and asks for a peer stream. Nothing binary is sent before the node accepted.
+    pub(crate) async fn open(
+        identity: &LocalIdentity,
+        target: u64,
+        addr: String,
+    ) -> io::Result<Self> {
+        let (mut stream, mut session) = connect(identity, target, &addr).await?;
+        let envelope = Envelope {
+            cluster_id: identity.shared.cluster_id(),
+            from: identity.node_id,
+            rpc: Rpc::OpenPeerStream,
+        };
+        write_message(&mut stream, session.as_mut(), &envelope).await?;
+        match read_message(&mut stream, session.as_mut()).await? {
+            Reply::PeerStreamOpen => Ok(Self {
+                addr,
+                stream,
+                session,
+            }),
+            Reply::Refused(reason) => Err(permission_denied(format!(
+                "node {target} at {addr} refused a peer stream: {reason}"
+            ))),
+            other => Err(wrong_reply(other)),
+        }
+    }
+
+    /// Whether the node has neither closed the stream nor sent anything unasked.
+    pub(crate) fn still_open(&self) -> bool {
+        still_open(&self.stream)
+    }
+
+    /// One request and its answer. A caller that gives up halfway must drop the stream.
+    pub(crate) async fn exchange(&mut self, request: &[u8]) -> io::Result<Vec<u8>> {
+        write_frame(
+            &mut self.stream,
+            self.session.as_mut(),
+            request,
+            MAX_PEER_REQUEST_BYTES,
+        )
+        .await?;
+        read_frame(&mut self.stream, self.session.as_mut(), MAX_MESSAGE_BYTES).await
     }
 }
 
@@ -681,6 +836,10 @@ mod tests {
     impl RpcHandler for Echo {
         async fn handle(&self, envelope: Envelope) -> Reply {
             Reply::Refused(format!("heard {}", envelope.from))
+        }
+
+        fn peer_service(&self, _: u64) -> Result<Arc<dyn PeerService>, String> {
+            Err("no peer service".into())
         }
     }
 

@@ -28,6 +28,7 @@ use crate::kv_batcher::KvBatcher;
 use crate::network::{
     self, ClusterSecret, Envelope, LocalIdentity, NetworkFactory, PeerClient, Reply, Rpc,
 };
+use crate::peer::{PeerCaller, PeerService};
 use crate::state_machine::{MetadataListener, SharedState, StateMachine};
 use crate::store::{LogStore, RaftDb, CLUSTER_ID_KEY, NODE_ID_KEY};
 use crate::types::{Command, CommandOutcome, Raft, Snapshot, TypeConfig};
@@ -142,6 +143,8 @@ pub struct MetadataRaft {
     forward_pool: Vec<tokio::sync::Mutex<Option<(u64, PeerClient)>>>,
     forward_next: std::sync::atomic::AtomicUsize,
     kv_batcher: KvBatcher,
+    /// Answers binary peer requests once the broker sets it; until then they are refused.
+    peer_service: std::sync::RwLock<Option<Arc<dyn PeerService>>>,
 }
 
 /// How far a stale read may be behind.
@@ -246,6 +249,7 @@ impl MetadataRaft {
                 .collect(),
             forward_next: std::sync::atomic::AtomicUsize::new(0),
             kv_batcher,
+            peer_service: std::sync::RwLock::new(None),
         });
         tokio::spawn(network::serve(
             tcp,
@@ -339,6 +343,48 @@ impl MetadataRaft {
         tokio::time::timeout(timeout, applied.wait_for(|&a| a >= index))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Serves binary peer requests from now on; before this is called they are refused.
+    pub fn set_peer_service(&self, service: Arc<dyn PeerService>) {
+        *self.peer_service.write().unwrap_or_else(|p| p.into_inner()) = Some(service);
+    }
+
+    /// A caller to node `target`, connecting on first use to the address the current Raft
+    /// membership gives for it (error if the target is not a member).
+    pub fn peer_caller(&self, target: u64) -> PeerCaller {
+        // The metrics, not the Raft handle: a caller kept by the broker must not keep Raft alive.
+        let metrics = self.raft.metrics();
+        let address = move || {
+            metrics
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .get_node(&target)
+                .map(|node| node.addr.clone())
+        };
+        PeerCaller::new(self.identity.clone(), target, Box::new(address))
+    }
+
+    /// The service for a binary request from `from`, which must be a member: unlike Raft
+    /// messages, not even a node without a membership yet lets a stranger in.
+    fn peer_service(&self, from: u64) -> Result<Arc<dyn PeerService>, String> {
+        let member = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&from)
+            .is_some();
+        if !member || from == self.settings.node_id {
+            return Err(format!("node {from} is not a member of this cluster"));
+        }
+        self.peer_service
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| "this node serves no peer requests yet".to_owned())
     }
 
     pub fn membership(&self) -> Membership {
@@ -923,6 +969,15 @@ impl MetadataRaft {
                 Ok(reply) => reply,
                 Err(e) => ForwardReply::Failed(e),
             }),
+            Rpc::OpenPeerStream => match self.peer_service(envelope.from) {
+                Ok(_) => Reply::PeerStreamOpen,
+                Err(reason) => {
+                    metrics::counter!("skiff_raft_peer_requests_refused_total", "reason" => "not admitted")
+                        .increment(1);
+                    warn!(from = envelope.from, %reason, "refused a peer stream");
+                    Reply::Refused(reason)
+                }
+            },
         }
     }
 
@@ -950,6 +1005,13 @@ impl network::RpcHandler for Handler {
         match self.node.upgrade() {
             Some(node) => node.handle(envelope).await,
             None => Reply::Refused("this node is shutting down".into()),
+        }
+    }
+
+    fn peer_service(&self, from: u64) -> Result<Arc<dyn PeerService>, String> {
+        match self.node.upgrade() {
+            Some(node) => node.peer_service(from),
+            None => Err("this node is shutting down".into()),
         }
     }
 }

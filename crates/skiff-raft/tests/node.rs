@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skiff_metadata::{MetadataImage, MetadataRecord};
-use skiff_raft::{BootstrapError, MetadataListener, MetadataRaft, RaftSettings, StartError};
+use skiff_raft::{
+    BootstrapError, ClusterSecret, MetadataListener, MetadataRaft, PeerService, RaftSettings,
+    StartError,
+};
 
 #[derive(Default)]
 struct Recorder {
@@ -153,6 +156,7 @@ async fn strangers_and_garbage_are_refused_on_the_raft_port() {
         };
         let anonymous = transfer("null");
         let not_a_member = transfer(&format!("{cluster_id:?}"));
+        let peer_stream = format!(r#"{{"cluster_id":{cluster_id:?},"from":9,"rpc":"OpenPeerStream"}}"#);
         let garbage = b"{not json";
         (
             exchange(addr, foreign),
@@ -167,6 +171,7 @@ async fn strangers_and_garbage_are_refused_on_the_raft_port() {
                 matches!(stream.read(&mut byte), Ok(0) | Err(_))
             },
             exchange(addr, not_a_member.as_bytes()),
+            exchange(addr, peer_stream.as_bytes()),
         )
     })
     .await
@@ -186,10 +191,82 @@ async fn strangers_and_garbage_are_refused_on_the_raft_port() {
         stranger.contains("Refused") && stranger.contains("not a member"),
         "{stranger}"
     );
+    let peer_stream = replies
+        .5
+        .expect("a reply to a peer stream from outside the membership");
+    assert!(
+        peer_stream.contains("Refused") && peer_stream.contains("not a member"),
+        "{peer_stream}"
+    );
     assert_eq!(replies.2, None, "garbage closes the connection");
     assert!(replies.3);
     // The node is unharmed and still the only voter.
     node.propose(vec![register(1)]).await.unwrap();
     assert_eq!(node.membership().voters.len(), 1);
     node.shutdown().await;
+}
+
+/// Answers a request in capitals, with its sender.
+struct Shout;
+
+impl PeerService for Shout {
+    fn call(
+        &self,
+        from: u64,
+        request: bytes::Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> {
+        Box::pin(async move {
+            let mut answer = request.to_ascii_uppercase();
+            answer.extend_from_slice(format!(" from {from}").as_bytes());
+            answer
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_call_each_other_on_the_raft_port_once_a_peer_service_is_set() {
+    let secret = ClusterSecret::new([3; 32]);
+    let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let timeout = Duration::from_secs(10);
+    let mut first = settings(1, dir1.path());
+    first.cluster_secret = Some(secret.clone());
+    let leader = MetadataRaft::start(first, Arc::new(Recorder::default()))
+        .await
+        .unwrap();
+    leader.bootstrap().await.unwrap();
+    wait_leader(&leader).await;
+    let mut second = settings(2, dir2.path());
+    second.cluster_secret = Some(secret);
+    let second_addr = second.advertised_addr.clone();
+    let follower = MetadataRaft::start(second, Arc::new(Recorder::default()))
+        .await
+        .unwrap();
+    leader.add_observer(2, second_addr).await.unwrap();
+    for _ in 0..250 {
+        if follower.cluster_id().is_some() && follower.membership().voters.contains_key(&1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(follower.cluster_id(), leader.cluster_id());
+
+    let mut caller = follower.peer_caller(1);
+    let refused = caller.call(b"fetch", timeout).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("serves no peer requests"),
+        "{refused}"
+    );
+    leader.set_peer_service(Arc::new(Shout));
+    for _ in 0..2 {
+        let answer = caller.call(b"fetch", timeout).await.unwrap();
+        assert_eq!(&answer[..], b"FETCH from 2");
+    }
+    let stranger = follower
+        .peer_caller(9)
+        .call(b"fetch", timeout)
+        .await
+        .unwrap_err();
+    assert!(stranger.to_string().contains("not a member"), "{stranger}");
+    follower.shutdown().await;
+    leader.shutdown().await;
 }

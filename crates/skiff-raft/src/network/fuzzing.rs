@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use tokio::runtime::Runtime;
 
 use super::{
-    prove_as_client, prove_as_server, read_message, write_message, ClusterSecret, Envelope, Reply,
-    Session, CLIENT_FRAMES, SERVER_FRAMES,
+    prove_as_client, prove_as_server, read_frame, read_message, write_frame, write_message,
+    ClusterSecret, Envelope, Reply, Session, CLIENT_FRAMES, MAX_PEER_REQUEST_BYTES, SERVER_FRAMES,
 };
 use crate::forward::ForwardRequest;
 
@@ -110,6 +110,49 @@ pub fn client_reads(input: &[u8]) -> usize {
             count += 1;
         }
         count
+    })
+}
+
+/// A binary request a server read on a peer stream, and the same request after a trip through
+/// `write_frame` and `read_frame` over an authenticated connection: the two must be equal.
+pub struct PeerRequest {
+    pub body: Vec<u8>,
+    pub round_trip: io::Result<Vec<u8>>,
+}
+
+/// What a server reads from `input` on a binary peer stream: requests are read until a frame
+/// fails (the stream would close there). `authenticated` reads them as a stream after the
+/// handshake does, each frame ending in its tag.
+pub fn server_reads_peer_requests(input: &[u8], authenticated: bool) -> Vec<PeerRequest> {
+    block_on(async {
+        let mut reader = input;
+        let mut session = authenticated.then(|| session_pair().1);
+        let mut requests = Vec::new();
+        while let Ok(body) = read_frame(&mut reader, session.as_mut(), MAX_PEER_REQUEST_BYTES).await
+        {
+            let (mut client, mut server) = session_pair();
+            let mut wire = Vec::new();
+            let round_trip = match write_frame(
+                &mut wire,
+                Some(&mut client),
+                &body,
+                MAX_PEER_REQUEST_BYTES,
+            )
+            .await
+            {
+                Ok(()) => {
+                    read_frame(
+                        &mut wire.as_slice(),
+                        Some(&mut server),
+                        MAX_PEER_REQUEST_BYTES,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            requests.push(PeerRequest { body, round_trip });
+        }
+        requests
     })
 }
 

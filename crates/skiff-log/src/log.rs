@@ -548,6 +548,17 @@ impl Log {
         Ok(())
     }
 
+    /// Records `epoch` as starting at the log end, as a leader does when its leadership begins
+    /// (Kafka does then), so a follower's divergence is found against it before the epoch's
+    /// first batch. An epoch not newer than the latest is not recorded.
+    pub fn begin_leader_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
+        let log_end = self.log_end_offset();
+        if self.epochs.latest_epoch().is_none_or(|e| epoch > e) {
+            self.change_leader_epochs(|epochs| epochs.assign(epoch, log_end))?;
+        }
+        Ok(())
+    }
+
     /// Which leader epoch wrote which offsets.
     pub fn leader_epochs(&self) -> &LeaderEpochs {
         &self.epochs
@@ -1194,6 +1205,9 @@ impl Log {
     /// is emptied and restarts at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         if offset >= self.log_end_offset() {
+            // No batch to remove, but an epoch recorded at the log end that never wrote goes:
+            // a follower must not keep naming an epoch its leader's log does not have.
+            self.change_leader_epochs(|epochs| epochs.truncate_from_end(offset))?;
             return Ok(());
         }
         remove_if_exists(&self.dir.join(PRODUCER_SNAPSHOT_FILE))?;

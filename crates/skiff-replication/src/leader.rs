@@ -186,6 +186,11 @@ impl LeaderState {
         state
     }
 
+    /// The topic's `min.insync.replicas` changed.
+    pub fn set_min_insync_replicas(&mut self, min_insync_replicas: usize) {
+        self.config.min_insync_replicas = min_insync_replicas;
+    }
+
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch
     }

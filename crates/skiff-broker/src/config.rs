@@ -15,6 +15,12 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partitions of a topic created without a partition count (auto-create, `-1`).
     pub default_partitions: i32,
+    /// Replicas of each partition of a topic created without a replication factor (Kafka's
+    /// `default.replication.factor`).
+    pub default_replication_factor: i16,
+    /// A follower that has not caught up with its leader for this long leaves the ISR (Kafka's
+    /// `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: i64,
     /// Largest request frame accepted; a larger one closes the connection before any allocation.
     pub max_frame_bytes: usize,
     pub max_connections: usize,
@@ -77,6 +83,8 @@ impl BrokerConfig {
             rack: None,
             auto_create_topics: true,
             default_partitions: 1,
+            default_replication_factor: 1,
+            replica_lag_time_max_ms: 30_000,
             max_frame_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
             max_in_flight_per_connection: 64,

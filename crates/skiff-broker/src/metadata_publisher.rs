@@ -160,7 +160,11 @@ fn partition_state(
     Some(PartitionState {
         topic_id,
         leading: reg.leader == Some(broker_id),
+        leader: reg.leader,
         leader_epoch: reg.leader_epoch,
+        partition_epoch: reg.partition_epoch,
+        replicas: reg.replicas.clone(),
+        isr: reg.isr.clone(),
         configs,
     })
 }
@@ -323,7 +327,10 @@ mod tests {
     #[test]
     fn the_apply_changes_memory_only_and_the_thread_does_the_files() {
         let dir = tempfile::tempdir().unwrap();
-        let replicas = Arc::new(ReplicaManager::new(dir.path()));
+        let replicas = Arc::new(ReplicaManager::new(
+            dir.path(),
+            crate::replication::standalone(1),
+        ));
         let groups = Arc::new(GroupService::new(GroupConfig::default()));
         let publisher = MetadataPublisher::new(1, replicas.clone(), groups).unwrap();
         let topic_id = Uuid::new_v4();

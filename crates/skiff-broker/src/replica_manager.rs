@@ -21,9 +21,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use skiff_log::{Log, LogConfig, LogError};
-use tokio::sync::{Notify, OwnedMutexGuard, Semaphore};
+use tokio::sync::{watch, Notify, OwnedMutexGuard, Semaphore};
 use tracing::{info, warn};
 
+use crate::replication::{Context, Replica};
 use crate::topic_config::TopicConfigs;
 
 /// Milliseconds since the Unix epoch, the clock Kafka timestamps use.
@@ -46,7 +47,12 @@ pub struct PartitionState {
     pub topic_id: uuid::Uuid,
     /// This broker is the partition's leader and serves produce and fetch for it.
     pub leading: bool,
+    /// None when the partition is offline.
+    pub leader: Option<i32>,
     pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
     pub configs: Arc<TopicConfigs>,
 }
 
@@ -63,24 +69,40 @@ pub struct Partition {
     /// A config change the metadata publisher saw, for whoever next holds the log: the
     /// publisher never waits for a log lock.
     pending_config: Mutex<Option<LogConfig>>,
+    /// The replication role as last settled (`replication`); changed with the log held.
+    pub(crate) replica: Mutex<Replica>,
+    pub(crate) high_watermark: watch::Sender<i64>,
+    pub(crate) context: Context,
 }
 
 impl Partition {
-    fn new(topic: &str, index: i32, state: PartitionState, log: Log) -> Self {
+    fn new(topic: &str, index: i32, state: PartitionState, log: Log, context: Context) -> Self {
+        // Until settled, what this log holds up to its start is all that is known committed.
+        let (high_watermark, _) = watch::channel(log.log_start_offset());
         Self {
             topic: topic.to_owned(),
             index,
             state: RwLock::new(state),
             log: Arc::new(tokio::sync::Mutex::new(log)),
             pending_config: Mutex::new(None),
+            replica: Mutex::new(Replica::new()),
+            high_watermark,
+            context,
         }
+    }
+
+    pub fn topic_id(&self) -> uuid::Uuid {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .topic_id
     }
 
     pub fn state(&self) -> PartitionState {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The leader epoch when this broker leads the partition.
+    /// The leader epoch when the image says this broker leads the partition.
     pub fn leader_epoch_if_leading(&self) -> Option<i32> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         state.leading.then_some(state.leader_epoch)
@@ -90,7 +112,9 @@ impl Partition {
     /// slow disk would stall every task of that worker).
     pub fn log_blocking(&self) -> LogGuard {
         let log = self.log.clone().blocking_lock_owned();
-        self.with_pending_config(log)
+        let mut log = self.with_pending_config(log);
+        self.settle(&mut log);
+        log
     }
 
     /// The log's size, kept in memory: no file is read.
@@ -174,10 +198,12 @@ fn slot_of(index: i32) -> Result<usize, LogError> {
 
 pub struct ReplicaManager {
     data_dir: PathBuf,
+    context: Context,
     /// Topic name -> partitions by index; looked up by `&str` on every request, without
     /// allocating.
     partitions: RwLock<HashMap<String, Vec<Option<Arc<Partition>>>>>,
-    appended: Notify,
+    /// Topic id -> name of the topics hosted here, for fetches between brokers (by id).
+    names: RwLock<HashMap<uuid::Uuid, String>>,
     /// Woken whenever a partition starts being served.
     opened: Notify,
     blocking_io: Arc<Semaphore>,
@@ -190,11 +216,12 @@ pub struct ShuttingDown;
 
 impl ReplicaManager {
     /// Starts with no partitions: the metadata publisher opens the logs the image assigns here.
-    pub fn new(data_dir: &Path) -> Self {
+    pub fn new(data_dir: &Path, context: Context) -> Self {
         Self {
             data_dir: data_dir.to_path_buf(),
+            context,
             partitions: RwLock::new(HashMap::new()),
-            appended: Notify::new(),
+            names: RwLock::new(HashMap::new()),
             opened: Notify::new(),
             blocking_io: Arc::new(Semaphore::new(MAX_BLOCKING_LOG_IO)),
         }
@@ -205,10 +232,11 @@ impl ReplicaManager {
     /// runtime shuts down before it ran.
     pub async fn log_io<T: Send + 'static>(
         &self,
-        partition: &Partition,
+        partition: &Arc<Partition>,
         io: impl FnOnce(LogGuard) -> T + Send + 'static,
     ) -> Result<T, ShuttingDown> {
-        let log = partition.lock_log().await;
+        let mut log = partition.lock_log().await;
+        let partition = partition.clone();
         let permit = self
             .blocking_io
             .clone()
@@ -217,6 +245,7 @@ impl ReplicaManager {
             .map_err(|_| ShuttingDown)?;
         let done = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            partition.settle(&mut log);
             io(log)
         })
         .await;
@@ -277,12 +306,22 @@ impl ReplicaManager {
                 "recovered a torn log tail"
             );
         }
-        Ok(Partition::new(topic, index, state, log))
+        Ok(Partition::new(
+            topic,
+            index,
+            state,
+            log,
+            self.context.clone(),
+        ))
     }
 
     /// Serves an opened partition from now on.
     pub fn insert(&self, partition: Partition) -> Result<(), LogError> {
         let slot = slot_of(partition.index)?;
+        self.names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition.topic_id(), partition.topic.clone());
         let mut partitions = self.write_partitions();
         let logs = partitions.entry(partition.topic.clone()).or_default();
         if logs.len() <= slot {
@@ -296,6 +335,10 @@ impl ReplicaManager {
 
     /// Stops serving every partition of `topic`, in memory; `delete_logs` removes their files.
     pub fn take_topic(&self, topic: &str) -> Vec<Arc<Partition>> {
+        self.names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, name| name != topic);
         self.write_partitions()
             .remove(topic)
             .unwrap_or_default()
@@ -349,6 +392,21 @@ impl ReplicaManager {
         &self.data_dir
     }
 
+    /// Every hosted partition.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.read_partitions()
+            .values()
+            .flatten()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// This broker's id.
+    pub fn broker_id(&self) -> i32 {
+        self.context.broker_id
+    }
+
     /// Every hosted partition as (topic, index).
     pub fn hosted(&self) -> Vec<(String, i32)> {
         self.read_partitions()
@@ -359,6 +417,18 @@ impl ReplicaManager {
             .collect()
     }
 
+    /// Partition `partition` of the topic with id `topic_id`, when hosted here.
+    pub fn get_by_id(&self, topic_id: uuid::Uuid, partition: i32) -> Option<Arc<Partition>> {
+        let name = self
+            .names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&topic_id)
+            .cloned()?;
+        self.get(&name, partition)
+            .filter(|p| p.topic_id() == topic_id)
+    }
+
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
         let index = usize::try_from(partition).ok()?;
         self.read_partitions().get(topic)?.get(index)?.clone()
@@ -366,11 +436,12 @@ impl ReplicaManager {
 
     /// Wakes every long-polling fetch so it re-reads.
     pub fn notify_appended(&self) {
-        self.appended.notify_waiters();
+        self.context.appended.notify_waiters();
     }
 
+    /// Woken by appends and by high watermark moves.
     pub fn appended(&self) -> &Notify {
-        &self.appended
+        &self.context.appended
     }
 
     /// Partition `index` of `topic` once it is served here, waiting until `deadline` for its log
@@ -417,8 +488,8 @@ impl ReplicaManager {
                     warn!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed")
                 }
             }
-            // A single broker's high watermark is its log end: every record is committed.
-            match log.clean(now, i64::MAX) {
+            // Only committed records are compacted: a follower may not have the rest yet.
+            match log.clean(now, partition.high_watermark()) {
                 Ok(stats) if stats.records_removed > 0 => info!(
                     topic = %partition.topic,
                     partition = partition.index,
@@ -494,7 +565,11 @@ mod tests {
         PartitionState {
             topic_id,
             leading: true,
+            leader: Some(1),
             leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![1],
+            isr: vec![1],
             configs: Arc::new(TopicConfigs::default()),
         }
     }
@@ -503,17 +578,17 @@ mod tests {
     fn a_deleted_topics_directory_is_not_reused_by_a_new_topic_of_the_same_name() {
         let dir = tempfile::tempdir().unwrap();
         let (old, new) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-        let replicas = ReplicaManager::new(dir.path());
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
         replicas.host_partition("t", 0, state(old)).unwrap();
         std::fs::write(replicas.dir_of("t", 0).join("leftover"), b"x").unwrap();
         replicas.close_all();
 
         // The same id keeps the directory; another id of the same name starts empty.
-        let replicas = ReplicaManager::new(dir.path());
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
         replicas.host_partition("t", 0, state(old)).unwrap();
         assert!(replicas.dir_of("t", 0).join("leftover").exists());
         replicas.close_all();
-        let replicas = ReplicaManager::new(dir.path());
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
         replicas.host_partition("t", 0, state(new)).unwrap();
         assert!(!replicas.dir_of("t", 0).join("leftover").exists());
     }

@@ -110,6 +110,11 @@ impl TopicConfigs {
         self.long("max.message.bytes") as usize
     }
 
+    /// Fewest in-sync replicas an acks=all produce is accepted with.
+    pub fn min_insync_replicas(&self) -> usize {
+        usize::try_from(self.long("min.insync.replicas")).map_or(1, |n| n.max(1))
+    }
+
     /// The partition log settings these configs ask for.
     pub fn log_config(&self) -> LogConfig {
         let optional = |name: &str| {

@@ -184,7 +184,10 @@ struct Broker {
 }
 
 async fn start(dir: &std::path::Path) -> Broker {
-    let replicas = Arc::new(ReplicaManager::new(dir));
+    let replicas = Arc::new(ReplicaManager::new(
+        dir,
+        skiff_broker::replication::standalone(1),
+    ));
     let mut config = BrokerConfig::new(dir.to_path_buf(), free_addr());
     config.node_id = 1;
     config.offsets_topic_partitions = 1;

@@ -55,6 +55,7 @@ pub async fn run(nodes: u16, data_dir: &Path) -> anyhow::Result<()> {
             .arg(format!("--raft-addr=127.0.0.1:{}", p.raft))
             .arg(format!("--gossip-addr=127.0.0.1:{}", p.gossip))
             .arg(format!("--node-name=skiff-dev-{node_id}"))
+            .arg(format!("--default-replication-factor={}", nodes.min(3)))
             .env("SKIFF_CLUSTER_SECRET", &secret);
         if index > 0 {
             command.arg(format!("--join=127.0.0.1:{}", seed.gossip));

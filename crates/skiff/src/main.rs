@@ -15,7 +15,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use skiff_broker::group::GroupService;
 use skiff_broker::metadata_publisher::MetadataPublisher;
+use skiff_broker::replica_fetch::{self, LeaderService};
 use skiff_broker::replica_manager::ReplicaManager;
+use skiff_broker::replication::ReplicationContext;
 use skiff_broker::{serve, KafkaApis, Listener};
 use skiff_metadata::QuorumSettings;
 use skiff_raft::{MetadataRaft, RaftSettings};
@@ -234,7 +236,9 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let replicas = Arc::new(ReplicaManager::new(&data_dir));
+    let (replication, isr_proposals) =
+        ReplicationContext::new(broker.node_id, broker.replica_lag_time_max_ms);
+    let replicas = Arc::new(ReplicaManager::new(&data_dir, replication));
     let groups = Arc::new(GroupService::new(broker.group_config()));
     let mut raft_settings = RaftSettings::new(
         broker.node_id as u64,
@@ -251,6 +255,26 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     let raft = MetadataRaft::start(raft_settings, publisher.clone())
         .await
         .context("cannot start the metadata quorum")?;
+    // Followers fetch from leaders over the cluster's authenticated peer connections.
+    raft.set_peer_service(Arc::new(LeaderService::new(
+        replicas.clone(),
+        broker.max_fetch_bytes,
+    )));
+    let replication_tasks = [
+        tokio::spawn(replica_fetch::run_fetchers(
+            replicas.clone(),
+            Arc::downgrade(&raft),
+        )),
+        tokio::spawn(replica_fetch::run_proposals(
+            replicas.clone(),
+            Arc::downgrade(&raft),
+            isr_proposals,
+        )),
+        tokio::spawn(replica_fetch::run_ticks(
+            replicas.clone(),
+            Arc::downgrade(&raft),
+        )),
+    ];
     let has_state = raft.has_state()?;
     if settings.bootstrap && has_state {
         bail!(skiff_raft::BootstrapError::AlreadyInitialized(
@@ -385,6 +409,10 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     })
     .await?;
     kafka.await?;
+    // Nothing fetches, appends or proposes once the logs close.
+    for task in replication_tasks {
+        task.abort();
+    }
     http.await??;
     maintenance.await?;
     group_timers.await?;

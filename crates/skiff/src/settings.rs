@@ -112,6 +112,12 @@ pub struct ServeArgs {
     /// Partitions of topics created without a count [default: 1]
     #[arg(long, env = "SKIFF_DEFAULT_PARTITIONS")]
     default_partitions: Option<i32>,
+    /// Replicas of each partition of topics created without a replication factor [default: 1]
+    #[arg(long, env = "SKIFF_DEFAULT_REPLICATION_FACTOR")]
+    default_replication_factor: Option<i16>,
+    /// A follower behind its leader for this long leaves the ISR, in milliseconds [default: 30000]
+    #[arg(long, env = "SKIFF_REPLICA_LAG_TIME_MAX_MS")]
+    replica_lag_time_max_ms: Option<i64>,
     /// Largest request accepted, in bytes [default: 104857600]
     #[arg(long, env = "SKIFF_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
@@ -251,6 +257,18 @@ impl ServeArgs {
                 bail!("default partitions must be at least 1, not {v}");
             }
             broker.default_partitions = v;
+        }
+        if let Some(v) = pick!(default_replication_factor) {
+            if v < 1 {
+                bail!("default replication factor must be at least 1, not {v}");
+            }
+            broker.default_replication_factor = v;
+        }
+        if let Some(v) = pick!(replica_lag_time_max_ms) {
+            if v < 100 {
+                bail!("replica lag time max must be at least 100 ms, not {v}");
+            }
+            broker.replica_lag_time_max_ms = v;
         }
         if let Some(v) = pick!(max_frame_bytes) {
             if v < 1024 {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::wire::{create_topic, Client};
+use common::wire::{create_replicated_topic, create_topic, Client};
 use common::{percentile, wait_until, Broker};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -729,4 +729,140 @@ fn consumer_groups_commit_offsets_for_partitions_led_by_any_broker() {
     );
     assert_eq!(committed(&all, group, topic, partitions), [-1; 6]);
     assert_eq!(committed(&all, "standalone", topic, partitions), [-1; 6]);
+}
+
+/// Each partition's (leader, ISR) from the broker at `addr`.
+fn leaders_and_isrs(addr: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
+    let request = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned()))))]));
+    let response: MetadataResponse = Client::connect(addr).call(ApiKey::Metadata, 12, &request);
+    let mut partitions: Vec<_> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+            isr.sort();
+            (p.partition_index, p.leader_id.0, isr)
+        })
+        .collect();
+    partitions.sort();
+    partitions
+        .into_iter()
+        .map(|(_, leader, isr)| (leader, isr))
+        .collect()
+}
+
+/// Produces `values` with acks=all through `bootstrap`; the values the brokers acknowledged.
+fn produce_acknowledged(bootstrap: &str, topic: &str, values: Vec<String>) -> Vec<String> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let sends = values.iter().map(|value| {
+            let producer = &producer;
+            async move {
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(topic).payload(value),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .ok()
+                    .map(|_| value.clone())
+            }
+        });
+        futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    })
+}
+
+#[test]
+fn replicated_partitions_keep_every_acknowledged_record_through_leader_kills() {
+    let [b1, b2, b3] = start_three();
+    let mut brokers = [b1, b2, b3];
+    assert_eq!(
+        create_replicated_topic(&brokers[1].bootstrap(), "replicated", 3, 3, &[]),
+        0
+    );
+    // A factor above the live brokers is refused, as Kafka does.
+    assert_eq!(
+        create_replicated_topic(&brokers[1].bootstrap(), "too-many", 1, 4, &[]),
+        38,
+        "INVALID_REPLICATION_FACTOR"
+    );
+    let placed = leaders_and_isrs(&brokers[0].bootstrap(), "replicated");
+    assert!(
+        placed.iter().all(|(_, isr)| isr == &[1, 2, 3]),
+        "every replica starts in sync: {placed:?}"
+    );
+
+    let first: Vec<String> = (0..300).map(|i| format!("first-{i}")).collect();
+    let acknowledged = produce_acknowledged(&brokers[2].bootstrap(), "replicated", first);
+    assert_eq!(acknowledged.len(), 300, "every record acknowledged");
+
+    // SIGKILL the leader of partition 0: gossip finds it failed, the controller fences it and
+    // elects an in-sync follower, which has every acknowledged record.
+    let victim = placed[0].0;
+    brokers[(victim - 1) as usize].kill9();
+    // Broker n is brokers[n - 1]: the next one lives.
+    let survivor = brokers[(victim % 3) as usize].bootstrap();
+    wait_until(
+        "a new leader for partition 0",
+        Duration::from_secs(60),
+        || {
+            leaders_and_isrs(&survivor, "replicated")
+                .iter()
+                .all(|(leader, isr)| *leader > 0 && *leader != victim && !isr.contains(&victim))
+        },
+    );
+    let mut expected = acknowledged.clone();
+    expected.sort();
+    assert_eq!(consume_all(&survivor, "replicated", 3, 300), expected);
+
+    // Writes go on with two replicas in sync.
+    let second: Vec<String> = (0..100).map(|i| format!("second-{i}")).collect();
+    let acknowledged = produce_acknowledged(&survivor, "replicated", second);
+    assert_eq!(acknowledged.len(), 100);
+    expected.extend(acknowledged);
+    expected.sort();
+
+    // The killed broker restarts, catches up from the leaders and rejoins every ISR.
+    brokers[(victim - 1) as usize].restart();
+    wait_until(
+        "the restarted broker back in sync",
+        Duration::from_secs(60),
+        || {
+            leaders_and_isrs(&survivor, "replicated")
+                .iter()
+                .all(|(_, isr)| isr == &[1, 2, 3])
+        },
+    );
+
+    // Now kill another leader: the returned broker, once in sync, may be elected and must
+    // hold everything.
+    let now_placed = leaders_and_isrs(&survivor, "replicated");
+    let second_victim = now_placed[1].0;
+    brokers[(second_victim - 1) as usize].kill9();
+    let survivor = brokers[(second_victim % 3) as usize].bootstrap();
+    wait_until(
+        "new leaders after the second kill",
+        Duration::from_secs(60),
+        || {
+            leaders_and_isrs(&survivor, "replicated")
+                .iter()
+                .all(|(leader, _)| *leader > 0 && *leader != second_victim)
+        },
+    );
+    assert_eq!(consume_all(&survivor, "replicated", 3, 400), expected);
 }

@@ -122,27 +122,28 @@ impl KafkaApis {
             .map_err(submit_failure)
     }
 
-    /// Replicas are not copied between brokers yet, so a replication factor above 1 would
-    /// promise durability the cluster does not give; the controller refuses factors above the
-    /// live brokers with its own message.
-    fn check_replication(&self, replication_factor: i16) -> Result<(), Failure> {
+    /// The replication factor a topic gets: -1 takes the broker's default; it must fit the
+    /// live brokers (the controller checks again, against its own image).
+    fn replication_factor(&self, replication_factor: i16) -> Result<i16, Failure> {
         let live = self
             .topics()
             .image()
             .brokers()
             .filter(|b| !b.fenced)
             .count();
-        match replication_factor {
-            -1 | 1 => Ok(()),
-            n if n < 1 || n as usize > live => Err(fail(
+        let wanted = match replication_factor {
+            -1 => self.config.default_replication_factor,
+            n => n,
+        };
+        if wanted < 1 || wanted as usize > live {
+            return Err(fail(
                 ResponseError::InvalidReplicationFactor,
-                format!("replication factor {n} must be between 1 and the {live} live brokers"),
-            )),
-            n => Err(fail(
-                ResponseError::InvalidReplicationFactor,
-                format!("replication factor {n}: Skiff does not replicate partitions between brokers yet; use 1"),
-            )),
+                format!(
+                    "replication factor {wanted} must be between 1 and the {live} live brokers"
+                ),
+            ));
         }
+        Ok(wanted)
     }
 
     fn budget(&self, throttling: bool) -> Budget {
@@ -205,10 +206,10 @@ impl KafkaApis {
                 ))
             }
         };
-        match &assignments {
-            Some(assigned) => check_unreplicated(assigned)?,
-            None => self.check_replication(replication_factor)?,
-        }
+        let replication_factor = match &assignments {
+            Some(assigned) => assigned.first().map_or(0, |list| list.len() as i16),
+            None => self.replication_factor(replication_factor)?,
+        };
         if self.topics().get(name).is_some() {
             return Err(fail(
                 ResponseError::TopicAlreadyExists,
@@ -225,7 +226,11 @@ impl KafkaApis {
                 } else {
                     partitions
                 },
-                replication_factor: if assignments.is_some() { -1 } else { 1 },
+                replication_factor: if assignments.is_some() {
+                    -1
+                } else {
+                    replication_factor
+                },
                 configs: configs.to_map(),
                 assignments,
             },
@@ -233,12 +238,16 @@ impl KafkaApis {
         )
         .await?;
         if !validate_only {
-            info!(topic = name, partitions, "created topic");
+            info!(
+                topic = name,
+                partitions, replication_factor, "created topic"
+            );
         }
         Ok(TopicMeta {
             name: name.to_owned(),
             id: topic_id,
             partitions,
+            replication_factor,
             configs,
         })
     }
@@ -312,7 +321,7 @@ impl KafkaApis {
                     result
                         .with_topic_id(topic.id)
                         .with_num_partitions(topic.partitions)
-                        .with_replication_factor(1)
+                        .with_replication_factor(topic.replication_factor)
                         .with_configs((version >= 5).then(|| {
                             TOPIC_CONFIGS
                                 .iter()
@@ -471,9 +480,6 @@ impl KafkaApis {
                 format!("a topic has at most {MAX_PARTITIONS_PER_TOPIC} partitions, not {count}"),
             ));
         }
-        if let Some(assigned) = &assignments {
-            check_unreplicated(assigned)?;
-        }
         self.submit(
             ControllerRequest::CreatePartitions {
                 topic_id: topic.id,
@@ -492,18 +498,6 @@ impl KafkaApis {
             );
         }
         Ok(())
-    }
-}
-
-/// Replicas are not copied between brokers yet, so an explicit assignment names one broker per
-/// partition.
-fn check_unreplicated(assignments: &[Vec<i32>]) -> Result<(), Failure> {
-    match assignments.iter().find(|list| list.len() > 1) {
-        Some(list) => Err(fail(
-            ResponseError::InvalidReplicaAssignment,
-            format!("assignment {list:?} has more than one replica; Skiff does not replicate partitions between brokers yet"),
-        )),
-        None => Ok(()),
     }
 }
 

@@ -119,14 +119,21 @@ impl KafkaApis {
                 }
                 let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
                 let (fetch_offset, first) = (p.fetch_offset, total == 0);
+                let held = partition.clone();
                 let read = self
                     .replicas
                     .log_io(&partition, move |log| {
-                        let high_watermark = log.log_end_offset();
+                        let high_watermark = held.high_watermark();
                         let log_start_offset = log.log_start_offset();
-                        let read = log.read(fetch_offset, limit, high_watermark, first);
+                        // Consumers read committed records only: below the high watermark.
+                        let read = if held.leading_epoch() == Some(epoch) {
+                            log.read(fetch_offset, limit, high_watermark, first)
+                                .map_err(|e| log_error_code(&e))
+                        } else {
+                            Err(code(ResponseError::NotLeaderOrFollower))
+                        };
                         drop(log);
-                        let records = read.map_err(|e| log_error_code(&e)).and_then(|info| {
+                        let records = read.and_then(|info| {
                             let mut buf = Vec::with_capacity(info.total_len);
                             for slice in &info.slices {
                                 slice

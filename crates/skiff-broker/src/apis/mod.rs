@@ -120,11 +120,19 @@ impl KafkaApis {
             ("segment.bytes", Some("104857600")),
         ])
         .expect("valid internal topic configs");
+        // Kafka's offsets.topic.replication.factor is 3; a smaller cluster gets what it has.
+        let live = self
+            .topics()
+            .image()
+            .brokers()
+            .filter(|b| !b.fenced)
+            .count();
+        let replication_factor = live.clamp(1, 3) as i16;
         match self
             .create_topic_unchecked(
                 OFFSETS_TOPIC,
                 self.config.offsets_topic_partitions,
-                -1,
+                replication_factor,
                 configs,
                 None,
                 false,

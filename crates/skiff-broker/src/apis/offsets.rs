@@ -86,11 +86,12 @@ impl KafkaApis {
             return response.with_error_code(code(ResponseError::InvalidRequest));
         }
         // Timestamp lookups read record batches from the segment files.
+        let held = partition.clone();
         let found = self
             .replicas
             .log_io(&partition, move |log| {
                 let found = match timestamp {
-                    LATEST => Ok(Some((log.log_end_offset(), -1))),
+                    LATEST => Ok(Some((held.high_watermark(), -1))),
                     EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                     MAX_TIMESTAMP => log.max_timestamp_offset(),
                     ts => log.offset_for_timestamp(ts),
@@ -221,16 +222,18 @@ impl KafkaApis {
             return response.with_error_code(error);
         }
         let requested = p.offset;
+        let held = partition.clone();
         let deleted = self
             .replicas
             .log_io(&partition, move |mut log| {
-                // -1 means "up to the high watermark".
+                // -1 means "up to the high watermark"; uncommitted records are not deleted.
+                let high_watermark = held.high_watermark();
                 let offset = if requested == -1 {
-                    log.log_end_offset()
+                    high_watermark
                 } else {
                     requested
                 };
-                if offset < 0 {
+                if offset < 0 || offset > high_watermark {
                     return Err(code(ResponseError::OffsetOutOfRange));
                 }
                 log.delete_records_before(offset)

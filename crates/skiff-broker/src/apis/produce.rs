@@ -12,11 +12,14 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use skiff_log::batch::{set_log_append_time, validate_batch, BatchError, BatchIter};
 use skiff_log::records::{recompress, timestamp_out_of_bounds};
 use skiff_log::AppendOutcome;
+use std::sync::Arc;
+use std::time::Duration;
+
 use tracing::debug;
 
 use super::{code, log_error_code, message, KafkaApis};
 use crate::group::storage::OFFSETS_TOPIC;
-use crate::replica_manager::now_ms;
+use crate::replica_manager::{now_ms, Partition};
 
 fn batch_error_code(error: &BatchError) -> i16 {
     match error {
@@ -47,7 +50,12 @@ impl KafkaApis {
             None
         };
         let opening = Self::opening_deadline();
-        let mut responses = Vec::with_capacity(request.topic_data.len());
+        let acks = request.acks;
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(request.timeout_ms.max(0) as u64)
+                .min(self.config.request_timeout);
+        let mut topics = Vec::with_capacity(request.topic_data.len());
+        let mut waits = Vec::new();
         for topic in request.topic_data {
             let mut partitions = Vec::with_capacity(topic.partition_data.len());
             for data in topic.partition_data {
@@ -57,23 +65,48 @@ impl KafkaApis {
                         .with_error_code(error_code)
                         .with_error_message(message(text)),
                     None => {
-                        self.append_to_partition(
-                            topic.name.as_str(),
-                            data.index,
-                            data.records,
-                            opening,
-                        )
-                        .await
+                        let (response, wait) = self
+                            .append_to_partition(
+                                topic.name.as_str(),
+                                data.index,
+                                data.records,
+                                acks,
+                                opening,
+                            )
+                            .await;
+                        if let Some(wait) = wait {
+                            waits.push((topics.len(), partitions.len(), wait));
+                        }
+                        response
                     }
                 });
             }
-            responses.push(
-                TopicProduceResponse::default()
-                    .with_name(topic.name)
-                    .with_partition_responses(partitions),
-            );
+            topics.push((topic.name, partitions));
         }
-        (request.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+        // acks=all: every partition appended first, then they are waited for together.
+        let done = futures_util::future::join_all(
+            waits
+                .iter()
+                .map(|(_, _, wait)| wait_committed(wait, deadline)),
+        )
+        .await;
+        for ((t, p, _), outcome) in waits.iter().zip(done) {
+            if let Err((error_code, text)) = outcome {
+                let response = &mut topics[*t].1[*p];
+                debug!(partition = response.index, error_code, %text, "acks=all produce failed");
+                response.error_code = error_code;
+                response.error_message = message(text);
+            }
+        }
+        let responses = topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partitions)
+            })
+            .collect();
+        (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
     }
 
     async fn append_to_partition(
@@ -81,16 +114,18 @@ impl KafkaApis {
         topic: &str,
         index: i32,
         records: Option<bytes::Bytes>,
+        acks: i16,
         opening: tokio::time::Instant,
-    ) -> PartitionProduceResponse {
+    ) -> (PartitionProduceResponse, Option<Committing>) {
         let response = PartitionProduceResponse::default().with_index(index);
         let failed = |error_code: i16, text: String| {
             debug!(topic, partition = index, error_code, %text, "produce refused");
-            response
+            let refused = response
                 .clone()
                 .with_error_code(error_code)
                 .with_error_message(message(text))
-                .with_base_offset(-1)
+                .with_base_offset(-1);
+            (refused, None)
         };
         if topic == OFFSETS_TOPIC {
             return failed(
@@ -181,43 +216,142 @@ impl KafkaApis {
                 set_log_append_time(&mut batches[range.clone()], now);
             }
         }
+        let held = partition.clone();
         let appended = self
             .replicas
             .log_io(&partition, move |mut log| {
+                // Leadership as settled with the log held: the image may have moved on.
+                match held.check_produce() {
+                    None => return Err(Refused::NotLeader),
+                    Some(Err(_)) if acks == -1 => return Err(Refused::NotEnoughReplicas),
+                    Some(_) if held.leading_epoch() != Some(epoch) => {
+                        return Err(Refused::NotLeader)
+                    }
+                    Some(_) => {}
+                }
                 let outcome = log.append(&mut batches, epoch, now);
-                (outcome, batches.len())
+                // A single replica's high watermark moves with its log end.
+                held.settle(&mut log);
+                Ok((outcome, batches.len()))
             })
             .await;
         let (outcome, appended_bytes) = match appended {
-            Ok(appended) => appended,
+            Ok(Ok(appended)) => appended,
+            Ok(Err(Refused::NotLeader)) => {
+                return failed(
+                    code(ResponseError::NotLeaderOrFollower),
+                    format!("this broker no longer leads partition {index} of topic '{topic}'"),
+                )
+            }
+            Ok(Err(Refused::NotEnoughReplicas)) => {
+                return failed(
+                    code(ResponseError::NotEnoughReplicas),
+                    format!("partition {index} of topic '{topic}' has fewer in-sync replicas than min.insync.replicas"),
+                )
+            }
             Err(e) => return failed(code(ResponseError::KafkaStorageError), e.to_string()),
         };
-        match outcome {
+        let (response, end) = match outcome {
             Ok(AppendOutcome::Appended {
                 base_offset,
+                last_offset,
                 log_start_offset,
                 ..
             }) => {
                 metrics::counter!("skiff_bytes_in_total", "topic" => topic.to_string())
                     .increment(appended_bytes as u64);
                 self.replicas.notify_appended();
-                response
+                let response = response
                     .with_base_offset(base_offset)
                     .with_log_append_time_ms(if log_append_time { now } else { -1 })
-                    .with_log_start_offset(log_start_offset)
+                    .with_log_start_offset(log_start_offset);
+                (response, last_offset + 1)
             }
             Ok(AppendOutcome::Duplicate {
                 base_offset,
+                last_offset,
                 log_start_offset,
-                ..
-            }) => response
-                .with_base_offset(base_offset)
-                .with_log_append_time_ms(-1)
-                .with_log_start_offset(log_start_offset),
-            Err(e) => failed(log_error_code(&e), e.to_string()),
+            }) => {
+                let response = response
+                    .with_base_offset(base_offset)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(log_start_offset);
+                (response, last_offset + 1)
+            }
+            Err(e) => return failed(log_error_code(&e), e.to_string()),
+        };
+        // A retried duplicate is acknowledged like the original: once it is committed.
+        let wait = (acks == -1).then(|| Committing {
+            partition,
+            epoch,
+            end,
+        });
+        (response, wait)
+    }
+}
+
+/// Why a produce was refused with the log held.
+enum Refused {
+    NotLeader,
+    NotEnoughReplicas,
+}
+
+/// An acks=all append waiting for the in-sync replicas: its records end before `end`.
+struct Committing {
+    partition: Arc<Partition>,
+    epoch: i32,
+    end: i64,
+}
+
+/// Waits until the high watermark passes the append (Kafka's delayed produce), or the request
+/// times out, or this broker stops leading at the epoch it appended in.
+async fn wait_committed(
+    committing: &Committing,
+    deadline: tokio::time::Instant,
+) -> Result<(), (i16, String)> {
+    let partition = &committing.partition;
+    let mut high_watermark = partition.watch_high_watermark();
+    loop {
+        match partition.produce_done(committing.end) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(_)) => {
+                return Err((
+                    code(ResponseError::NotEnoughReplicasAfterAppend),
+                    "written, but the in-sync replicas fell below min.insync.replicas".into(),
+                ))
+            }
+            None => {}
+        }
+        if partition.leading_epoch() != Some(committing.epoch) {
+            return Err((
+                code(ResponseError::NotLeaderOrFollower),
+                "leadership moved before the records were replicated".into(),
+            ));
+        }
+        // Leadership moves without a new high watermark: looked at again now and then.
+        let recheck = (tokio::time::Instant::now() + LEADERSHIP_RECHECK).min(deadline);
+        match tokio::time::timeout_at(recheck, high_watermark.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err((
+                    code(ResponseError::NotLeaderOrFollower),
+                    "the partition is no longer served here".into(),
+                ))
+            }
+            Err(_) if recheck >= deadline => {
+                return Err((
+                    code(ResponseError::RequestTimedOut),
+                    "the in-sync replicas did not confirm the records within the request timeout"
+                        .into(),
+                ))
+            }
+            Err(_) => {}
         }
     }
 }
+
+/// How often a waiting acks=all produce checks that this broker still leads.
+const LEADERSHIP_RECHECK: Duration = Duration::from_millis(200);
 
 /// A refusal: the Kafka error code and its message.
 type Refusal = (i16, String);

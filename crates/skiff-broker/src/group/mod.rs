@@ -648,7 +648,11 @@ mod tests {
         let state = PartitionState {
             topic_id: Uuid::nil(),
             leading,
+            leader: Some(if leading { 1 } else { 2 }),
             leader_epoch: epoch,
+            partition_epoch: 0,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
             configs: Arc::new(TopicConfigs::default()),
         };
         replicas
@@ -750,7 +754,7 @@ mod tests {
     #[test]
     fn a_coordinator_is_loaded_and_unloaded_with_the_leadership_of_its_partition() {
         let dir = tempfile::tempdir().unwrap();
-        let replicas = ReplicaManager::new(dir.path());
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
         let image = image(1, &["t"]);
         let groups = service();
         let find = |groups: &GroupService| groups.coordinator_of(&image, &replicas, "g");
@@ -847,7 +851,7 @@ mod tests {
     #[test]
     fn a_coordinator_poisoned_by_a_panic_serves_nothing_until_its_partition_is_replayed() {
         let dir = tempfile::tempdir().unwrap();
-        let replicas = ReplicaManager::new(dir.path());
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
         let image = image(1, &["t"]);
         let groups = service();
         host(&replicas, 0, 0, true);
@@ -892,7 +896,7 @@ mod tests {
     fn the_group_limit_counts_the_groups_of_every_coordinator_of_the_broker() {
         const POLICY_VIOLATION: i16 = 44;
         let dir = tempfile::tempdir().unwrap();
-        let replicas = ReplicaManager::new(dir.path());
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
         let image = image(2, &["t"]);
         let groups = GroupService::new(GroupConfig {
             max_groups: 2,
@@ -956,7 +960,7 @@ mod tests {
     #[test]
     fn a_change_that_cannot_be_persisted_is_undone_and_answered_with_the_error() {
         let dir = tempfile::tempdir().unwrap();
-        let replicas = ReplicaManager::new(dir.path());
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
         let image = image(1, &["t"]);
         let groups = service();
         host(&replicas, 0, 0, true);
@@ -1019,7 +1023,7 @@ mod tests {
     #[test]
     fn deleted_topics_lose_their_offsets_in_loaded_and_later_loaded_coordinators() {
         let dir = tempfile::tempdir().unwrap();
-        let replicas = ReplicaManager::new(dir.path());
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
         let groups = service();
         let before = image(1, &["kept", "gone", "gone2"]);
         host(&replicas, 0, 0, true);

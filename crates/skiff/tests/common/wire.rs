@@ -74,12 +74,33 @@ impl Client {
 
 /// Creates a topic with replication factor 1 through the broker at `addr`; its error code.
 pub fn create_topic(addr: &str, name: &str, partitions: i32) -> i16 {
+    create_replicated_topic(addr, name, partitions, 1, &[])
+}
+
+/// Creates a topic with `replication_factor` replicas per partition and config overrides;
+/// the error code.
+pub fn create_replicated_topic(
+    addr: &str,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+) -> i16 {
+    let configs = configs
+        .iter()
+        .map(|(name, value)| {
+            create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string((*name).to_owned()))
+                .with_value(Some(StrBytes::from_string((*value).to_owned())))
+        })
+        .collect();
     let request = CreateTopicsRequest::default()
         .with_timeout_ms(15_000)
         .with_topics(vec![create_topics_request::CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_string(name.to_owned())))
             .with_num_partitions(partitions)
-            .with_replication_factor(1)]);
+            .with_replication_factor(replication_factor)
+            .with_configs(configs)]);
     let response: CreateTopicsResponse =
         Client::connect(addr).call(ApiKey::CreateTopics, 5, &request);
     response.topics[0].error_code

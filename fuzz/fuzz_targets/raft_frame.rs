@@ -1,9 +1,10 @@
 //! Bytes on a Raft transport connection, through the functions a connection runs: the
 //! handshake's fixed-size proofs on both sides, frames read by a server without and with a
 //! session (tag checked before the body is decoded), sealed frames whose tag is right so the JSON
-//! decoder behind it is reached, and frames read by a client as replies. A message that decodes
-//! must survive being written and read again unchanged; a forwarded controller request is decided
-//! from a small image, and the records the controller decides must apply to it.
+//! decoder behind it is reached, frames read by a client as replies, and binary peer request
+//! frames read by a server without and with a session. A message that decodes, and a peer
+//! request's body, must survive being written and read again unchanged; a forwarded controller
+//! request is decided from a small image, and the records the controller decides must apply to it.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -11,8 +12,8 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use skiff_metadata::{decide, ControllerRequest, MetadataImage, MetadataRecord};
 use skiff_raft::fuzzing::{
-    client_reads, handshake_as_client, handshake_as_server, server_reads, server_reads_sealed,
-    Decoded,
+    client_reads, handshake_as_client, handshake_as_server, server_reads,
+    server_reads_peer_requests, server_reads_sealed, Decoded, PeerRequest,
 };
 use skiff_raft::ForwardRequest;
 use uuid::Uuid;
@@ -21,12 +22,19 @@ fuzz_target!(|data: &[u8]| {
     let Some((&op, input)) = data.split_first() else {
         return;
     };
-    match op % 6 {
+    match op % 7 {
         0 => assert!(handshake_as_server(input).is_err()),
         1 => assert!(handshake_as_client(input).is_err()),
         2 => server_reads(input, false).into_iter().for_each(check),
         3 => server_reads(input, true).into_iter().for_each(check),
         4 => server_reads_sealed(input).into_iter().for_each(check),
+        6 => {
+            for authenticated in [false, true] {
+                server_reads_peer_requests(input, authenticated)
+                    .into_iter()
+                    .for_each(check_peer_request);
+            }
+        }
         _ => {
             client_reads(input);
         }
@@ -57,6 +65,13 @@ fn check(decoded: std::io::Result<Decoded>) {
         }
         _ => {}
     }
+}
+
+fn check_peer_request(request: PeerRequest) {
+    let again = request
+        .round_trip
+        .expect("an accepted peer request can be written and read again");
+    assert_eq!(request.body, again);
 }
 
 /// Three unfenced brokers in two racks and one topic, with the id seeds use, of two partitions.

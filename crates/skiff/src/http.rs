@@ -1,13 +1,16 @@
 //! The HTTP admin listener: `/health`, Prometheus `/metrics`, the gossip operations
 //! `GET /v1/members`, `POST /v1/event`, `POST /v1/query`, `PUT /v1/tags` (JSON, as Serf's
 //! agent offers them), and the metadata quorum's `GET /raft/stats`, `POST /raft/join` and
-//! `POST /raft/remove` for operators who manage membership by hand, and the replicated
-//! key-value store under `/store`. With `--http-auth-token`, requests that change something
-//! (and with `--http-auth-reads` all but `/health`) need the token as a bearer token.
+//! `POST /raft/remove` for operators who manage membership by hand, the replicated
+//! key-value store under `/store`, and `GET /v1/partitions[?topic=NAME]`: every partition's
+//! leader, ISR and epochs, and for those this broker hosts its high watermark and log ends
+//! (the leader's answer has its followers'). With `--http-auth-token`, requests that change
+//! something (and with `--http-auth-reads` all but `/health`) need the token as a bearer token.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -120,6 +123,7 @@ pub async fn serve(
             }),
         )
         .route("/v1/members", get(members))
+        .route("/v1/partitions", get(partitions))
         .route("/v1/event", post(user_event))
         .route("/v1/query", post(query))
         .route("/v1/tags", axum::routing::put(update_tags))
@@ -189,6 +193,125 @@ async fn members(State(state): State<AppState>) -> Reply {
         ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
+}
+
+/// `?topic=NAME`: only that topic's partitions.
+#[derive(serde::Deserialize)]
+struct PartitionsQuery {
+    topic: Option<String>,
+}
+
+/// How long one hosted partition's log end is waited for while its log is busy: a log held by
+/// a stuck disk operation shows `null` rather than holding up the whole answer (as
+/// DescribeLogDirs does).
+const LOG_END_WAIT: Duration = Duration::from_secs(1);
+
+/// How many hosted partitions' log ends are read at once.
+const LOG_END_READS: usize = 8;
+
+/// `GET /v1/partitions[?topic=NAME]`: every partition of the cluster, sorted by topic then
+/// index, as the metadata image has it (`topic`, `partition`, `topic_id`, `leader` (null when
+/// offline), `leader_epoch`, `partition_epoch`, `replicas`, `isr`); 404 for an unknown topic.
+///
+/// A partition this broker hosts also has `local`: this broker's `role` ("leader", "follower"
+/// or "none" while not settled or offline), `high_watermark` and `log_end_offset` (null when
+/// its log stayed busy for a second), and on the leader `followers`, each `broker` with the
+/// `log_end_offset` its last fetch showed (null before one). These replica details come from
+/// the broker asked, and only the leader knows its followers' progress: ask the leader.
+async fn partitions(State(state): State<AppState>, Query(query): Query<PartitionsQuery>) -> Reply {
+    use futures_util::StreamExt;
+
+    let image = state.raft.image();
+    let wanted = match &query.topic {
+        None => None,
+        Some(name) => match image.topic_by_name(name) {
+            Some(topic) => Some(topic.topic_id),
+            None => return error(StatusCode::NOT_FOUND, format!("unknown topic {name:?}")),
+        },
+    };
+    let mut entries: Vec<_> = image
+        .partitions()
+        .filter(|(topic_id, _, _)| wanted.is_none_or(|wanted| wanted == *topic_id))
+        .filter_map(|(topic_id, index, registration)| {
+            let topic = image.topic(topic_id)?;
+            let entry = json!({
+                "topic": topic.name,
+                "partition": index,
+                "topic_id": topic_id.to_string(),
+                "leader": registration.leader,
+                "leader_epoch": registration.leader_epoch,
+                "partition_epoch": registration.partition_epoch,
+                "replicas": registration.replicas,
+                "isr": registration.isr,
+            });
+            Some((topic.name.as_str(), index, topic_id, entry))
+        })
+        .collect();
+    entries.sort_by_key(|&(topic, index, _, _)| (topic, index));
+
+    // This broker's view of the ones it hosts (of this very topic, not a deleted namesake).
+    let hosted: Vec<_> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(at, &(topic, index, topic_id, _))| {
+            let partition = state.replicas.get(topic, index)?;
+            (partition.topic_id() == topic_id).then_some((at, partition))
+        })
+        .collect();
+    let replicas = &state.replicas;
+    let details: Vec<(usize, Value)> = futures_util::stream::iter(hosted)
+        .map(|(at, partition)| async move {
+            let log_end = tokio::time::timeout(
+                LOG_END_WAIT,
+                replicas.log_io(&partition, |log| log.log_end_offset()),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok);
+            (at, local_details(replicas.broker_id(), &partition, log_end))
+        })
+        .buffer_unordered(LOG_END_READS)
+        .collect()
+        .await;
+    for (at, details) in details {
+        entries[at].3["local"] = details;
+    }
+    (
+        StatusCode::OK,
+        Json(Value::Array(
+            entries.into_iter().map(|(_, _, _, entry)| entry).collect(),
+        )),
+    )
+}
+
+/// The `local` object of a hosted partition.
+fn local_details(
+    broker_id: i32,
+    partition: &skiff_broker::replica_manager::Partition,
+    log_end_offset: Option<i64>,
+) -> Value {
+    let role = if partition.leading_epoch().is_some() {
+        "leader"
+    } else if partition.following().is_some() && partition.state().replicas.contains(&broker_id) {
+        "follower"
+    } else {
+        "none"
+    };
+    let mut details = json!({
+        "role": role,
+        "high_watermark": partition.high_watermark(),
+        "log_end_offset": log_end_offset,
+    });
+    if role == "leader" {
+        details["followers"] = partition
+            .follower_log_ends()
+            .into_iter()
+            .map(|(broker, log_end_offset)| {
+                json!({ "broker": broker, "log_end_offset": log_end_offset })
+            })
+            .collect();
+    }
+    details
 }
 
 async fn user_event(State(state): State<AppState>, Json(event): Json<EventRequest>) -> Reply {

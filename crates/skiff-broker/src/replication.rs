@@ -323,10 +323,9 @@ impl Partition {
 
     /// What the leader knows of each follower: (broker, log end) for `/v1/partitions`.
     pub fn follower_log_ends(&self) -> Vec<(i32, Option<i64>)> {
+        let replicas = self.state().replicas;
         match &self.replica().role {
-            Role::Leader(leader) => self
-                .state()
-                .replicas
+            Role::Leader(leader) => replicas
                 .iter()
                 .filter(|&&r| r != self.context.broker_id)
                 .map(|&r| (r, leader.progress(r).and_then(|p| p.log_end)))

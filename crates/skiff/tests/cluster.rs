@@ -757,11 +757,20 @@ fn leaders_and_isrs(addr: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
 
 /// Produces `values` with acks=all through `bootstrap`; the values the brokers acknowledged.
 fn produce_acknowledged(bootstrap: &str, topic: &str, values: Vec<String>) -> Vec<String> {
+    produce_acknowledged_within(bootstrap, topic, values, "60000")
+}
+
+fn produce_acknowledged_within(
+    bootstrap: &str,
+    topic: &str,
+    values: Vec<String>,
+    message_timeout_ms: &str,
+) -> Vec<String> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
-        .set("message.timeout.ms", "60000")
+        .set("message.timeout.ms", message_timeout_ms)
         .create()
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -801,6 +810,17 @@ fn replicated_partitions_keep_every_acknowledged_record_through_leader_kills() {
         38,
         "INVALID_REPLICATION_FACTOR"
     );
+    // A topic that wants every replica in sync for acks=all.
+    assert_eq!(
+        create_replicated_topic(
+            &brokers[1].bootstrap(),
+            "strict",
+            1,
+            3,
+            &[("min.insync.replicas", "3")]
+        ),
+        0
+    );
     let placed = leaders_and_isrs(&brokers[0].bootstrap(), "replicated");
     assert!(
         placed.iter().all(|(_, isr)| isr == &[1, 2, 3]),
@@ -830,6 +850,17 @@ fn replicated_partitions_keep_every_acknowledged_record_through_leader_kills() {
     expected.sort();
     assert_eq!(consume_all(&survivor, "replicated", 3, 300), expected);
 
+    // The strict topic lost a replica from its ISR: acks=all is refused
+    // (NOT_ENOUGH_REPLICAS), nothing is acknowledged.
+    wait_until(
+        "the strict topic's ISR shrank",
+        Duration::from_secs(30),
+        || leaders_and_isrs(&survivor, "strict")[0].1.len() == 2,
+    );
+    let refused =
+        produce_acknowledged_within(&survivor, "strict", vec!["refused".to_string()], "3000");
+    assert!(refused.is_empty(), "acknowledged with too few replicas");
+
     // Writes go on with two replicas in sync.
     let second: Vec<String> = (0..100).map(|i| format!("second-{i}")).collect();
     let acknowledged = produce_acknowledged(&survivor, "replicated", second);
@@ -848,6 +879,11 @@ fn replicated_partitions_keep_every_acknowledged_record_through_leader_kills() {
                 .all(|(_, isr)| isr == &[1, 2, 3])
         },
     );
+
+    // The metadata quorum must survive the next kill too: all three vote again.
+    wait_until("three voters again", Duration::from_secs(60), || {
+        voters(&brokers[(victim % 3) as usize]) == [1, 2, 3]
+    });
 
     // Now kill another leader: the returned broker, once in sync, may be elected and must
     // hold everything.

@@ -158,7 +158,10 @@ fn three_brokers_share_one_image_and_survive_losing_the_controller() {
             .is_some_and(|s| matches!(s["leader"].as_u64(), Some(2) | Some(3)))
     });
     assert_eq!(create_topic(&b3.bootstrap(), "after-failover", 2), 0);
-    assert_eq!(metadata(&b2.bootstrap(), "after-failover").2.len(), 2);
+    // b3 answered once its own image had the topic; b2 applies the same entry on its own time.
+    wait_until("b2 sees the new topic", Duration::from_secs(10), || {
+        metadata(&b2.bootstrap(), "after-failover").2.len() == 2
+    });
 
     // Gossip declares the killed broker failed and the controller fences it: its partitions
     // go offline (their only replica is gone) instead of pointing clients at a dead broker.

@@ -476,7 +476,7 @@ impl ReplicaManager {
             .collect();
         for partition in partitions {
             let mut log = partition.log_blocking();
-            match log.enforce_retention(now) {
+            match log.enforce_retention(now, partition.high_watermark()) {
                 Ok(0) => {}
                 Ok(deleted) => info!(
                     topic = %partition.topic,

@@ -764,25 +764,41 @@ impl Log {
     /// after the previous one, the first one at or after this log's end (a compacted leader log
     /// has gaps). Producer state follows the batches without being checked: the leader checked
     /// them. Nothing is written unless every batch is valid. Returns the new log end.
+    ///
+    /// An empty log also takes a first batch that holds its start offset: a log restarted at its
+    /// leader's log start, which DeleteRecords may have put inside a batch, is served that whole
+    /// batch. The log then restarts at the batch and keeps its log start, as Kafka's follower does.
     pub fn append_replicated(&mut self, batches: &[u8], now_ms: i64) -> Result<i64, LogError> {
         let mut plan: Vec<(BatchHeader, Range<usize>)> = Vec::new();
+        let log_start = self.log_start_offset;
         let mut after = self.log_end_offset() - 1;
+        let mut straddles = false;
         for item in BatchIter::new(batches) {
             let (_, range) = item?;
             let header = crate::batch::validate_batch(&batches[range.clone()], usize::MAX)?;
-            if header.base_offset <= after || header.last_offset() < header.base_offset {
+            let holds_the_start = plan.is_empty()
+                && log_start == self.log_end_offset()
+                && header.base_offset < log_start
+                && header.last_offset() >= log_start;
+            if (header.base_offset <= after && !holds_the_start)
+                || header.last_offset() < header.base_offset
+            {
                 return Err(LogError::NonContiguousOffsets {
                     after,
                     found: header.base_offset,
                 });
             }
+            straddles |= holds_the_start;
             after = header.last_offset();
             plan.push((header, range));
         }
-        let log_end = self.log_end_offset();
         if plan.is_empty() {
-            return Ok(log_end);
+            return Ok(self.log_end_offset());
         }
+        if straddles {
+            self.remove_from(plan[0].0.base_offset, true)?;
+        }
+        let log_end = self.log_end_offset();
         for (header, _) in &plan {
             let epoch = header.partition_leader_epoch;
             if self.epochs.latest_epoch().is_none_or(|e| epoch > e) {
@@ -791,7 +807,12 @@ impl Log {
             }
         }
         if let Err(e) = self.write_planned(batches, &plan, now_ms) {
-            if let Err(undo) = self.truncate_to(log_end) {
+            let undone = if straddles {
+                self.truncate_fully_and_start_at(log_start)
+            } else {
+                self.truncate_to(log_end)
+            };
+            if let Err(undo) = undone {
                 tracing::error!(dir = %self.dir.display(), %undo, "cannot undo failed append");
             }
             return Err(e);
@@ -800,6 +821,9 @@ impl Log {
         for (header, _) in &plan {
             self.producers.replay(header);
             records += header.records_count.max(0) as u64;
+        }
+        if straddles {
+            self.delete_records_before(log_start)?;
         }
         self.unflushed_records += records;
         if self
@@ -1100,16 +1124,24 @@ impl Log {
     /// Rolls the active segment if `segment.ms` has passed, then deletes the oldest segments
     /// (never the active one) that are wholly below the log start offset or, with a delete
     /// cleanup policy, older than `retention.ms` (by their largest record timestamp, or file
-    /// modification time when they carry none) or beyond `retention.bytes`. Returns how many
-    /// segments were deleted.
-    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+    /// modification time when they carry none) or beyond `retention.bytes`. Retention deletes
+    /// only segments wholly below `high_watermark`, as Kafka: records not yet on every in-sync
+    /// replica stay. Returns how many segments were deleted.
+    pub fn enforce_retention(
+        &mut self,
+        now_ms: i64,
+        high_watermark: i64,
+    ) -> Result<usize, LogError> {
         if self.roll_due_by_age(now_ms) {
             self.roll(true)?;
         }
         let mut deleted = self.delete_segments_below_start()?;
+        let committed = |segments: &[LogSegment]| {
+            segments.len() > 1 && segments[1].base_offset <= high_watermark
+        };
         if self.config.cleanup_policy.deletes() {
             if let Some(retention_ms) = self.config.retention_ms.filter(|r| *r >= 0) {
-                while self.segments.len() > 1 {
+                while committed(&self.segments) {
                     let seg = &self.segments[0];
                     let largest = if seg.max_timestamp() >= 0 {
                         seg.max_timestamp()
@@ -1125,7 +1157,7 @@ impl Log {
             }
             if let Some(retention_bytes) = self.config.retention_bytes.filter(|r| *r >= 0) {
                 let mut excess = self.size_bytes() as i64 - retention_bytes;
-                while self.segments.len() > 1 && excess >= self.segments[0].size() as i64 {
+                while committed(&self.segments) && excess >= self.segments[0].size() as i64 {
                     excess -= self.segments[0].size() as i64;
                     self.delete_oldest_segment()?;
                     deleted += 1;
@@ -1210,8 +1242,28 @@ impl Log {
             self.change_leader_epochs(|epochs| epochs.truncate_from_end(offset))?;
             return Ok(());
         }
-        remove_if_exists(&self.dir.join(PRODUCER_SNAPSHOT_FILE))?;
         let emptied = offset < self.log_start_offset || offset <= self.segments[0].base_offset;
+        self.remove_from(offset, emptied)
+    }
+
+    /// Empties the log and restarts it at `offset`, which may lie beyond the log end (Kafka's
+    /// truncateFullyAndStartAt): a follower whose log ends below its leader's log start can
+    /// only continue from there.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset(),
+            });
+        }
+        self.remove_from(offset, true)
+    }
+
+    /// Removes the batches at or after `offset`; `emptied`: all of them, the log restarting at
+    /// `offset`.
+    fn remove_from(&mut self, offset: i64, emptied: bool) -> Result<(), LogError> {
+        remove_if_exists(&self.dir.join(PRODUCER_SNAPSHOT_FILE))?;
         if emptied {
             let new_start = offset.max(0);
             // The log keeps a segment whatever fails: one that starts where the log restarts is

@@ -205,12 +205,12 @@ fn rolls_by_age() {
     append(&mut log, &simple_batch(1, 10, 0), 1_100);
     assert_eq!(log.segment_base_offsets(), vec![0, 2]);
     // The periodic task rolls an idle segment too.
-    assert_eq!(log.enforce_retention(1_150).unwrap(), 0);
+    assert_eq!(log.enforce_retention(1_150, i64::MAX).unwrap(), 0);
     assert_eq!(log.segment_count(), 2);
-    log.enforce_retention(1_200).unwrap();
+    log.enforce_retention(1_200, i64::MAX).unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, 2, 3]);
     // An empty active segment never rolls.
-    log.enforce_retention(9_999).unwrap();
+    log.enforce_retention(9_999, i64::MAX).unwrap();
     assert_eq!(log.segment_count(), 3);
 }
 
@@ -237,7 +237,7 @@ fn retention_by_time_keeps_the_active_segment() {
     };
     let mut log = segmented_log(dir.path(), cfg, &[1_000, 2_000, 3_000, 4_000]);
     assert_eq!(log.segment_count(), 4);
-    assert_eq!(log.enforce_retention(3_000).unwrap(), 1);
+    assert_eq!(log.enforce_retention(3_000, i64::MAX).unwrap(), 1);
     assert_eq!(log.segment_base_offsets(), vec![2, 4, 6]);
     assert_eq!(log.log_start_offset(), 2);
     assert!(!dir.path().join("00000000000000000000.log").exists());
@@ -246,7 +246,7 @@ fn retention_by_time_keeps_the_active_segment() {
         Err(LogError::OffsetOutOfRange { .. })
     ));
     // Everything expired: all but the active segment go.
-    assert_eq!(log.enforce_retention(100_000).unwrap(), 2);
+    assert_eq!(log.enforce_retention(100_000, i64::MAX).unwrap(), 2);
     assert_eq!(log.segment_base_offsets(), vec![6]);
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 8));
     // Negative retention keeps everything; compact-only ignores retention.ms.
@@ -259,7 +259,7 @@ fn retention_by_time_keeps_the_active_segment() {
         },
         &[1, 2, 3],
     );
-    assert_eq!(forever.enforce_retention(i64::MAX).unwrap(), 0);
+    assert_eq!(forever.enforce_retention(i64::MAX, i64::MAX).unwrap(), 0);
     let dir3 = tempfile::tempdir().unwrap();
     let mut compacted = segmented_log(
         dir3.path(),
@@ -270,7 +270,7 @@ fn retention_by_time_keeps_the_active_segment() {
         },
         &[1, 2, 3],
     );
-    assert_eq!(compacted.enforce_retention(i64::MAX).unwrap(), 0);
+    assert_eq!(compacted.enforce_retention(i64::MAX, i64::MAX).unwrap(), 0);
 }
 
 #[test]
@@ -282,14 +282,14 @@ fn retention_by_bytes() {
         ..config()
     };
     let mut log = segmented_log(dir.path(), cfg, &[0, 0, 0, 0, 0]);
-    assert_eq!(log.enforce_retention(0).unwrap(), 2);
+    assert_eq!(log.enforce_retention(0, i64::MAX).unwrap(), 2);
     assert_eq!(log.segment_base_offsets(), vec![4, 6, 8]);
     assert_eq!(log.log_start_offset(), 4);
     log.set_config(LogConfig {
         retention_bytes: Some(0),
         ..log.config().clone()
     });
-    assert_eq!(log.enforce_retention(0).unwrap(), 2);
+    assert_eq!(log.enforce_retention(0, i64::MAX).unwrap(), 2);
     assert_eq!(log.segment_base_offsets(), vec![8]);
 }
 
@@ -302,7 +302,7 @@ fn slices_outlive_deleted_segments() {
     };
     let mut log = segmented_log(dir.path(), cfg, &[1, 2]);
     let info = log.read(0, usize::MAX, i64::MAX, true).unwrap();
-    assert_eq!(log.enforce_retention(1_000).unwrap(), 1);
+    assert_eq!(log.enforce_retention(1_000, i64::MAX).unwrap(), 1);
     let bytes = info.read_all().unwrap();
     assert_eq!(bytes.len(), info.total_len);
     assert_eq!(BatchIter::new(&bytes).count(), 2);
@@ -487,7 +487,7 @@ fn producers_are_evicted_with_their_data() {
     // Unknown again: any sequence is accepted (KIP-360).
     assert_eq!(appended_range(append(&mut log, &b(17), 0)), (2, 2));
     // Expiration by idle time (batch timestamps are 0 here).
-    log.enforce_retention(log.config().producer_id_expiration_ms)
+    log.enforce_retention(log.config().producer_id_expiration_ms, i64::MAX)
         .unwrap();
     assert_eq!(log.producer_count(), 0);
 }
@@ -735,6 +735,45 @@ fn truncating_below_the_log_start_restarts_the_log_in_a_new_segment() {
     drop(log);
     let (log, _) = open(dir.path(), config());
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (4, 5));
+}
+
+#[test]
+fn a_log_restarts_beyond_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config());
+    for ts in 0..5 {
+        append(&mut log, &simple_batch(2, 10, ts), 0);
+    }
+    log.begin_leader_epoch(3).unwrap();
+    log.truncate_fully_and_start_at(20).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
+    assert_eq!(log.segment_base_offsets(), [20]);
+    assert_eq!(log.leader_epochs().latest_epoch(), None);
+    assert!(log.truncate_fully_and_start_at(-1).is_err());
+    drop(log);
+    let (mut log, _) = open(dir.path(), config());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
+    assert_eq!(
+        appended_range(append(&mut log, &simple_batch(1, 1, 0), 0)),
+        (20, 20)
+    );
+}
+
+#[test]
+fn retention_keeps_what_is_not_below_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_ms: Some(0),
+        ..config()
+    };
+    let mut log = segmented_log(dir.path(), cfg, &[1, 2, 3, 4]);
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6]);
+    // Only the first segment ends at or below the high watermark.
+    assert_eq!(log.enforce_retention(1_000, 3).unwrap(), 1);
+    assert_eq!(log.segment_base_offsets(), vec![2, 4, 6]);
+    assert_eq!(log.enforce_retention(1_000, 4).unwrap(), 1);
+    assert_eq!(log.enforce_retention(1_000, 0).unwrap(), 0);
+    assert_eq!(log.log_start_offset(), 4);
 }
 
 #[test]
@@ -1052,6 +1091,41 @@ fn fetch_all(log: &Log) -> Vec<u8> {
 }
 
 #[test]
+fn a_log_restarted_inside_a_batch_takes_that_batch_and_keeps_its_start() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (mut leader, _) = open(leader_dir.path(), config());
+    append_at_epoch(&mut leader, 10, 1);
+    append_at_epoch(&mut leader, 2, 1);
+    leader.delete_records_before(8).unwrap();
+    let bytes = fetch_all(&leader);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut follower, _) = open(dir.path(), config());
+    follower.truncate_fully_and_start_at(8).unwrap();
+    assert_eq!(follower.append_replicated(&bytes, 0).unwrap(), 12);
+    assert_eq!(
+        (follower.log_start_offset(), follower.log_end_offset()),
+        (8, 12)
+    );
+    assert_eq!(fetch_all(&follower), bytes, "byte for byte");
+    assert_eq!(follower.leader_epochs().entries(), [(1, 8)]);
+    // Only an empty log does this: a batch from below the end of a log with records is refused.
+    assert!(matches!(
+        follower.append_replicated(&bytes, 0),
+        Err(LogError::NonContiguousOffsets {
+            after: 11,
+            found: 0
+        })
+    ));
+    drop(follower);
+    let (follower, _) = open(dir.path(), config());
+    assert_eq!(
+        (follower.log_start_offset(), follower.log_end_offset()),
+        (8, 12)
+    );
+}
+
+#[test]
 fn a_follower_appends_the_leaders_batches_as_they_are() {
     let leader_dir = tempfile::tempdir().unwrap();
     let follower_dir = tempfile::tempdir().unwrap();
@@ -1110,7 +1184,7 @@ fn segment_jitter_spreads_the_rolls_of_partitions_created_together() {
             append(&mut log, &simple_batch(1, 10, 0), 0);
             (1..=1_000)
                 .find(|&now| {
-                    log.enforce_retention(now).unwrap();
+                    log.enforce_retention(now, i64::MAX).unwrap();
                     log.segment_count() > 1
                 })
                 .expect("rolls by segment.ms")

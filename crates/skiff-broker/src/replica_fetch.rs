@@ -27,7 +27,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use skiff_metadata::ControllerRequest;
-use skiff_raft::ForwardRequest;
+use skiff_raft::{ForwardRequest, SubmitError};
 use skiff_raft::{MetadataRaft, PeerCaller, PeerService};
 use skiff_replication::{EpochEnd, FetchAnswer, FetchError, FollowerFetch};
 use tokio::sync::mpsc;
@@ -213,9 +213,10 @@ impl LeaderService {
                             None => data,
                         }
                     }
-                    Ok((Err(error), _)) => {
+                    Ok((Err(error), log_start)) => {
                         has_error = true;
-                        data.with_error_code(error)
+                        // A follower below the log start restarts its log there.
+                        data.with_error_code(error).with_log_start_offset(log_start)
                     }
                     Err(_) => {
                         has_error = true;
@@ -300,9 +301,11 @@ struct Position {
 }
 
 /// One fetcher: fetches every partition this broker follows from `leader`, until there is
-/// none left.
+/// none left. A partition whose answer could not be applied waits `FETCH_BACKOFF` while the
+/// others go on.
 async fn fetch_from(leader: i32, replicas: Arc<ReplicaManager>, mut caller: PeerCaller) {
     let me = replicas.broker_id();
+    let mut backoff: HashMap<(uuid::Uuid, i32), Instant> = HashMap::new();
     loop {
         let followed: Vec<Arc<Partition>> = replicas
             .all()
@@ -313,20 +316,46 @@ async fn fetch_from(leader: i32, replicas: Arc<ReplicaManager>, mut caller: Peer
             info!(leader, "no partition left to fetch from this leader");
             return;
         }
-        let Some(positions) = positions(&replicas, &followed).await else {
+        let now = Instant::now();
+        backoff.retain(|_, until| *until > now);
+        let ready: Vec<Arc<Partition>> = followed
+            .into_iter()
+            .filter(|p| !backoff.contains_key(&(p.topic_id(), p.index)))
+            .collect();
+        if ready.is_empty() {
+            tokio::time::sleep(FETCH_BACKOFF).await;
+            continue;
+        }
+        let Some(positions) = positions(&replicas, &ready).await else {
             return;
         };
         let request = encode(&fetch_request(me, &positions));
         let answer = caller
             .call(&request, FOLLOWER_MAX_WAIT + Duration::from_secs(10))
             .await;
-        let applied = match answer.map_err(|e| e.to_string()).and_then(decode) {
-            Ok(response) => apply_response(&replicas, &positions, response).await,
-            Err(reason) => Err(reason),
+        let response = match answer
+            .map_err(|e| e.to_string())
+            .and_then(decode::<FetchResponse>)
+        {
+            Ok(response) if response.error_code == 0 => response,
+            Ok(response) => {
+                let code = response.error_code;
+                debug!(leader, code, "the leader refused the fetch");
+                tokio::time::sleep(FETCH_BACKOFF).await;
+                continue;
+            }
+            Err(reason) => {
+                debug!(leader, %reason, "fetch from the leader failed");
+                tokio::time::sleep(FETCH_BACKOFF).await;
+                continue;
+            }
         };
-        if let Err(reason) = applied {
-            debug!(leader, %reason, "fetch from the leader failed");
-            tokio::time::sleep(FETCH_BACKOFF).await;
+        for (partition, reason) in apply_response(&replicas, &positions, response).await {
+            debug!(leader, topic = %partition.topic, partition = partition.index, %reason, "replicating the partition failed, backing off");
+            backoff.insert(
+                (partition.topic_id(), partition.index),
+                Instant::now() + FETCH_BACKOFF,
+            );
         }
     }
 }
@@ -357,19 +386,12 @@ async fn positions(
     Some(positions)
 }
 
-/// Applies the leader's answer to each partition; an error when the leader refused the fetch
-/// or any partition failed, so the fetcher backs off.
+/// Applies the leader's answer to each partition; returns those that failed, and why.
 async fn apply_response(
     replicas: &ReplicaManager,
     positions: &[(Arc<Partition>, Position)],
     response: FetchResponse,
-) -> Result<(), String> {
-    if response.error_code != 0 {
-        return Err(format!(
-            "the leader refused the fetch: error code {}",
-            response.error_code
-        ));
-    }
+) -> Vec<(Arc<Partition>, String)> {
     let mut failed = Vec::new();
     let answers = response
         .responses
@@ -383,14 +405,10 @@ async fn apply_response(
             continue;
         };
         if let Err(reason) = apply(replicas, partition, *position, data).await {
-            failed.push(format!("{}-{}: {reason}", partition.topic, partition.index));
+            failed.push((partition.clone(), reason));
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(failed.join("; "))
-    }
+    failed
 }
 
 fn fetch_request(me: i32, positions: &[(Arc<Partition>, Position)]) -> FetchRequest {
@@ -432,7 +450,9 @@ async fn apply(
     position: Position,
     data: PartitionData,
 ) -> Result<(), String> {
-    if data.error_code != 0 {
+    let below_log_start = data.error_code == code(ResponseError::OffsetOutOfRange)
+        && data.log_start_offset > position.fetch_offset;
+    if data.error_code != 0 && !below_log_start {
         return Err(format!("error code {}", data.error_code));
     }
     let held = partition.clone();
@@ -442,6 +462,15 @@ async fn apply(
             if held.following().map(|(_, epoch)| epoch) != Some(position.leader_epoch)
                 || log.log_end_offset() != position.fetch_offset
             {
+                return Ok(());
+            }
+            if below_log_start {
+                // The leader deleted what this log lacks (retention, DeleteRecords): there is
+                // nothing to catch up on below its log start, so this log restarts there.
+                info!(topic = %held.topic, partition = held.index, from = log.log_end_offset(), to = data.log_start_offset, "restarting the log at the leader's log start");
+                log.truncate_fully_and_start_at(data.log_start_offset)
+                    .map_err(|e| format!("restarting the log failed: {e}"))?;
+                held.follow_high_watermark(data.high_watermark, log.log_end_offset());
                 return Ok(());
             }
             let diverging = data.diverging_epoch;
@@ -455,9 +484,19 @@ async fn apply(
                         end_offset: diverging.end_offset,
                     },
                 );
-                info!(topic = %held.topic, partition = held.index, from = log.log_end_offset(), to = truncation.offset, "truncating a divergent log tail");
+                let before = (log.log_end_offset(), log.leader_epochs().latest_epoch());
+                if truncation.offset < before.0 {
+                    info!(topic = %held.topic, partition = held.index, from = before.0, to = truncation.offset, "truncating a divergent log tail");
+                }
                 log.truncate_to(truncation.offset)
                     .map_err(|e| format!("truncation failed: {e}"))?;
+                if (log.log_end_offset(), log.leader_epochs().latest_epoch()) == before {
+                    // Nothing changed, so the next fetch would get the same answer: it waits.
+                    return Err(format!(
+                        "the leader reports a divergence at epoch {} offset {} that truncates nothing",
+                        diverging.epoch, diverging.end_offset
+                    ));
+                }
             } else if let Some(records) = data.records.filter(|r| !r.is_empty()) {
                 log.append_replicated(&records, now_ms())
                     .map_err(|e| format!("appending the leader's batches failed: {e}"))?;
@@ -483,37 +522,53 @@ pub async fn run_proposals(
 ) {
     let me = replicas.broker_id();
     while let Some(proposal) = proposals.recv().await {
-        let Some(raft) = cluster.upgrade() else {
-            return;
+        let Some(partition) = replicas.get_by_id(proposal.topic_id, proposal.partition) else {
+            continue;
         };
-        let request = ControllerRequest::AlterPartition {
-            topic_id: proposal.topic_id,
-            partition: proposal.partition,
-            broker: me,
-            leader_epoch: proposal.proposal.leader_epoch,
-            partition_epoch: proposal.proposal.partition_epoch,
-            isr: proposal.proposal.isr.clone(),
-        };
-        let outcome = raft
-            .submit(ForwardRequest::Controller {
-                request,
-                validate_only: false,
-            })
-            .await;
-        drop(raft);
-        match outcome {
-            Ok(_) => {
-                info!(topic = %proposal.topic, partition = proposal.partition, isr = ?proposal.proposal.isr, "ISR changed")
-            }
-            Err(e) => {
-                debug!(topic = %proposal.topic, partition = proposal.partition, error = %e, "ISR change refused");
-                if let Some(partition) = replicas.get(&proposal.topic, proposal.partition) {
+        // A write whose outcome is unknown is sent again, for as long as it is the leader's
+        // proposal: forgetting it could let the high watermark stop waiting for a replica the
+        // controller did add. Sending it twice is harmless: the second carries a stale
+        // partition epoch once the first applied, and the image settles the proposal.
+        while partition.proposal_pending(&proposal.proposal) {
+            let Some(raft) = cluster.upgrade() else {
+                return;
+            };
+            let request = ControllerRequest::AlterPartition {
+                topic_id: proposal.topic_id,
+                partition: proposal.partition,
+                broker: me,
+                leader_epoch: proposal.proposal.leader_epoch,
+                partition_epoch: proposal.proposal.partition_epoch,
+                isr: proposal.proposal.isr.clone(),
+            };
+            let outcome = raft
+                .submit(ForwardRequest::Controller {
+                    request,
+                    validate_only: false,
+                })
+                .await;
+            drop(raft);
+            match outcome {
+                Ok(_) => {
+                    info!(topic = %proposal.topic, partition = proposal.partition, isr = ?proposal.proposal.isr, "ISR changed");
+                    break;
+                }
+                Err(e @ (SubmitError::Unavailable(_) | SubmitError::NotLeader { .. })) => {
+                    debug!(topic = %proposal.topic, partition = proposal.partition, error = %e, "ISR change not confirmed, sending it again");
+                    tokio::time::sleep(PROPOSAL_RETRY_BACKOFF).await;
+                }
+                Err(e) => {
+                    debug!(topic = %proposal.topic, partition = proposal.partition, error = %e, "ISR change refused");
                     partition.proposal_refused(&proposal.proposal);
+                    break;
                 }
             }
         }
     }
 }
+
+/// Wait before an ISR change whose outcome is unknown is sent again.
+const PROPOSAL_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Settles the roles the image changed and lets leaders drop lagging followers from the ISR.
 pub async fn run_ticks(replicas: Arc<ReplicaManager>, cluster: Weak<MetadataRaft>) {
@@ -594,8 +649,15 @@ mod tests {
         let answer = leader
             .call(follower.broker_id() as u64, Bytes::from(request))
             .await;
-        let response = decode(Bytes::from(answer))?;
-        apply_response(follower, &positions, response).await
+        let response: FetchResponse = decode(Bytes::from(answer))?;
+        if response.error_code != 0 {
+            return Err(format!("refused: {}", response.error_code));
+        }
+        let failed = apply_response(follower, &positions, response).await;
+        match failed.into_iter().next() {
+            Some((_, reason)) => Err(reason),
+            None => Ok(()),
+        }
     }
 
     async fn log_end(replicas: &ReplicaManager, partition: &Arc<Partition>) -> i64 {
@@ -682,6 +744,47 @@ mod tests {
             bytes(&leader_replicas, &leader_partition).await
         );
         assert_eq!(leader_partition.high_watermark(), 12);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_follower_below_the_leaders_log_start_restarts_its_log_there() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leader_replicas, leader_partition) = broker(a.path(), 1, 1, 1);
+        let (follower_replicas, follower_partition) = broker(b.path(), 2, 1, 1);
+        let leader = LeaderService::new(leader_replicas.clone(), 1 << 20);
+        append(&leader_replicas, &leader_partition, 10, 1).await;
+        // The records below 8 are gone before the follower ever fetched them.
+        let held = leader_partition.clone();
+        leader_replicas
+            .log_io(&leader_partition, move |mut log| {
+                log.delete_records_before(8).unwrap();
+                held.settle(&mut log);
+            })
+            .await
+            .unwrap();
+        assert_eq!(leader_partition.high_watermark(), 8);
+
+        round(&leader, &follower_replicas).await.unwrap();
+        let range = |replicas: Arc<ReplicaManager>, partition: Arc<Partition>| async move {
+            replicas
+                .log_io(&partition, |log| {
+                    (log.log_start_offset(), log.log_end_offset())
+                })
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            range(follower_replicas.clone(), follower_partition.clone()).await,
+            (8, 8)
+        );
+        round(&leader, &follower_replicas).await.unwrap();
+        round(&leader, &follower_replicas).await.unwrap();
+        assert_eq!(
+            range(follower_replicas.clone(), follower_partition.clone()).await,
+            (8, 10)
+        );
+        assert_eq!(leader_partition.high_watermark(), 10);
+        assert_eq!(follower_partition.high_watermark(), 10);
     }
 
     #[tokio::test(flavor = "multi_thread")]

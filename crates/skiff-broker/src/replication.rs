@@ -75,6 +75,9 @@ struct Settled {
     min_insync_replicas: usize,
 }
 
+/// A partition's replication role. Lock order: the partition's log, then its image state
+/// (read and released at once), then this; never the log while holding this, and nothing slow
+/// (disk, waits) while holding this: follower fetches and produce completions take it.
 pub(crate) struct Replica {
     role: Role,
     settled: Option<Settled>,
@@ -175,8 +178,9 @@ impl Partition {
         let mut replica = self.replica();
         if replica.settled == Some(target) {
             if let Role::Leader(leader) = &mut replica.role {
-                leader.log_start_moved(log.log_start_offset());
-                let changes = leader.appended(log.log_end_offset(), now);
+                let raised = leader.log_start_moved(log.log_start_offset());
+                let mut changes = leader.appended(log.log_end_offset(), now);
+                changes.high_watermark = changes.high_watermark.or(raised);
                 drop(replica);
                 self.publish(changes, state.topic_id);
             }
@@ -190,16 +194,21 @@ impl Partition {
                 return;
             };
             leader.set_min_insync_replicas(target.min_insync_replicas);
-            leader.log_start_moved(log.log_start_offset());
+            let raised = leader.log_start_moved(log.log_start_offset());
             let mut changes = leader.appended(log.log_end_offset(), now);
             let update = leader.update(&assignment(&state), now);
-            changes.high_watermark = update.high_watermark.or(changes.high_watermark);
+            changes.high_watermark = update.high_watermark.or(changes.high_watermark).or(raised);
             changes.proposal = update.proposal;
             replica.settled = Some(target);
             drop(replica);
             self.publish(changes, state.topic_id);
         } else if state.leader == Some(local) {
-            if let Err(e) = log.begin_leader_epoch(state.leader_epoch) {
+            // Roles change only here, with the log held, so the role cannot change while the
+            // replica lock is released for the epoch's fsync (fetches and ticks wait on it).
+            drop(replica);
+            let begun = log.begin_leader_epoch(state.leader_epoch);
+            let mut replica = self.replica();
+            if let Err(e) = begun {
                 warn!(topic = %self.topic, partition = self.index, error = %e, "cannot record the new leader epoch; not leading yet");
                 replica.role = Role::None;
                 return;
@@ -251,11 +260,19 @@ impl Partition {
         }
     }
 
-    /// Whether an acks=all produce ending before `required_offset` is done (None while the high
-    /// watermark is below it or this broker no longer leads).
-    pub fn produce_done(&self, required_offset: i64) -> Option<Result<(), ProduceError>> {
+    /// Whether an acks=all produce appended at `leader_epoch`, ending before `required_offset`,
+    /// is done (None while the high watermark is below it or this broker no longer leads at
+    /// that epoch: a later leadership's high watermark says nothing of records a leader in
+    /// between may have truncated).
+    pub fn produce_done(
+        &self,
+        leader_epoch: i32,
+        required_offset: i64,
+    ) -> Option<Result<(), ProduceError>> {
         match &self.replica().role {
-            Role::Leader(leader) => leader.produce_done(required_offset),
+            Role::Leader(leader) if leader.leader_epoch() == leader_epoch => {
+                leader.produce_done(required_offset)
+            }
             _ => None,
         }
     }
@@ -272,10 +289,10 @@ impl Partition {
                 log_end: log.log_end_offset(),
             };
         };
-        leader.log_start_moved(log.log_start_offset());
+        let raised = leader.log_start_moved(log.log_start_offset());
         let mut changes = leader.appended(log.log_end_offset(), now);
         let (answer, fetched) = leader.fetch(fetch, log.leader_epochs(), now);
-        changes.high_watermark = fetched.high_watermark.or(changes.high_watermark);
+        changes.high_watermark = fetched.high_watermark.or(changes.high_watermark).or(raised);
         changes.proposal = fetched.proposal;
         drop(replica);
         self.publish(changes, topic_id);
@@ -312,6 +329,15 @@ impl Partition {
     pub fn needs_settling(&self) -> bool {
         let target = settled_from(&self.state());
         self.replica().settled != Some(target)
+    }
+
+    /// Whether `proposal` is still this leader's ISR change in flight (neither settled by the
+    /// image nor superseded by a leadership change).
+    pub fn proposal_pending(&self, proposal: &IsrProposal) -> bool {
+        match &self.replica().role {
+            Role::Leader(leader) => leader.proposal() == Some(proposal),
+            _ => false,
+        }
     }
 
     /// The controller refused `proposal`: it is proposed again when still needed.

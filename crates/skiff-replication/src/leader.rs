@@ -278,10 +278,14 @@ impl LeaderState {
         }
     }
 
-    /// DeleteRecords or retention moved the log start.
-    pub fn log_start_moved(&mut self, log_start: i64) {
+    /// DeleteRecords or retention moved the log start; the high watermark is never below it
+    /// (returned when it rose).
+    pub fn log_start_moved(&mut self, log_start: i64) -> Option<i64> {
         self.log_start = log_start.min(self.log_end);
-        self.high_watermark = self.high_watermark.max(self.log_start);
+        (self.log_start > self.high_watermark).then(|| {
+            self.high_watermark = self.log_start;
+            self.log_start
+        })
     }
 
     /// Checked before an acks=all append (Kafka checks the committed ISR).

@@ -312,7 +312,7 @@ async fn wait_committed(
     let partition = &committing.partition;
     let mut high_watermark = partition.watch_high_watermark();
     loop {
-        match partition.produce_done(committing.end) {
+        match partition.produce_done(committing.epoch, committing.end) {
             Some(Ok(())) => return Ok(()),
             Some(Err(_)) => {
                 return Err((

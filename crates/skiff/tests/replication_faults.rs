@@ -1,0 +1,1235 @@
+//! A Jepsen-style test of partition replication: idempotent acks=all producers write unique
+//! values to a replicated topic while a nemesis kills, cuts off and pauses partition leaders
+//! (brokers in network namespaces, `common/netns.rs`, needs root). After healing, every
+//! partition is read in full and a checker compares the read with what the brokers
+//! acknowledged: no acknowledged write lost or moved, nothing duplicated, no offset skipped or
+//! out of order.
+//!
+//! The checker is a set of plain functions over the recorded history (`checker`), with unit
+//! tests on synthetic histories showing that it catches each anomaly.
+
+mod common;
+
+/// The history of a run and the checks on it, without any I/O.
+mod checker {
+    use std::collections::{BTreeMap, HashSet};
+
+    /// A write the broker acknowledged: `value`, the `seq`-th value its `writer` sent, is at
+    /// `offset` of `partition`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Ack {
+        pub value: String,
+        pub writer: usize,
+        pub seq: u64,
+        pub partition: i32,
+        pub offset: i64,
+        /// Milliseconds since the run began, for the report only.
+        pub at_ms: u64,
+    }
+
+    /// The final read of one partition: every record from `start` up to (excluding) `end`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct PartitionRead {
+        pub partition: i32,
+        pub start: i64,
+        pub end: i64,
+        /// (offset, value), in the order the consumer returned them.
+        pub records: Vec<(i64, String)>,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub struct History {
+        /// Every value handed to a producer (acknowledged, failed or never answered).
+        pub sent: Vec<String>,
+        pub acks: Vec<Ack>,
+        pub reads: Vec<PartitionRead>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Anomaly {
+        /// An acknowledged value the final read does not hold at all.
+        Lost {
+            value: String,
+            partition: i32,
+            offset: i64,
+        },
+        /// An acknowledged value the final read holds, but not where it was acknowledged.
+        Misplaced {
+            value: String,
+            acknowledged: (i32, i64),
+            found: Vec<(i32, i64)>,
+        },
+        /// A value the final read holds more than once.
+        Duplicated {
+            value: String,
+            found: Vec<(i32, i64)>,
+        },
+        /// An offset not above the one read before it.
+        NotIncreasing {
+            partition: i32,
+            previous: i64,
+            offset: i64,
+        },
+        /// Offset `expected` missing: the next one read is `found` (None: the read ended).
+        Gap {
+            partition: i32,
+            expected: i64,
+            found: Option<i64>,
+        },
+        /// A value read that no producer sent.
+        Phantom {
+            value: String,
+            partition: i32,
+            offset: i64,
+        },
+        /// Two acknowledged values of one writer in one partition, the later sent one at the
+        /// lower offset (an idempotent producer keeps its order).
+        WriterOrder {
+            writer: usize,
+            partition: i32,
+            earlier: (u64, i64),
+            later: (u64, i64),
+        },
+    }
+
+    impl Anomaly {
+        /// "lost", "duplicated", "order" or "phantom": the kinds of the report.
+        pub fn kind(&self) -> &'static str {
+            match self {
+                Anomaly::Lost { .. } | Anomaly::Misplaced { .. } => "lost",
+                Anomaly::Duplicated { .. } => "duplicated",
+                Anomaly::Phantom { .. } => "phantom",
+                Anomaly::NotIncreasing { .. }
+                | Anomaly::Gap { .. }
+                | Anomaly::WriterOrder { .. } => "order",
+            }
+        }
+    }
+
+    /// Offsets within each read: strictly increasing, from `start` to `end - 1` without a gap
+    /// (no compaction and no transactions: every offset holds a record).
+    fn check_offsets(read: &PartitionRead, anomalies: &mut Vec<Anomaly>) {
+        let mut expected = read.start;
+        let mut previous: Option<i64> = None;
+        for &(offset, _) in &read.records {
+            if let Some(previous) = previous.filter(|&previous| offset <= previous) {
+                anomalies.push(Anomaly::NotIncreasing {
+                    partition: read.partition,
+                    previous,
+                    offset,
+                });
+                continue;
+            }
+            if offset != expected {
+                anomalies.push(Anomaly::Gap {
+                    partition: read.partition,
+                    expected,
+                    found: Some(offset),
+                });
+            }
+            expected = offset + 1;
+            previous = Some(offset);
+        }
+        if expected < read.end {
+            anomalies.push(Anomaly::Gap {
+                partition: read.partition,
+                expected,
+                found: None,
+            });
+        }
+    }
+
+    /// Every anomaly of the history; empty when it is clean.
+    pub fn check(history: &History) -> Vec<Anomaly> {
+        let mut anomalies = Vec::new();
+        let mut reads: Vec<&PartitionRead> = history.reads.iter().collect();
+        reads.sort_by_key(|read| read.partition);
+
+        // Where each value was read, in read order.
+        let mut found: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+        let mut first_seen: Vec<&str> = Vec::new();
+        let sent: HashSet<&str> = history.sent.iter().map(String::as_str).collect();
+        for read in &reads {
+            check_offsets(read, &mut anomalies);
+            for (offset, value) in &read.records {
+                let places = found.entry(value.as_str()).or_default();
+                if places.is_empty() {
+                    first_seen.push(value);
+                }
+                places.push((read.partition, *offset));
+                if !sent.contains(value.as_str()) {
+                    anomalies.push(Anomaly::Phantom {
+                        value: value.clone(),
+                        partition: read.partition,
+                        offset: *offset,
+                    });
+                }
+            }
+        }
+        for value in first_seen {
+            let places = &found[value];
+            if places.len() > 1 {
+                anomalies.push(Anomaly::Duplicated {
+                    value: value.to_owned(),
+                    found: places.clone(),
+                });
+            }
+        }
+
+        // Each acknowledged value exactly where it was acknowledged.
+        for ack in &history.acks {
+            let at = (ack.partition, ack.offset);
+            match found.get(ack.value.as_str()) {
+                None => anomalies.push(Anomaly::Lost {
+                    value: ack.value.clone(),
+                    partition: ack.partition,
+                    offset: ack.offset,
+                }),
+                Some(places) if !places.contains(&at) => anomalies.push(Anomaly::Misplaced {
+                    value: ack.value.clone(),
+                    acknowledged: at,
+                    found: places.clone(),
+                }),
+                // Also read elsewhere: reported as duplicated above.
+                Some(_) => {}
+            }
+        }
+
+        // Each writer's acknowledged values of a partition in the order it sent them.
+        let mut by_writer: BTreeMap<(usize, i32), Vec<(u64, i64)>> = BTreeMap::new();
+        for ack in &history.acks {
+            by_writer
+                .entry((ack.writer, ack.partition))
+                .or_default()
+                .push((ack.seq, ack.offset));
+        }
+        for ((writer, partition), mut acks) in by_writer {
+            acks.sort();
+            for pair in acks.windows(2) {
+                if pair[1].1 <= pair[0].1 {
+                    anomalies.push(Anomaly::WriterOrder {
+                        writer,
+                        partition,
+                        earlier: pair[0],
+                        later: pair[1],
+                    });
+                }
+            }
+        }
+        anomalies
+    }
+
+    /// How many anomalies of each kind: (lost, duplicated, order, phantom).
+    pub fn counts(anomalies: &[Anomaly]) -> (usize, usize, usize, usize) {
+        let count = |kind| anomalies.iter().filter(|a| a.kind() == kind).count();
+        (
+            count("lost"),
+            count("duplicated"),
+            count("order"),
+            count("phantom"),
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn value(writer: usize, seq: u64) -> String {
+            format!("w{writer}-{seq}")
+        }
+
+        fn ack(writer: usize, seq: u64, partition: i32, offset: i64) -> Ack {
+            Ack {
+                value: value(writer, seq),
+                writer,
+                seq,
+                partition,
+                offset,
+                at_ms: 0,
+            }
+        }
+
+        fn read(partition: i32, end: i64, records: &[(i64, String)]) -> PartitionRead {
+            PartitionRead {
+                partition,
+                start: 0,
+                end,
+                records: records.to_vec(),
+            }
+        }
+
+        /// Two writers, two partitions; w1-2 failed (unknown outcome) but was written, w1-3
+        /// failed and was not; everything acknowledged is where it was acknowledged.
+        fn clean() -> History {
+            let sent = (0..4)
+                .flat_map(|seq| [value(0, seq), value(1, seq)])
+                .collect();
+            History {
+                sent,
+                acks: vec![
+                    ack(0, 0, 0, 0),
+                    ack(1, 0, 0, 1),
+                    ack(0, 1, 1, 0),
+                    ack(1, 1, 1, 1),
+                    ack(0, 2, 0, 2),
+                    ack(0, 3, 1, 3),
+                ],
+                reads: vec![
+                    read(
+                        0,
+                        3,
+                        &[(0, value(0, 0)), (1, value(1, 0)), (2, value(0, 2))],
+                    ),
+                    read(
+                        1,
+                        4,
+                        &[
+                            (0, value(0, 1)),
+                            (1, value(1, 1)),
+                            (2, value(1, 2)),
+                            (3, value(0, 3)),
+                        ],
+                    ),
+                ],
+            }
+        }
+
+        #[test]
+        fn a_clean_history_passes() {
+            assert_eq!(check(&clean()), []);
+            let empty = History::default();
+            assert_eq!(check(&empty), []);
+        }
+
+        #[test]
+        fn a_lost_write_is_caught() {
+            // Partition 0 lost its last record: the read ends before it.
+            let mut history = clean();
+            history.reads[0].records.pop();
+            history.reads[0].end = 2;
+            assert_eq!(
+                check(&history),
+                [Anomaly::Lost {
+                    value: value(0, 2),
+                    partition: 0,
+                    offset: 2
+                }]
+            );
+            // Or another value took its place (an unacknowledged one, written after a
+            // truncation).
+            let mut history = clean();
+            history.reads[0].records[2].1 = value(1, 3);
+            let anomalies = check(&history);
+            assert_eq!(
+                anomalies,
+                [Anomaly::Lost {
+                    value: value(0, 2),
+                    partition: 0,
+                    offset: 2
+                }]
+            );
+            assert_eq!(counts(&anomalies), (1, 0, 0, 0));
+        }
+
+        #[test]
+        fn a_duplicate_is_caught() {
+            let mut history = clean();
+            history.reads[0].records.push((3, value(1, 0)));
+            history.reads[0].end = 4;
+            let anomalies = check(&history);
+            assert_eq!(
+                anomalies,
+                [Anomaly::Duplicated {
+                    value: value(1, 0),
+                    found: vec![(0, 1), (0, 3)]
+                }]
+            );
+            assert_eq!(counts(&anomalies), (0, 1, 0, 0));
+            // Also across partitions, and for a value whose outcome was unknown.
+            let mut history = clean();
+            history.reads[0].records.push((3, value(1, 2)));
+            history.reads[0].end = 4;
+            assert_eq!(
+                check(&history),
+                [Anomaly::Duplicated {
+                    value: value(1, 2),
+                    found: vec![(0, 3), (1, 2)]
+                }]
+            );
+        }
+
+        #[test]
+        fn a_value_at_another_offset_than_acknowledged_is_caught() {
+            // Two records of partition 1 swapped places.
+            let mut history = clean();
+            history.reads[1].records.swap(0, 1);
+            history.reads[1].records[0].0 = 0;
+            history.reads[1].records[1].0 = 1;
+            let anomalies = check(&history);
+            assert!(anomalies.contains(&Anomaly::Misplaced {
+                value: value(0, 1),
+                acknowledged: (1, 0),
+                found: vec![(1, 1)]
+            }));
+            assert!(anomalies.contains(&Anomaly::Misplaced {
+                value: value(1, 1),
+                acknowledged: (1, 1),
+                found: vec![(1, 0)]
+            }));
+            assert_eq!(anomalies.len(), 2, "{anomalies:?}");
+            // In another partition.
+            let mut history = clean();
+            let moved = history.reads[0].records.pop().unwrap();
+            history.reads[0].end = 2;
+            history.reads[1].records.push((4, moved.1));
+            history.reads[1].end = 5;
+            assert_eq!(
+                check(&history),
+                [Anomaly::Misplaced {
+                    value: value(0, 2),
+                    acknowledged: (0, 2),
+                    found: vec![(1, 4)]
+                }]
+            );
+        }
+
+        #[test]
+        fn gaps_and_reordered_offsets_are_caught() {
+            // Offset 2 of partition 1 (an unacknowledged value) missing.
+            let mut history = clean();
+            history.reads[1].records.remove(2);
+            assert_eq!(
+                check(&history),
+                [Anomaly::Gap {
+                    partition: 1,
+                    expected: 2,
+                    found: Some(3)
+                }]
+            );
+            // A read that stops short of the high watermark.
+            let mut history = clean();
+            history.reads[1].end = 6;
+            assert_eq!(
+                check(&history),
+                [Anomaly::Gap {
+                    partition: 1,
+                    expected: 4,
+                    found: None
+                }]
+            );
+            // Offsets going backwards.
+            let mut history = clean();
+            history.reads[0].records.swap(1, 2);
+            let anomalies = check(&history);
+            assert!(anomalies.contains(&Anomaly::NotIncreasing {
+                partition: 0,
+                previous: 2,
+                offset: 1
+            }));
+            assert_eq!(counts(&anomalies).2, 2, "{anomalies:?}");
+        }
+
+        #[test]
+        fn a_phantom_value_and_a_reordered_writer_are_caught() {
+            let mut history = clean();
+            history.reads[0].records.push((3, "never-sent".to_owned()));
+            history.reads[0].end = 4;
+            assert_eq!(
+                check(&history),
+                [Anomaly::Phantom {
+                    value: "never-sent".to_owned(),
+                    partition: 0,
+                    offset: 3
+                }]
+            );
+            // Writer 0's values 0 and 2 in partition 0, acknowledged (and read) the other way
+            // round.
+            let mut history = clean();
+            history.acks[0].offset = 2;
+            history.acks[4].offset = 0;
+            history.reads[0].records[0].1 = value(0, 2);
+            history.reads[0].records[2].1 = value(0, 0);
+            assert_eq!(
+                check(&history),
+                [Anomaly::WriterOrder {
+                    writer: 0,
+                    partition: 0,
+                    earlier: (0, 2),
+                    later: (2, 0)
+                }]
+            );
+        }
+    }
+}
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use checker::{Ack, Anomaly, History, PartitionRead};
+use common::http_exchange;
+use common::netns::Cluster;
+use common::wire::create_replicated_topic;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde_json::Value;
+
+const TOPIC: &str = "faults";
+const PARTITIONS: i32 = 3;
+const WRITERS: usize = 3;
+/// Each writer sends at most one value per this interval (and waits while this many are
+/// outstanding): a steady load a loaded 2-core machine keeps up with.
+const SEND_INTERVAL: Duration = Duration::from_millis(25);
+const MAX_OUTSTANDING: i32 = 2000;
+/// No single wait may take longer, and the whole run must end within `HARD_LIMIT`.
+const WAIT_LIMIT: Duration = Duration::from_secs(100);
+const HARD_LIMIT: Duration = Duration::from_secs(300);
+
+/// A write that got an error: its outcome is unknown (it may or may not be in the log).
+#[derive(Debug, Clone)]
+struct Failed {
+    value: String,
+    error: String,
+    at_ms: u64,
+}
+
+#[derive(Default)]
+struct Recorded {
+    sent: Vec<String>,
+    acks: Vec<Ack>,
+    failed: Vec<Failed>,
+    fatal: Vec<String>,
+}
+
+/// Delivery reports of one writer, into the shared record.
+struct Recorder {
+    writer: usize,
+    start: Instant,
+    record: Arc<Mutex<Recorded>>,
+}
+
+impl ClientContext for Recorder {}
+
+impl ProducerContext for Recorder {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let at_ms = self.start.elapsed().as_millis() as u64;
+        let payload = |message: &rdkafka::message::BorrowedMessage<'_>| {
+            String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned()
+        };
+        let mut record = self.record.lock().unwrap();
+        match result {
+            Ok(message) => {
+                let value = payload(message);
+                let seq = value
+                    .rsplit_once('-')
+                    .and_then(|(_, seq)| seq.parse().ok())
+                    .unwrap_or(u64::MAX);
+                record.acks.push(Ack {
+                    value,
+                    writer: self.writer,
+                    seq,
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    at_ms,
+                });
+            }
+            Err((error, message)) => record.failed.push(Failed {
+                value: payload(message),
+                error: error.to_string(),
+                at_ms,
+            }),
+        }
+    }
+}
+
+/// One writer: an idempotent acks=all producer sending `w<writer>-<seq>` round-robin over the
+/// partitions until `stop`, then flushing. A producer that hits a fatal error is replaced.
+fn run_writer(
+    writer: usize,
+    bootstrap: String,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    record: Arc<Mutex<Recorded>>,
+) {
+    let mut seq = 0u64;
+    loop {
+        let producer: BaseProducer<Recorder> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "30000")
+            .set("request.timeout.ms", "10000")
+            .create_with_context(Recorder {
+                writer,
+                start,
+                record: record.clone(),
+            })
+            .expect("a producer");
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                let _ = producer.flush(Duration::from_secs(45));
+                return;
+            }
+            if let Some((code, reason)) = producer.client().fatal_error() {
+                record.lock().unwrap().fatal.push(format!(
+                    "writer {writer} at {:.1}s: {code:?}: {reason}",
+                    start.elapsed().as_secs_f64()
+                ));
+                // Fails what is outstanding; a new producer (a new producer id) goes on.
+                let _ = producer.flush(Duration::from_secs(5));
+                break;
+            }
+            if producer.in_flight_count() < MAX_OUTSTANDING {
+                let value = format!("w{writer}-{seq}");
+                let partition = ((seq + writer as u64) % PARTITIONS as u64) as i32;
+                seq += 1;
+                let sent = producer.send(
+                    BaseRecord::<(), str>::to(TOPIC)
+                        .partition(partition)
+                        .payload(&value),
+                );
+                if sent.is_ok() {
+                    record.lock().unwrap().sent.push(value);
+                }
+            }
+            producer.poll(SEND_INTERVAL);
+        }
+    }
+}
+
+/// Sets the flag when dropped, so the writers end also when the test fails.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One partition as a broker's `/v1/partitions` shows it.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    leader: Option<i32>,
+    isr: Vec<i32>,
+    role: Option<String>,
+    high_watermark: Option<i64>,
+    log_end: Option<i64>,
+}
+
+/// A JSON GET on node `i`'s admin port, with a short timeout (nodes may be paused or cut off).
+fn get_json(cluster: &Cluster, i: usize, path: &str) -> Option<Value> {
+    let (status, body) = http_exchange(
+        cluster.nodes[i].http_addr(),
+        "GET",
+        path,
+        None,
+        Duration::from_secs(5),
+    )?;
+    (status == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+}
+
+/// The topic's partitions as node `i` sees them, in partition order.
+fn seen(cluster: &Cluster, i: usize) -> Option<Vec<Seen>> {
+    let list = get_json(cluster, i, &format!("/v1/partitions?topic={TOPIC}"))?;
+    let list = list.as_array()?;
+    if list.len() != PARTITIONS as usize {
+        return None;
+    }
+    let seen = list
+        .iter()
+        .map(|p| {
+            let mut isr: Vec<i32> = p["isr"]
+                .as_array()
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(Value::as_i64)
+                        .map(|id| id as i32)
+                        .collect()
+                })
+                .unwrap_or_default();
+            isr.sort();
+            Seen {
+                leader: p["leader"].as_i64().map(|id| id as i32),
+                isr,
+                role: p["local"]["role"].as_str().map(str::to_owned),
+                high_watermark: p["local"]["high_watermark"].as_i64(),
+                log_end: p["local"]["log_end_offset"].as_i64(),
+            }
+        })
+        .collect();
+    Some(seen)
+}
+
+/// The metadata quorum's leader as node `i` sees it (a broker id).
+fn controller(cluster: &Cluster, i: usize) -> Option<u64> {
+    get_json(cluster, i, "/raft/stats")?["leader"].as_u64()
+}
+
+fn voters(cluster: &Cluster, i: usize) -> usize {
+    get_json(cluster, i, "/raft/stats")
+        .and_then(|stats| stats["voters"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// Broker id of node index `i`.
+fn id(i: usize) -> i32 {
+    i as i32 + 1
+}
+
+/// Every partition has a leader other than `excluded`, as each of `via` sees it, and they
+/// agree on it.
+fn led_without(cluster: &Cluster, via: &[usize], excluded: i32) -> bool {
+    let mut leaders = None;
+    for &i in via {
+        let Some(seen) = seen(cluster, i) else {
+            return false;
+        };
+        let these: Vec<Option<i32>> = seen.iter().map(|p| p.leader).collect();
+        if these.iter().any(|l| l.is_none() || *l == Some(excluded)) {
+            return false;
+        }
+        if leaders.get_or_insert_with(|| these.clone()) != &these {
+            return false;
+        }
+    }
+    true
+}
+
+/// Every node's gossip sees every other node alive, in the generation that node has now.
+///
+/// Waited for between faults: the controller fences only brokers its own gossip agent has
+/// announced, so a controller that restarted (the seed has no `--join`) and has not heard of
+/// a broker yet would never fence it if that broker failed next, and a restarted broker's old
+/// generation, still probed by the others, is declared failed (and the live broker fenced)
+/// a while after the restart.
+fn gossip_converged(cluster: &Cluster) -> bool {
+    let nodes = cluster.nodes.len();
+    let views: Option<Vec<Vec<Value>>> = (0..nodes)
+        .map(|i| get_json(cluster, i, "/v1/members")?.as_array().cloned())
+        .collect();
+    let Some(views) = views else {
+        return false;
+    };
+    let entry = |i: usize, of: usize| {
+        let addr = cluster.nodes[of].gossip_addr();
+        views[i]
+            .iter()
+            .find(|m| m["addr"].as_str() == Some(addr.as_str()))
+            .cloned()
+    };
+    (0..nodes).all(|j| {
+        let Some(generation) = entry(j, j).and_then(|own| own["generation"].as_u64()) else {
+            return false;
+        };
+        (0..nodes).filter(|&i| i != j).all(|i| {
+            entry(i, j).is_some_and(|m| {
+                m["status"] == "alive" && m["generation"].as_u64() == Some(generation)
+            })
+        })
+    })
+}
+
+/// Every node agrees on a leader for every partition, every ISR is full, every replica has
+/// settled its role, all three nodes vote in the metadata quorum and see each other alive.
+fn all_in_sync(cluster: &Cluster) -> bool {
+    let nodes = cluster.nodes.len();
+    let full: Vec<i32> = (0..nodes).map(id).collect();
+    let mut leaders = None;
+    for i in 0..nodes {
+        let Some(seen) = seen(cluster, i) else {
+            return false;
+        };
+        for p in &seen {
+            let Some(leader) = p.leader else {
+                return false;
+            };
+            let role = if leader == id(i) {
+                "leader"
+            } else {
+                "follower"
+            };
+            if p.isr != full || p.role.as_deref() != Some(role) {
+                return false;
+            }
+        }
+        let these: Vec<Option<i32>> = seen.iter().map(|p| p.leader).collect();
+        if leaders.get_or_insert_with(|| these.clone()) != &these {
+            return false;
+        }
+        if voters(cluster, i) != nodes {
+            return false;
+        }
+    }
+    gossip_converged(cluster)
+}
+
+/// Once every replica of every partition has the same log end and the leaders' high
+/// watermarks reached it: those ends.
+fn converged(cluster: &Cluster) -> Option<Vec<i64>> {
+    let views: Vec<Vec<Seen>> = (0..cluster.nodes.len())
+        .map(|i| seen(cluster, i))
+        .collect::<Option<_>>()?;
+    (0..PARTITIONS as usize)
+        .map(|p| {
+            let leader = views[0][p].leader?;
+            let end = views[(leader - 1) as usize][p].high_watermark?;
+            views
+                .iter()
+                .all(|view| view[p].log_end == Some(end))
+                .then_some(end)
+        })
+        .collect()
+}
+
+/// The leader of `partition` as node `via` sees it, as a node index.
+fn leader_of(cluster: &Cluster, via: usize, partition: usize) -> usize {
+    let leader = seen(cluster, via).expect("partitions")[partition]
+        .leader
+        .expect("a leader");
+    (leader - 1) as usize
+}
+
+/// The run's clock: waits bounded per wait and by the hard limit, notes with timestamps.
+struct Run {
+    start: Instant,
+    notes: Vec<String>,
+}
+
+impl Run {
+    fn at(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn note(&mut self, note: String) {
+        self.notes.push(format!("[{:6.1}s] {note}", self.at()));
+    }
+
+    /// Polls `done` until it holds; how long that took. Fails the test at the limits.
+    fn wait(&self, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+        let began = Instant::now();
+        let deadline = (began + WAIT_LIMIT).min(self.start + HARD_LIMIT);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {:.1}s waiting for {what} (run at {:.1}s)\nnotes:\n{}",
+                began.elapsed().as_secs_f64(),
+                self.at(),
+                self.notes.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        began.elapsed()
+    }
+}
+
+/// Reads every partition from its start to `ends[p]` (its high watermark).
+fn read_all(bootstrap: &str, ends: &[i64]) -> Vec<PartitionRead> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "replication-faults-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(TOPIC, p, Offset::Offset(0))
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut reads: Vec<PartitionRead> = (0..PARTITIONS)
+        .map(|p| PartitionRead {
+            partition: p,
+            start: 0,
+            end: ends[p as usize],
+            records: Vec::new(),
+        })
+        .collect();
+    let next = |reads: &[PartitionRead], p: usize| {
+        reads[p].records.last().map_or(0, |(offset, _)| offset + 1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (0..PARTITIONS as usize).any(|p| next(&reads, p) < ends[p]) && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => {
+                let value = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                reads[message.partition() as usize]
+                    .records
+                    .push((message.offset(), value.into_owned()));
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    reads
+}
+
+/// What an anomaly looks like in the history: the acknowledgement, the failures of the same
+/// value, the records read around it.
+fn excerpt(anomaly: &Anomaly, history: &History, failed: &[Failed]) -> String {
+    let mut lines = vec![format!("{anomaly:?}")];
+    let (value, partition, offset) = match anomaly {
+        Anomaly::Lost {
+            value,
+            partition,
+            offset,
+        } => (Some(value), *partition, *offset),
+        Anomaly::Misplaced {
+            value,
+            acknowledged,
+            ..
+        } => (Some(value), acknowledged.0, acknowledged.1),
+        Anomaly::Duplicated { value, found } => (Some(value), found[0].0, found[0].1),
+        Anomaly::Phantom {
+            value,
+            partition,
+            offset,
+        } => (Some(value), *partition, *offset),
+        Anomaly::NotIncreasing {
+            partition, offset, ..
+        } => (None, *partition, *offset),
+        Anomaly::Gap {
+            partition,
+            expected,
+            ..
+        } => (None, *partition, *expected),
+        Anomaly::WriterOrder {
+            partition, later, ..
+        } => (None, *partition, later.1),
+    };
+    if let Some(value) = value {
+        for ack in history.acks.iter().filter(|a| &a.value == value) {
+            lines.push(format!("  acknowledged: {ack:?}"));
+        }
+        for f in failed.iter().filter(|f| &f.value == value) {
+            lines.push(format!("  failed at {} ms: {}", f.at_ms, f.error));
+        }
+    }
+    if let Some(read) = history.reads.iter().find(|r| r.partition == partition) {
+        for (o, v) in read
+            .records
+            .iter()
+            .filter(|(o, _)| (offset - 3..=offset + 3).contains(o))
+        {
+            let acked = history
+                .acks
+                .iter()
+                .find(|a| &a.value == v)
+                .map(|a| {
+                    format!(
+                        "acknowledged at {}:{} ({} ms)",
+                        a.partition, a.offset, a.at_ms
+                    )
+                })
+                .unwrap_or_else(|| "not acknowledged".to_owned());
+            lines.push(format!("  read {partition}:{o} = {v} ({acked})"));
+        }
+    }
+    lines.join("\n")
+}
+
+/// Every partition's leader and ISR, and the asking broker's high watermark and log end.
+fn show(seen: Option<Vec<Seen>>) -> String {
+    let Some(seen) = seen else {
+        return "no answer".to_owned();
+    };
+    seen.iter()
+        .enumerate()
+        .map(|(p, s)| {
+            let leader = s.leader.map_or("none".to_owned(), |l| l.to_string());
+            let hw = s.high_watermark.map_or("?".to_owned(), |o| o.to_string());
+            let leo = s.log_end.map_or("?".to_owned(), |o| o.to_string());
+            format!("p{p} leader {leader} isr {:?} hw {hw} leo {leo}", s.isr)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn acknowledged(record: &Mutex<Recorded>) -> usize {
+    record.lock().unwrap().acks.len()
+}
+
+/// SIGKILL the leader of `partition`; restart it after the others elected new leaders
+/// (`failover`) or two seconds later, then wait until every ISR is full again.
+fn kill_and_restart(
+    cluster: &mut Cluster,
+    run: &mut Run,
+    record: &Mutex<Recorded>,
+    partition: usize,
+    failover: bool,
+) {
+    let victim = leader_of(cluster, 0, partition);
+    let others: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != victim).collect();
+    run.note(format!(
+        "kill -9 broker {} (leads partition {partition}), {} acknowledged so far, controller {:?}",
+        id(victim),
+        acknowledged(record),
+        controller(cluster, 0)
+    ));
+    cluster.kill9(victim);
+    if failover {
+        let took = run.wait("new leaders without the killed broker", || {
+            led_without(cluster, &others, id(victim))
+        });
+        run.note(format!(
+            "new leaders after {:.1}s: {}",
+            took.as_secs_f64(),
+            show(seen(cluster, others[0]))
+        ));
+        std::thread::sleep(Duration::from_secs(3));
+    } else {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    cluster.restart(victim);
+    run.note(format!(
+        "broker {} restarted: {}",
+        id(victim),
+        show(seen(cluster, others[0]))
+    ));
+    let took = run.wait("the restarted broker back in every ISR", || {
+        all_in_sync(cluster)
+    });
+    run.note(format!(
+        "every ISR full after {:.1}s, {} acknowledged so far",
+        took.as_secs_f64(),
+        acknowledged(record)
+    ));
+}
+
+/// Cuts the leader of `partition` off from everyone (the clients too), heals three seconds
+/// after the majority elected new leaders, waits until every ISR is full again.
+fn isolate_and_heal(cluster: &Cluster, run: &mut Run, record: &Mutex<Recorded>, partition: usize) {
+    let cut = leader_of(cluster, 0, partition);
+    let others: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != cut).collect();
+    run.note(format!(
+        "isolate broker {} (leads partition {partition}), controller {:?}",
+        id(cut),
+        controller(cluster, 0)
+    ));
+    cluster.isolate(cut);
+    let took = run.wait("new leaders without the isolated broker", || {
+        led_without(cluster, &others, id(cut))
+    });
+    run.note(format!(
+        "new leaders after {:.1}s: {}",
+        took.as_secs_f64(),
+        show(seen(cluster, others[0]))
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.heal();
+    run.note("healed".to_owned());
+    let took = run.wait("the isolated broker back in every ISR", || {
+        all_in_sync(cluster)
+    });
+    run.note(format!(
+        "every ISR full after {:.1}s, {} acknowledged so far",
+        took.as_secs_f64(),
+        acknowledged(record)
+    ));
+}
+
+/// SIGSTOP the leader of `partition` for `pause`, then wait until every ISR is full again.
+fn pause_and_resume(
+    cluster: &Cluster,
+    run: &mut Run,
+    record: &Mutex<Recorded>,
+    partition: usize,
+    pause: Duration,
+) {
+    let paused = leader_of(cluster, 0, partition);
+    let other = (paused + 1) % cluster.nodes.len();
+    run.note(format!(
+        "pause broker {} (leads partition {partition}) for {}s, controller {:?}",
+        id(paused),
+        pause.as_secs(),
+        controller(cluster, 0)
+    ));
+    cluster.pause(paused);
+    std::thread::sleep(pause);
+    run.note(format!(
+        "resume broker {}; before: {}",
+        id(paused),
+        show(seen(cluster, other))
+    ));
+    cluster.resume(paused);
+    let took = run.wait("every ISR full after the pause", || all_in_sync(cluster));
+    run.note(format!(
+        "every ISR full after {:.1}s, {} acknowledged so far: {}",
+        took.as_secs_f64(),
+        acknowledged(record),
+        show(seen(cluster, 0))
+    ));
+}
+
+#[test]
+fn acknowledged_writes_survive_leader_kills_cuts_and_pauses() {
+    let mut cluster = Cluster::start_joined(
+        3,
+        &[
+            "--default-replication-factor",
+            "3",
+            "--replica-lag-time-max-ms",
+            "5000",
+        ],
+    );
+    let mut run = Run {
+        start: Instant::now(),
+        notes: Vec::new(),
+    };
+    run.wait("three voters", || voters(&cluster, 0) == 3);
+    assert_eq!(
+        create_replicated_topic(
+            &cluster.nodes[0].kafka_addr(),
+            TOPIC,
+            PARTITIONS,
+            3,
+            &[("min.insync.replicas", "2")]
+        ),
+        0
+    );
+    run.wait("every replica in sync", || all_in_sync(&cluster));
+    run.note(format!("topic ready: {}", show(seen(&cluster, 0))));
+
+    let bootstrap = cluster
+        .nodes
+        .iter()
+        .map(|n| n.kafka_addr())
+        .collect::<Vec<_>>()
+        .join(",");
+    let record = Arc::new(Mutex::new(Recorded::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (bootstrap, start, stop, record) =
+                (bootstrap.clone(), run.start, stop.clone(), record.clone());
+            std::thread::spawn(move || run_writer(writer, bootstrap, start, stop, record))
+        })
+        .collect();
+    let stopper = StopOnDrop(stop.clone());
+    run.wait("the first acknowledgements", || acknowledged(&record) > 0);
+    std::thread::sleep(Duration::from_secs(5));
+
+    // The nemesis, two rounds over different partitions: a leader killed and restarted (once
+    // after the failover, once at once, before gossip's verdict), a leader cut off from
+    // everyone and healed, a leader paused (once briefly, once long enough to be declared
+    // failed while stopped).
+    kill_and_restart(&mut cluster, &mut run, &record, 0, true);
+    isolate_and_heal(&cluster, &mut run, &record, 1);
+    pause_and_resume(&cluster, &mut run, &record, 2, Duration::from_secs(6));
+    kill_and_restart(&mut cluster, &mut run, &record, 1, false);
+    isolate_and_heal(&cluster, &mut run, &record, 2);
+    pause_and_resume(&cluster, &mut run, &record, 0, Duration::from_secs(30));
+
+    // Calm: everything healed and running, writes go on for a moment, then stop.
+    cluster.heal();
+    run.wait("every ISR full before the end", || all_in_sync(&cluster));
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    drop(stopper);
+    run.note(format!(
+        "writers stopped, {} acknowledged",
+        acknowledged(&record)
+    ));
+    let mut ends = Vec::new();
+    run.wait(
+        "every replica at the same log end and high watermark",
+        || converged(&cluster).map(|e| ends = e).is_some(),
+    );
+    let reads = read_all(&bootstrap, &ends);
+    let recorded = std::mem::take(&mut *record.lock().unwrap());
+    let history = History {
+        sent: recorded.sent,
+        acks: recorded.acks,
+        reads,
+    };
+    let anomalies = checker::check(&history);
+    // The brokers' logs, kept where asked (the harness removes them with the cluster).
+    if let Some(dir) = std::env::var_os("REPLICATION_FAULTS_LOG_DIR") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            std::fs::write(dir.join(format!("broker{}.log", id(i))), node.log()).unwrap();
+        }
+        eprintln!("broker logs in {}", dir.display());
+    }
+
+    // The summary.
+    let read: usize = history.reads.iter().map(|r| r.records.len()).sum();
+    let read_values: std::collections::HashSet<&str> = history
+        .reads
+        .iter()
+        .flat_map(|r| r.records.iter().map(|(_, v)| v.as_str()))
+        .collect();
+    let unknown_written = recorded
+        .failed
+        .iter()
+        .filter(|f| read_values.contains(f.value.as_str()))
+        .count();
+    let mut errors: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &recorded.failed {
+        *errors.entry(f.error.as_str()).or_default() += 1;
+    }
+    let (lost, duplicated, order, phantom) = checker::counts(&anomalies);
+    eprintln!("--- replication faults: summary ---");
+    for note in &run.notes {
+        eprintln!("{note}");
+    }
+    eprintln!(
+        "sent {}, acknowledged {}, unknown outcome {} ({unknown_written} of them in the log), \
+         never answered {}",
+        history.sent.len(),
+        history.acks.len(),
+        recorded.failed.len(),
+        history
+            .sent
+            .len()
+            .saturating_sub(history.acks.len() + recorded.failed.len())
+    );
+    let mut times: Vec<u64> = history.acks.iter().map(|a| a.at_ms).collect();
+    times.sort_unstable();
+    if let Some((from, to)) = times
+        .windows(2)
+        .map(|pair| (pair[0], pair[1]))
+        .max_by_key(|(from, to)| to - from)
+    {
+        eprintln!(
+            "longest stretch without an acknowledgement: {:.1}s, from {:.1}s",
+            (to - from) as f64 / 1000.0,
+            from as f64 / 1000.0
+        );
+    }
+    eprintln!("errors: {errors:?}");
+    eprintln!("fatal producer errors: {:?}", recorded.fatal);
+    eprintln!("partition ends {ends:?}, read {read} records");
+    eprintln!(
+        "anomalies: {lost} lost, {duplicated} duplicated, {order} order, {phantom} phantom; \
+         run took {:.1}s",
+        run.at()
+    );
+    if !anomalies.is_empty() {
+        for anomaly in anomalies.iter().take(20) {
+            eprintln!("{}", excerpt(anomaly, &history, &recorded.failed));
+        }
+        panic!(
+            "{} anomalies ({lost} lost, {duplicated} duplicated, {order} order, {phantom} \
+             phantom), the first are above",
+            anomalies.len()
+        );
+    }
+    assert!(
+        history.acks.len() > 100,
+        "only {} writes acknowledged",
+        history.acks.len()
+    );
+}

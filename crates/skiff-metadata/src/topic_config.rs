@@ -220,7 +220,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         broker_synonym: "min.insync.replicas",
         default: "1",
         config_type: ConfigType::Int,
-        doc: "Replicas that must have a write for acks=all to succeed (stored; enforced once replication exists)",
+        doc: "In-sync replicas a write needs for acks=all to succeed (NOT_ENOUGH_REPLICAS below it)",
         validate: validate_positive,
     },
     ConfigDef {
@@ -364,7 +364,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         broker_synonym: "unclean.leader.election.enable",
         default: "false",
         config_type: ConfigType::Boolean,
-        doc: "Allow a replica outside the ISR to lead when no in-sync one is alive, at the cost of losing records (stored; partitions have one replica until replication exists)",
+        doc: "Allow a replica outside the ISR to lead when no in-sync one is alive, at the cost of losing records (stored; not implemented: a partition without a live in-sync replica stays offline)",
         validate: validate_boolean,
     },
     ConfigDef {
@@ -372,7 +372,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         broker_synonym: "",
         default: "",
         config_type: ConfigType::List,
-        doc: "Replicas whose leader-side replication is throttled: partition:broker pairs or * (stored until replication exists)",
+        doc: "Replicas whose leader-side replication is throttled: partition:broker pairs or * (stored; replication is not throttled yet)",
         validate: validate_throttled_replicas,
     },
     ConfigDef {
@@ -380,7 +380,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         broker_synonym: "",
         default: "",
         config_type: ConfigType::List,
-        doc: "Replicas whose follower-side replication is throttled: partition:broker pairs or * (stored until replication exists)",
+        doc: "Replicas whose follower-side replication is throttled: partition:broker pairs or * (stored; replication is not throttled yet)",
         validate: validate_throttled_replicas,
     },
     ConfigDef {

@@ -105,7 +105,7 @@ impl KafkaApis {
             ),
             (
                 "default.replication.factor",
-                "1".into(),
+                c.default_replication_factor.to_string(),
                 ConfigType::Int,
                 "Replication factor of topics created without one",
             ),

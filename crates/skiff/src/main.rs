@@ -236,6 +236,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let broker_id = broker.node_id;
     let (replication, isr_proposals) =
         ReplicationContext::new(broker.node_id, broker.replica_lag_time_max_ms);
     let replicas = Arc::new(ReplicaManager::new(&data_dir, replication));
@@ -400,6 +401,16 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     if let Err(e) = gossip.leave().await {
         warn!(error = %e, "gossip leave did not complete");
     }
+    // Controlled shutdown: the controller fences a broker that left, which moves each of its
+    // leaderships to an in-sync replica; clients follow them before this broker stops.
+    if wait_until_fenced(&raft, broker_id).await {
+        info!("shutting down: no leadership left that another replica could take");
+    } else {
+        warn!(
+            waited_secs = CONTROLLED_SHUTDOWN_WAIT.as_secs(),
+            "shutting down without the controller having moved this broker's leaderships"
+        );
+    }
     info!("shutting down: finishing in-flight requests");
     stop.send_replace(true);
     // A coordinator's lock can be held by an append waiting for its disk.
@@ -426,6 +437,29 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     .await?;
     info!("logs flushed and closed; bye");
     Ok(())
+}
+
+/// Longest a stopping broker waits for the controller to move its leaderships away.
+const CONTROLLED_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Waits until the image shows this broker fenced (it left gossip) or leading nothing another
+/// live in-sync replica could take over, or gives up; false if it gave up.
+async fn wait_until_fenced(raft: &MetadataRaft, node_id: i32) -> bool {
+    let deadline = Instant::now() + CONTROLLED_SHUTDOWN_WAIT;
+    loop {
+        let image = raft.image();
+        let live = |id: &i32| *id != node_id && image.broker(*id).is_some_and(|b| !b.fenced);
+        let movable = image
+            .partitions()
+            .any(|(_, _, reg)| reg.leader == Some(node_id) && reg.isr.iter().any(live));
+        if !movable || image.broker(node_id).is_none_or(|broker| broker.fenced) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the controller has registered this broker and unfenced it, so the first clients

@@ -773,6 +773,8 @@ fn produce_acknowledged_within(
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
+        // Retries after a leader change must not duplicate: the tests compare exact sets.
+        .set("enable.idempotence", "true")
         .set("message.timeout.ms", message_timeout_ms)
         .create()
         .unwrap();
@@ -904,4 +906,80 @@ fn replicated_partitions_keep_every_acknowledged_record_through_leader_kills() {
         },
     );
     assert_eq!(consume_all(&survivor, "replicated", 3, 400), expected);
+}
+
+/// SIGTERMs broker `id` while a producer writes with acks=all, and checks the controlled
+/// shutdown: the broker exits only once the controller moved its leaderships, survivors lead
+/// every partition without it, and nothing acknowledged is lost. Returns what was acknowledged.
+fn stop_a_leader_under_load(brokers: &mut [Broker; 3], id: i32, topic: &str) -> Vec<String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let survivor = brokers[(id % 3) as usize].bootstrap();
+    let stopping = AtomicBool::new(false);
+    let (acknowledged, sent) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let (mut acknowledged, mut sent) = (Vec::new(), 0);
+            for round in 0.. {
+                let done = stopping.load(Ordering::Relaxed);
+                let values: Vec<String> = (0..20).map(|i| format!("{id}-{round}-{i}")).collect();
+                sent += values.len();
+                acknowledged.extend(produce_acknowledged(&survivor, topic, values));
+                if done {
+                    break;
+                }
+            }
+            (acknowledged, sent)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let status = brokers[(id - 1) as usize].terminate();
+        stopping.store(true, Ordering::Relaxed);
+        assert!(status.success(), "broker {id} exited with {status}");
+        writer.join().unwrap()
+    });
+    let log = brokers[(id - 1) as usize].log();
+    assert!(
+        log.contains("no leadership left that another replica could take"),
+        "broker {id} stopped before its leaderships moved:\n{log}"
+    );
+    assert_eq!(acknowledged.len(), sent, "every write acknowledged");
+    wait_until(
+        "survivors lead every partition",
+        Duration::from_secs(30),
+        || {
+            leaders_and_isrs(&survivor, topic)
+                .iter()
+                .all(|(leader, isr)| *leader > 0 && *leader != id && !isr.contains(&id))
+        },
+    );
+    acknowledged
+}
+
+#[test]
+fn a_rolling_restart_moves_leaderships_before_each_broker_stops() {
+    let mut brokers = start_three();
+    assert_eq!(
+        create_replicated_topic(&brokers[0].bootstrap(), "rolling", 3, 3, &[]),
+        0
+    );
+    let mut expected = Vec::new();
+    for _ in 0..2 {
+        wait_until("every replica in sync", Duration::from_secs(60), || {
+            leaders_and_isrs(&brokers[0].bootstrap(), "rolling")
+                .iter()
+                .all(|(leader, isr)| *leader > 0 && isr == &[1, 2, 3])
+        });
+        let leader = leaders_and_isrs(&brokers[0].bootstrap(), "rolling")[0].0;
+        expected.extend(stop_a_leader_under_load(&mut brokers, leader, "rolling"));
+        let survivor = brokers[(leader % 3) as usize].bootstrap();
+        expected.sort();
+        assert_eq!(
+            consume_all(&survivor, "rolling", 3, expected.len()),
+            expected
+        );
+        // A broker that left was removed from the quorum: it comes back by joining a member.
+        let join = format!("127.0.0.1:{}", brokers[(leader % 3) as usize].gossip_port);
+        let (id, name) = (leader.to_string(), format!("n{leader}"));
+        let stopped = &mut brokers[(leader - 1) as usize];
+        stopped.set_extra_args(&["--node-id", &id, "--node-name", &name, "--join", &join]);
+        stopped.restart();
+    }
 }

@@ -983,3 +983,87 @@ fn a_rolling_restart_moves_leaderships_before_each_broker_stops() {
         stopped.restart();
     }
 }
+
+/// Polls `member` until it has seen `count` records; their (partition, offset) pairs.
+fn poll_records(member: &BaseConsumer, count: usize, timeout: Duration) -> Vec<(i32, i64)> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while seen.len() < count && Instant::now() < deadline {
+        if let Some(Ok(message)) = member.poll(Duration::from_millis(100)) {
+            seen.push((message.partition(), message.offset()));
+        }
+    }
+    seen
+}
+
+/// Issue 10's failover: with `__consumer_offsets` replicated, killing the coordinator's broker
+/// (not restarted) moves the group to the partition's new leader, which has every commit the
+/// client was told succeeded; a live member rides through it and commits on the new
+/// coordinator, and a new member resumes exactly there.
+#[test]
+fn a_group_moves_to_a_new_coordinator_with_its_commits_when_the_old_one_is_killed() {
+    let mut brokers = start_three();
+    let (topic, group, partitions) = ("moving", "moving-group", 3);
+    assert_eq!(
+        create_replicated_topic(&brokers[0].bootstrap(), topic, partitions, 3, &[]),
+        0
+    );
+    let all = brokers
+        .iter()
+        .map(|b| b.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    produce(&all, topic, partitions, 300);
+    let member = group_member(&all, group, topic);
+    assert_eq!(
+        poll_records(&member, 300, Duration::from_secs(60)).len(),
+        300
+    );
+    member
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+
+    let coordinator = coordinator_of(&brokers[0].bootstrap(), group);
+    brokers[coordinator as usize - 1].kill9();
+    let killed_at = Instant::now();
+    let survivors = all_but(&brokers, coordinator);
+    let first_survivor = survivors.split(',').next().unwrap().to_string();
+    wait_until("a new coordinator", Duration::from_secs(60), || {
+        let now = coordinator_of(&first_survivor, group);
+        now > 0 && now != coordinator
+    });
+    assert_eq!(committed(&survivors, group, topic, partitions), [100; 3]);
+
+    // The live member goes on with the new records and commits them on the new coordinator.
+    produce(&survivors, topic, partitions, 30);
+    let seen = poll_records(&member, 30, Duration::from_secs(60));
+    eprintln!(
+        "coordinator {coordinator} killed: new records consumed after {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(seen.len(), 30, "{seen:?}");
+    assert!(seen.iter().all(|(_, offset)| *offset >= 100), "{seen:?}");
+    member
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    drop(member);
+    assert_eq!(committed(&survivors, group, topic, partitions), [110; 3]);
+
+    // A new member resumes at those commits: only what came after.
+    produce(&survivors, topic, partitions, 30);
+    let resumed = group_member(&survivors, group, topic);
+    let seen = poll_records(&resumed, 30, Duration::from_secs(60));
+    assert_eq!(seen.len(), 30, "{seen:?}");
+    assert!(seen.iter().all(|(_, offset)| *offset >= 110), "{seen:?}");
+}
+
+/// The bootstrap list of every broker but broker `id`.
+fn all_but(brokers: &[Broker; 3], id: i32) -> String {
+    brokers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as i32 + 1 != id)
+        .map(|(_, b)| b.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use skiff_log::records::{BatchRecords, RecordBatchBuilder};
-use skiff_log::LogError;
+use skiff_log::{AppendOutcome, LogError};
 use skiff_metadata::MetadataImage;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::replica_manager::{now_ms, ReplicaManager};
+use crate::replica_manager::{now_ms, Partition, ReplicaManager};
+
 use coordinator::{
     Completion, Effects, GroupConfig, GroupCoordinator, GroupCount, JoinResult, MemberIds,
     SyncResult, Undo,
@@ -573,13 +574,20 @@ fn persist(
             .map_err(|_| ResponseError::UnknownServerError)?;
     }
     let mut batch = builder.build();
-    let appended = partition
-        .log_blocking()
-        .append(&mut batch, shard.leader_epoch, now);
+    let appended = {
+        let mut log = partition.log_blocking();
+        let appended = log.append(&mut batch, shard.leader_epoch, now);
+        // A single in-sync replica's high watermark moves with its log end.
+        partition.settle(&mut log);
+        appended
+    };
     match appended {
-        Ok(_) => {
+        Ok(
+            AppendOutcome::Appended { last_offset, .. }
+            | AppendOutcome::Duplicate { last_offset, .. },
+        ) => {
             replicas.notify_appended();
-            Ok(())
+            wait_replicated(&partition, shard.leader_epoch, last_offset + 1)
         }
         Err(e) => {
             warn!(partition = shard.partition, error = %e, "appending to {OFFSETS_TOPIC} failed");
@@ -590,6 +598,84 @@ fn persist(
                 _ => ResponseError::CoordinatorNotAvailable,
             })
         }
+    }
+}
+
+/// How long a group write waits for the in-sync replicas (Kafka's `offsets.commit.timeout.ms`).
+const REPLICATION_WAIT: Duration = Duration::from_secs(5);
+
+/// Leadership moves without a new high watermark: looked at again this often while waiting.
+const LEADERSHIP_RECHECK: Duration = Duration::from_millis(200);
+
+/// Waits, blocking, until the in-sync replicas have a group write ending before `end` (the high
+/// watermark passed it), as Kafka answers a group write only once it is committed: a failover
+/// then never loses a commit or a rebalance the client was told succeeded. The errors are
+/// Kafka's for a failed offsets append: NOT_COORDINATOR once leadership moved,
+/// COORDINATOR_NOT_AVAILABLE on a timeout or too few in-sync replicas (the record may still
+/// commit later, as in Kafka: its outcome is unknown to the client).
+fn wait_replicated(
+    partition: &Partition,
+    leader_epoch: i32,
+    end: i64,
+) -> Result<(), ResponseError> {
+    let deadline = Instant::now() + REPLICATION_WAIT;
+    let mut high_watermark = partition.watch_high_watermark();
+    loop {
+        match partition.produce_done(leader_epoch, end) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(_)) => return Err(ResponseError::CoordinatorNotAvailable),
+            None if partition.leading_epoch() != Some(leader_epoch) => {
+                return Err(ResponseError::NotCoordinator)
+            }
+            None => {}
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            warn!(
+                topic = OFFSETS_TOPIC,
+                partition = partition.index,
+                end,
+                "the in-sync replicas did not confirm a group write in time"
+            );
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        if !block_until_changed(
+            &mut high_watermark,
+            (deadline - now).min(LEADERSHIP_RECHECK),
+        ) {
+            return Err(ResponseError::NotCoordinator);
+        }
+    }
+}
+
+/// Blocks the calling thread until `watched` changes or `timeout` passes; false when the sender
+/// is gone. Group writes run on blocking threads, some outside the runtime (the metadata
+/// publisher's), so the watch's future is polled here, parking the thread in between.
+fn block_until_changed<T>(
+    watched: &mut tokio::sync::watch::Receiver<T>,
+    timeout: Duration,
+) -> bool {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let deadline = Instant::now() + timeout;
+    let mut changed = std::pin::pin!(watched.changed());
+    loop {
+        if let std::task::Poll::Ready(result) =
+            std::future::Future::poll(changed.as_mut(), &mut context)
+        {
+            return result.is_ok();
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::park_timeout(deadline - now);
     }
 }
 
@@ -643,8 +729,25 @@ mod tests {
         image
     }
 
-    /// Hosts `__consumer_offsets` partition `index`, led here at `epoch` or followed.
+    /// Hosts `__consumer_offsets` partition `index`, led here at `epoch` (alone in the ISR, so
+    /// its writes commit at once) or followed.
     fn host(replicas: &ReplicaManager, index: i32, epoch: i32, leading: bool) {
+        host_with_isr(
+            replicas,
+            index,
+            epoch,
+            leading,
+            if leading { &[1] } else { &[1, 2] },
+        );
+    }
+
+    fn host_with_isr(
+        replicas: &ReplicaManager,
+        index: i32,
+        epoch: i32,
+        leading: bool,
+        isr: &[i32],
+    ) {
         let state = PartitionState {
             topic_id: Uuid::nil(),
             leading,
@@ -652,7 +755,7 @@ mod tests {
             leader_epoch: epoch,
             partition_epoch: 0,
             replicas: vec![1, 2],
-            isr: vec![1, 2],
+            isr: isr.to_vec(),
             configs: Arc::new(TopicConfigs::default()),
         };
         replicas
@@ -749,6 +852,78 @@ mod tests {
         let rx = state.wait_for_sync("g", &member_id);
         state.deliver(completions);
         Ok(rx)
+    }
+
+    /// Commits offset `offset` of t-0 for group g as the OffsetCommit handler does.
+    fn commit_as_handler(
+        groups: &GroupService,
+        shard: &Shard,
+        replicas: &ReplicaManager,
+        offset: i64,
+    ) -> Result<Vec<i16>, ResponseError> {
+        let mut state = shard.lock()?;
+        let undo = state.coordinator.undo_offsets("g", [("t".to_string(), 0)]);
+        let (codes, _) = groups.write(shard, &mut state, replicas, undo, |c| {
+            c.commit_offsets(commit("g", "t", offset), now_ms())
+        })?;
+        Ok(codes)
+    }
+
+    #[test]
+    fn a_group_write_is_answered_once_the_in_sync_replicas_have_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
+        let image = image(1, &["t"]);
+        let groups = service();
+        host_with_isr(&replicas, 0, 0, true, &[1, 2]);
+        reconcile(&groups, &image, &replicas);
+        let shard = groups.coordinator_of(&image, &replicas, "g").unwrap();
+        let partition = replicas.get(OFFSETS_TOPIC, 0).unwrap();
+        let follower_fetches = |partition: &Partition| {
+            let log = partition.log_blocking();
+            partition.follower_fetch(
+                &log,
+                skiff_replication::FollowerFetch {
+                    replica: 2,
+                    fetch_offset: log.log_end_offset(),
+                    last_fetched_epoch: log.leader_epochs().latest_epoch(),
+                    current_leader_epoch: Some(0),
+                },
+            );
+        };
+        follower_fetches(&partition);
+
+        // The follower does not fetch: the commit is appended but never committed, so the
+        // client gets COORDINATOR_NOT_AVAILABLE and the coordinator does not show it.
+        assert!(matches!(
+            commit_as_handler(&groups, &shard, &replicas, 42),
+            Err(ResponseError::CoordinatorNotAvailable)
+        ));
+        let committed = |shard: &Shard| {
+            let state = shard.lock().unwrap();
+            state.coordinator.committed("g", "t", 0).map(|c| c.offset)
+        };
+        assert_eq!(committed(&shard), None);
+
+        // The follower fetches while the commit waits: it is answered once the follower has it.
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| commit_as_handler(&groups, &shard, &replicas, 43));
+            while !waiting.is_finished() {
+                follower_fetches(&partition);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(waiting.join().unwrap().unwrap(), [0]);
+        });
+        assert_eq!(committed(&shard), Some(43));
+        assert!(partition.high_watermark() >= 2);
+
+        // Leadership moved: NOT_COORDINATOR, and nothing is appended.
+        host_with_isr(&replicas, 0, 1, false, &[1, 2]);
+        assert!(matches!(
+            commit_as_handler(&groups, &shard, &replicas, 44),
+            Err(ResponseError::NotCoordinator)
+        ));
+        assert_eq!(committed(&shard), Some(43));
     }
 
     #[test]

@@ -576,16 +576,17 @@ pub async fn run_ticks(replicas: Arc<ReplicaManager>, cluster: Weak<MetadataRaft
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        if cluster.strong_count() == 0 {
+        let Some(image) = cluster.upgrade().map(|raft| raft.image()) else {
             return;
-        }
+        };
+        let eligible = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
         for partition in replicas.all() {
             if partition.needs_settling() {
                 if replicas.log_io(&partition, |_| ()).await.is_err() {
                     return;
                 }
             } else {
-                partition.tick();
+                partition.tick(eligible);
             }
         }
     }

@@ -314,11 +314,20 @@ impl Partition {
         });
     }
 
-    /// The clock: lagging followers are proposed out of the ISR. Needs no log.
-    pub fn tick(&self) {
-        let topic_id = self.state().topic_id;
+    /// The clock: lagging followers are proposed out of the ISR, and the high watermark stops
+    /// waiting for followers whose broker is not `eligible` (fenced or gone). Needs no log.
+    pub fn tick(&self, eligible: impl Fn(i32) -> bool) {
+        let state = self.state();
+        let topic_id = state.topic_id;
+        let ineligible = state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&id| id != self.context.broker_id && !eligible(id))
+            .collect();
         let mut replica = self.replica();
         if let Role::Leader(leader) = &mut replica.role {
+            leader.set_ineligible(ineligible);
             let changes = leader.tick(now_ms());
             drop(replica);
             self.publish(changes, topic_id);

@@ -13,7 +13,7 @@
 //!   to the high watermark and something of the current leader epoch, and removed only after it
 //!   was behind for longer than `replica_lag_time_max_ms`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
@@ -152,6 +152,9 @@ pub struct LeaderState {
     high_watermark: i64,
     /// Where this leader epoch's records start: the log end when leadership began.
     epoch_start_offset: i64,
+    /// Followers whose brokers are fenced or gone from the cluster (Kafka's ISR eligibility):
+    /// the high watermark does not wait for them to join the ISR, nor are they proposed in.
+    ineligible: BTreeSet<BrokerId>,
 }
 
 impl LeaderState {
@@ -180,6 +183,7 @@ impl LeaderState {
             log_end,
             high_watermark: high_watermark.clamp(log_start, log_end),
             epoch_start_offset: log_end,
+            ineligible: BTreeSet::new(),
         };
         state.apply_assignment(assignment, now);
         state.advance_high_watermark(now);
@@ -366,6 +370,11 @@ impl LeaderState {
         (Ok(answer), changes)
     }
 
+    /// Which followers' brokers are fenced or gone, as the metadata image says now.
+    pub fn set_ineligible(&mut self, ineligible: BTreeSet<BrokerId>) {
+        self.ineligible = ineligible;
+    }
+
     /// The clock: followers behind for too long are proposed out of the ISR.
     pub fn tick(&mut self, now: i64) -> Changes {
         Changes {
@@ -375,7 +384,10 @@ impl LeaderState {
     }
 
     fn propose_expand(&mut self, follower: BrokerId) -> Option<IsrProposal> {
-        if self.proposal.is_some() || self.maximal_isr().any(|id| id == follower) {
+        if self.proposal.is_some()
+            || self.ineligible.contains(&follower)
+            || self.maximal_isr().any(|id| id == follower)
+        {
             return None;
         }
         let log_end = self.followers.get(&follower)?.log_end?;
@@ -424,14 +436,19 @@ impl LeaderState {
         Some(proposal)
     }
 
-    /// Raises the high watermark to the lowest log end among the maximal ISR and the followers
-    /// caught up within the lag limit; returns it when it rose.
+    /// Raises the high watermark to the lowest log end among the maximal ISR and the eligible
+    /// followers caught up within the lag limit; returns it when it rose.
     fn advance_high_watermark(&mut self, now: i64) -> Option<i64> {
         let max_lag = self.config.replica_lag_time_max_ms;
         let maximal: Vec<BrokerId> = self.maximal_isr().collect();
         let mut candidate = self.log_end;
         for (id, progress) in &self.followers {
-            let counted = maximal.contains(id) || progress.caught_up(self.log_end, now, max_lag);
+            // A caught-up follower about to join the ISR is waited for, as Kafka does, unless
+            // its broker is fenced: a dead broker would hold the high watermark for the whole
+            // lag period.
+            let joining =
+                !self.ineligible.contains(id) && progress.caught_up(self.log_end, now, max_lag);
+            let counted = maximal.contains(id) || joining;
             if counted {
                 candidate = candidate.min(progress.log_end.unwrap_or(-1));
             }
@@ -539,6 +556,29 @@ mod tests {
         assert_eq!(changes.high_watermark, Some(20));
         assert_eq!(l.produce_done(20), Some(Ok(())));
         assert_eq!(l.check_produce(), Ok(()));
+    }
+
+    #[test]
+    fn a_fenced_follower_removed_from_the_isr_holds_nothing_up() {
+        let mut l = leader(1);
+        read(&mut l, fetch(2, 10), 1);
+        read(&mut l, fetch(3, 10), 1);
+        // Broker 3 dies; the controller fences it and takes it out of the ISR at once.
+        l.update(&assignment(6, &[1, 2]), 2);
+        l.appended(20, 3);
+        read(&mut l, fetch(2, 20), 4);
+        // Still caught up within the lag period, so it would be waited for as a joining
+        // replica, were its broker not fenced.
+        assert_eq!(l.high_watermark(), 10);
+        l.set_ineligible([3].into());
+        assert_eq!(l.tick(5).high_watermark, Some(20));
+        assert_eq!(l.produce_done(20), Some(Ok(())));
+        // Nor is it proposed back while fenced, however caught up.
+        let (_, changes) = read(&mut l, fetch(3, 20), 6);
+        assert_eq!(changes.proposal, None);
+        l.set_ineligible(BTreeSet::new());
+        let (_, changes) = read(&mut l, fetch(3, 20), 7);
+        assert_eq!(changes.proposal.map(|p| p.isr), Some(vec![1, 2, 3]));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use skiff_metadata::ControllerRequest;
+use skiff_metadata::{ControllerRequest, MetadataImage};
 use skiff_raft::{ForwardRequest, SubmitError};
 use skiff_raft::{MetadataRaft, PeerCaller, PeerService};
 use skiff_replication::{EpochEnd, FetchAnswer, FetchError, FollowerFetch};
@@ -529,6 +529,7 @@ pub async fn run_proposals(
         // proposal: forgetting it could let the high watermark stop waiting for a replica the
         // controller did add. Sending it twice is harmless: the second carries a stale
         // partition epoch once the first applied, and the image settles the proposal.
+        let shrinks = proposal.proposal.isr.len() < partition.state().isr.len();
         while partition.proposal_pending(&proposal.proposal) {
             let Some(raft) = cluster.upgrade() else {
                 return;
@@ -551,6 +552,12 @@ pub async fn run_proposals(
             match outcome {
                 Ok(_) => {
                     info!(topic = %proposal.topic, partition = proposal.partition, isr = ?proposal.proposal.isr, "ISR changed");
+                    let counter = if shrinks {
+                        "skiff_isr_shrinks_total"
+                    } else {
+                        "skiff_isr_expands_total"
+                    };
+                    metrics::counter!(counter).increment(1);
                     break;
                 }
                 Err(e @ (SubmitError::Unavailable(_) | SubmitError::NotLeader { .. })) => {
@@ -576,20 +583,58 @@ pub async fn run_ticks(replicas: Arc<ReplicaManager>, cluster: Weak<MetadataRaft
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let Some(image) = cluster.upgrade().map(|raft| raft.image()) else {
+        let Some((image, controller)) = cluster
+            .upgrade()
+            .map(|raft| (raft.image(), raft.is_leader()))
+        else {
             return;
         };
         let eligible = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
-        for partition in replicas.all() {
+        let hosted = replicas.all();
+        for partition in &hosted {
             if partition.needs_settling() {
-                if replicas.log_io(&partition, |_| ()).await.is_err() {
+                if replicas.log_io(partition, |_| ()).await.is_err() {
                     return;
                 }
             } else {
                 partition.tick(eligible);
             }
         }
+        export_metrics(&hosted, &image, controller);
     }
+}
+
+/// Kafka's replication health gauges: for the partitions this broker leads, how many lack a
+/// replica in their ISR (UnderReplicatedPartitions) or have fewer in-sync replicas than
+/// `min.insync.replicas` (UnderMinIsrPartitions); on the controller only, so that a sum over
+/// brokers counts each once, the partitions without a leader (OfflinePartitionsCount).
+fn export_metrics(hosted: &[Arc<Partition>], image: &MetadataImage, controller: bool) {
+    let (mut led, mut under_replicated, mut under_min_isr) = (0, 0, 0);
+    for partition in hosted {
+        let state = partition.state();
+        if !state.leading {
+            continue;
+        }
+        led += 1;
+        if state.isr.len() < state.replicas.len() {
+            under_replicated += 1;
+        }
+        if state.isr.len() < state.configs.min_insync_replicas() {
+            under_min_isr += 1;
+        }
+    }
+    let offline = if controller {
+        image
+            .partitions()
+            .filter(|(_, _, registration)| registration.leader.is_none())
+            .count()
+    } else {
+        0
+    };
+    metrics::gauge!("skiff_leader_partitions").set(led as f64);
+    metrics::gauge!("skiff_under_replicated_partitions").set(under_replicated as f64);
+    metrics::gauge!("skiff_under_min_isr_partitions").set(under_min_isr as f64);
+    metrics::gauge!("skiff_offline_partitions").set(offline as f64);
 }
 
 #[cfg(test)]

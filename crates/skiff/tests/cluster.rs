@@ -734,6 +734,14 @@ fn consumer_groups_commit_offsets_for_partitions_led_by_any_broker() {
     assert_eq!(committed(&all, "standalone", topic, partitions), [-1; 6]);
 }
 
+/// The value of an unlabelled metric on `broker`'s `/metrics`; 0 when absent.
+fn metric(broker: &Broker, name: &str) -> f64 {
+    let text = broker.http_get("/metrics").unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Each partition's (leader, ISR) from the broker at `addr`.
 fn leaders_and_isrs(addr: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
     let request = MetadataRequest::default()
@@ -854,6 +862,21 @@ fn replicated_partitions_keep_every_acknowledged_record_through_leader_kills() {
     let mut expected = acknowledged.clone();
     expected.sort();
     assert_eq!(consume_all(&survivor, "replicated", 3, 300), expected);
+    // The survivors report the partitions they lead without a full ISR.
+    let live: Vec<&Broker> = brokers
+        .iter()
+        .filter(|b| b.http_get("/health").is_some())
+        .collect();
+    wait_until(
+        "under-replicated partitions reported",
+        Duration::from_secs(10),
+        || {
+            live.iter()
+                .map(|b| metric(b, "skiff_under_replicated_partitions"))
+                .sum::<f64>()
+                >= 3.0
+        },
+    );
 
     // The strict topic lost a replica from its ISR: acks=all is refused
     // (NOT_ENOUGH_REPLICAS), nothing is acknowledged.
@@ -884,6 +907,27 @@ fn replicated_partitions_keep_every_acknowledged_record_through_leader_kills() {
                 .all(|(_, isr)| isr == &[1, 2, 3])
         },
     );
+
+    wait_until(
+        "no under-replicated partition left",
+        Duration::from_secs(10),
+        || {
+            brokers
+                .iter()
+                .all(|b| metric(b, "skiff_under_replicated_partitions") == 0.0)
+        },
+    );
+    assert!(
+        brokers
+            .iter()
+            .map(|b| metric(b, "skiff_isr_expands_total"))
+            .sum::<f64>()
+            >= 1.0,
+        "the leaders took the returning replica back through AlterPartition"
+    );
+    assert!(brokers
+        .iter()
+        .all(|b| metric(b, "skiff_offline_partitions") == 0.0));
 
     // The metadata quorum must survive the next kill too: all three vote again.
     wait_until("three voters again", Duration::from_secs(60), || {

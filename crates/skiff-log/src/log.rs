@@ -778,6 +778,7 @@ impl Log {
             let header = crate::batch::validate_batch(&batches[range.clone()], usize::MAX)?;
             let holds_the_start = plan.is_empty()
                 && log_start == self.log_end_offset()
+                && header.base_offset >= 0
                 && header.base_offset < log_start
                 && header.last_offset() >= log_start;
             if (header.base_offset <= after && !holds_the_start)
@@ -799,14 +800,18 @@ impl Log {
             self.remove_from(plan[0].0.base_offset, true)?;
         }
         let log_end = self.log_end_offset();
-        for (header, _) in &plan {
-            let epoch = header.partition_leader_epoch;
-            if self.epochs.latest_epoch().is_none_or(|e| epoch > e) {
-                let start = header.base_offset;
-                self.change_leader_epochs(|epochs| epochs.assign(epoch, start))?;
-            }
-        }
-        if let Err(e) = self.write_planned(batches, &plan, now_ms) {
+        let written = plan
+            .iter()
+            .try_for_each(|(header, _)| {
+                let epoch = header.partition_leader_epoch;
+                if self.epochs.latest_epoch().is_none_or(|e| epoch > e) {
+                    let start = header.base_offset;
+                    self.change_leader_epochs(|epochs| epochs.assign(epoch, start))?;
+                }
+                Ok(())
+            })
+            .and_then(|()| self.write_planned(batches, &plan, now_ms));
+        if let Err(e) = written {
             let undone = if straddles {
                 self.truncate_fully_and_start_at(log_start)
             } else {
@@ -822,10 +827,10 @@ impl Log {
             self.producers.replay(header);
             records += header.records_count.max(0) as u64;
         }
+        self.unflushed_records += records;
         if straddles {
             self.delete_records_before(log_start)?;
         }
-        self.unflushed_records += records;
         if self
             .config
             .flush_messages
@@ -1285,13 +1290,20 @@ impl Log {
                     std::mem::replace(&mut self.segments, vec![fresh])
                 }
             };
-            for seg in old {
-                seg.delete()?;
-            }
+            // The new start is on disk before any old segment goes: should a deletion fail,
+            // or the process die, a reopened log still starts here and never serves the old
+            // records again; retention deletes what is left of them.
             if new_start != self.log_start_offset {
-                self.log_start_offset = new_start;
                 write_offset_file(&self.dir.join(LOG_START_FILE), new_start)?;
+                self.log_start_offset = new_start;
             }
+            let mut deleted = Ok(());
+            for seg in old {
+                if let Err(e) = seg.delete() {
+                    deleted = deleted.and(Err(e));
+                }
+            }
+            deleted?;
         } else {
             // Stops at the first segment: `offset` is above its base here.
             while self.segments.len() > 1 && self.active().base_offset >= offset {

@@ -754,6 +754,11 @@ fn a_log_restarts_beyond_its_end() {
     let (mut log, _) = open(dir.path(), config());
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
     assert_eq!(
+        log.segment_base_offsets(),
+        [20],
+        "no old segment left behind"
+    );
+    assert_eq!(
         appended_range(append(&mut log, &simple_batch(1, 1, 0), 0)),
         (20, 20)
     );
@@ -774,6 +779,16 @@ fn retention_keeps_what_is_not_below_the_high_watermark() {
     assert_eq!(log.enforce_retention(1_000, 4).unwrap(), 1);
     assert_eq!(log.enforce_retention(1_000, 0).unwrap(), 0);
     assert_eq!(log.log_start_offset(), 4);
+
+    // retention.bytes is bounded by the high watermark too.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_bytes: Some(0),
+        ..config()
+    };
+    let mut log = segmented_log(dir.path(), cfg, &[1, 2, 3, 4]);
+    assert_eq!(log.enforce_retention(1_000, 3).unwrap(), 1);
+    assert_eq!(log.segment_base_offsets(), vec![2, 4, 6]);
 }
 
 #[test]
@@ -1123,6 +1138,19 @@ fn a_log_restarted_inside_a_batch_takes_that_batch_and_keeps_its_start() {
         (follower.log_start_offset(), follower.log_end_offset()),
         (8, 12)
     );
+    assert_eq!(follower.segment_base_offsets(), [0]);
+
+    // A batch "holding" the start of a fresh log from a negative base offset is no batch a
+    // leader can have: refused.
+    let mut negative = simple_batch(10, 10, 0);
+    negative[..8].copy_from_slice(&(-3i64).to_be_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let (mut fresh, _) = open(dir.path(), config());
+    assert!(matches!(
+        fresh.append_replicated(&negative, 0),
+        Err(LogError::NonContiguousOffsets { .. })
+    ));
+    assert_eq!(fresh.log_end_offset(), 0);
 }
 
 #[test]

@@ -140,7 +140,16 @@ pub fn plan_quorum(
 /// Broker ids are the node ids that fit an `i32`. Gossip carries no process incarnation, so
 /// registrations use the nil id. A member without a Kafka address is treated like a departed
 /// one: placing replicas on a broker clients cannot reach would make its partitions unusable.
-pub fn plan_brokers(image: &MetadataImage, members: &[GossipMember]) -> Vec<MetadataRecord> {
+///
+/// `expired_sessions` are the brokers whose session with the controller expired (no Raft
+/// heartbeat answered for the session timeout, Kafka's broker.session.timeout.ms): fenced
+/// whatever gossip says, and unfenced only once gossip and the session both see them alive.
+/// This is the fast failure signal; gossip's verdict takes several seconds longer.
+pub fn plan_brokers(
+    image: &MetadataImage,
+    members: &[GossipMember],
+    expired_sessions: &BTreeSet<i32>,
+) -> Vec<MetadataRecord> {
     let claims = Claims::resolve(members);
     let mut planned = image.clone();
     let mut records = Vec::new();
@@ -148,7 +157,11 @@ pub fn plan_brokers(image: &MetadataImage, members: &[GossipMember]) -> Vec<Meta
         let Ok(broker_id) = i32::try_from(node_id) else {
             continue;
         };
-        let step = broker_step(&planned, broker_id, member);
+        let step = if expired_sessions.contains(&broker_id) {
+            fence_broker_records(&planned, broker_id)
+        } else {
+            broker_step(&planned, broker_id, member)
+        };
         if step.is_empty() {
             continue;
         }
@@ -726,7 +739,7 @@ mod tests {
         let mut image = MetadataImage::new();
         let members = alive(&[1, 2]);
         for _ in 0..2 {
-            let records = plan_brokers(&image, &members);
+            let records = plan_brokers(&image, &members, &BTreeSet::new());
             apply(&mut image, &records);
         }
         apply(
@@ -748,7 +761,7 @@ mod tests {
                 },
             ],
         );
-        assert!(plan_brokers(&image, &members).is_empty());
+        assert!(plan_brokers(&image, &members, &BTreeSet::new()).is_empty());
         image
     }
 
@@ -756,13 +769,13 @@ mod tests {
     fn alive_members_register_then_unfence() {
         let mut image = MetadataImage::new();
         let members = alive(&[1]);
-        let records = plan_brokers(&image, &members);
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
         assert_eq!(records, vec![register(1, "10.0.0.1:9092")]);
         apply(&mut image, &records);
-        let records = plan_brokers(&image, &members);
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
         assert_eq!(records, vec![MetadataRecord::UnfenceBroker { id: 1 }]);
         apply(&mut image, &records);
-        assert!(plan_brokers(&image, &members).is_empty());
+        assert!(plan_brokers(&image, &members, &BTreeSet::new()).is_empty());
         assert!(!image.broker(1).unwrap().fenced);
     }
 
@@ -770,11 +783,11 @@ mod tests {
     fn failed_and_left_brokers_are_fenced_and_suspect_ones_left_alone() {
         let image = brokers();
         let suspect = with(alive(&[1, 2]), 1, MemberHealth::Suspect);
-        assert!(plan_brokers(&image, &suspect).is_empty());
+        assert!(plan_brokers(&image, &suspect, &BTreeSet::new()).is_empty());
         for health in [failed_since(0), MemberHealth::Left] {
             let members = with(alive(&[1, 2]), 1, health);
             assert_eq!(
-                plan_brokers(&image, &members),
+                plan_brokers(&image, &members, &BTreeSet::new()),
                 fence_broker_records(&image, 1)
             );
         }
@@ -784,13 +797,13 @@ mod tests {
     fn brokers_failing_together_are_fenced_in_one_batch_that_applies() {
         let mut image = brokers();
         let members = vec![member(1, failed_since(0)), member(2, MemberHealth::Left)];
-        let records = plan_brokers(&image, &members);
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
         apply(&mut image, &records);
         let p = image.partition(Uuid::from_u128(7), 0).unwrap();
         assert_eq!((p.leader, p.isr.clone()), (None, vec![2]));
         assert!(image.brokers().all(|b| b.fenced));
 
-        let records = plan_brokers(&image, &alive(&[1, 2]));
+        let records = plan_brokers(&image, &alive(&[1, 2]), &BTreeSet::new());
         assert!(records.contains(&MetadataRecord::ChangePartition {
             topic_id: Uuid::from_u128(7),
             partition: 0,
@@ -802,15 +815,31 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_whose_session_expired_is_fenced_until_it_answers_again() {
+        let mut image = brokers();
+        let members = alive(&[1, 2]);
+        let expired = BTreeSet::from([1]);
+        let records = plan_brokers(&image, &members, &expired);
+        assert_eq!(records, fence_broker_records(&image, 1));
+        apply(&mut image, &records);
+        let p = image.partition(Uuid::from_u128(7), 0).unwrap();
+        assert_eq!((p.leader, p.isr.clone()), (Some(2), vec![2]));
+        // Gossip still sees it alive: it stays fenced while its session is expired.
+        assert!(plan_brokers(&image, &members, &expired).is_empty());
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
+        assert_eq!(records, vec![MetadataRecord::UnfenceBroker { id: 1 }]);
+    }
+
+    #[test]
     fn a_moved_broker_is_fenced_then_registered_again() {
         let mut image = brokers();
         let mut members = alive(&[1, 2]);
         members[0].kafka_addr = "10.1.0.1:9092".into();
         members[0].rack = Some("r1".into());
-        let records = plan_brokers(&image, &members);
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
         assert_eq!(records, fence_broker_records(&image, 1));
         apply(&mut image, &records);
-        let records = plan_brokers(&image, &members);
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
         assert_eq!(
             records,
             vec![MetadataRecord::RegisterBroker {
@@ -821,7 +850,7 @@ mod tests {
             }]
         );
         apply(&mut image, &records);
-        let records = plan_brokers(&image, &members);
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
         assert_eq!(records, vec![MetadataRecord::UnfenceBroker { id: 1 }]);
     }
 
@@ -843,7 +872,7 @@ mod tests {
             raft_addr: "10.9.9.9:7000".into(),
             ..member(5, MemberHealth::Alive)
         });
-        assert!(plan_brokers(&image, &members).is_empty());
+        assert!(plan_brokers(&image, &members, &BTreeSet::new()).is_empty());
     }
 
     #[test]
@@ -852,7 +881,7 @@ mod tests {
         let mut members = alive(&[1, 2]);
         members[1].kafka_addr.clear();
         assert_eq!(
-            plan_brokers(&image, &members),
+            plan_brokers(&image, &members, &BTreeSet::new()),
             fence_broker_records(&image, 2)
         );
     }

@@ -316,7 +316,7 @@ impl Sim {
             self.change_membership(action)?;
             acted = true;
         }
-        let records = plan_brokers(&self.image, &self.members);
+        let records = plan_brokers(&self.image, &self.members, &BTreeSet::new());
         if !records.is_empty() {
             self.append(&records)?;
             acted = true;

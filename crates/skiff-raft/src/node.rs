@@ -855,6 +855,16 @@ impl MetadataRaft {
     /// Hands leadership to the most up-to-date other voter, if any, then stops Raft. Followers
     /// then elect without waiting out an election timeout.
     pub async fn shutdown(&self) {
+        self.hand_over_leadership().await;
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "Raft did not shut down cleanly");
+        }
+    }
+
+    /// On the leader: makes the most caught-up other voter leader and waits (two election
+    /// timeouts at most) until it is. A stopping broker calls it first, so that a controller
+    /// that goes on running fences it and moves its partition leaderships.
+    pub async fn hand_over_leadership(&self) {
         if self.is_leader() {
             let metrics = self.raft.metrics().borrow_watched().clone();
             let best = metrics.replication.as_ref().and_then(|replication| {
@@ -888,9 +898,6 @@ impl MetadataRaft {
                     );
                 }
             }
-        }
-        if let Err(e) = self.raft.shutdown().await {
-            warn!(error = %e, "Raft did not shut down cleanly");
         }
     }
 

@@ -320,6 +320,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
             target_voters: settings.controller_voters,
             replace_failed_voter_after_ms: settings.replace_failed_voter_after.as_millis() as u64,
         },
+        settings.broker_session_timeout,
         shutdown.clone(),
     ));
     // The admin API answers while a joining broker waits, so operators can watch it join.
@@ -397,6 +398,9 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         "skiff is serving"
     );
     wait_for_signal().await?;
+    // The controller cannot fence itself once its gossip agent has left: another takes over
+    // first.
+    raft.hand_over_leadership().await;
     info!("shutting down: leaving the cluster");
     if let Err(e) = gossip.leave().await {
         warn!(error = %e, "gossip leave did not complete");
@@ -442,17 +446,22 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
 /// Longest a stopping broker waits for the controller to move its leaderships away.
 const CONTROLLED_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Waits until the image shows this broker fenced (it left gossip) or leading nothing another
-/// live in-sync replica could take over, or gives up; false if it gave up.
+/// Waits until the image shows this broker fenced (it left gossip), or it neither leads a
+/// partition another live in-sync replica could take over nor sits in the ISR of a partition
+/// led elsewhere (whose acks=all writes would wait for it), or gives up; false if it gave up.
 async fn wait_until_fenced(raft: &MetadataRaft, node_id: i32) -> bool {
     let deadline = Instant::now() + CONTROLLED_SHUTDOWN_WAIT;
     loop {
         let image = raft.image();
         let live = |id: &i32| *id != node_id && image.broker(*id).is_some_and(|b| !b.fenced);
-        let movable = image
-            .partitions()
-            .any(|(_, _, reg)| reg.leader == Some(node_id) && reg.isr.iter().any(live));
-        if !movable || image.broker(node_id).is_none_or(|broker| broker.fenced) {
+        let needed = image.partitions().any(|(_, _, reg)| {
+            if reg.leader == Some(node_id) {
+                reg.isr.iter().any(live)
+            } else {
+                reg.leader.is_some() && reg.isr.contains(&node_id)
+            }
+        });
+        if !needed || image.broker(node_id).is_none_or(|broker| broker.fenced) {
             return true;
         }
         if Instant::now() >= deadline {

@@ -3,9 +3,9 @@
 //! `skiff-metadata` call for — broker registration and fencing through the metadata log, and
 //! observer/voter changes to the Raft membership.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use skiff_gossip::{tag, GossipHandle, MemberInfo, MemberStatus};
 use skiff_metadata::{
@@ -59,13 +59,35 @@ fn to_planner_member(
     })
 }
 
+/// The brokers whose session with this controller expired: no Raft heartbeat or append
+/// answered for `session_timeout`. A follower that never answered this leadership counts from
+/// when it began, so a new controller does not fence everyone before its first heartbeats.
+fn expired_sessions(
+    raft: &MetadataRaft,
+    leading_for: Duration,
+    session_timeout: Duration,
+) -> BTreeSet<i32> {
+    let timeout_ms = session_timeout.as_millis() as u64;
+    raft.stats()
+        .followers
+        .iter()
+        .filter(|f| match f.last_contact_ms {
+            Some(ms) => ms > timeout_ms,
+            None => leading_for > session_timeout,
+        })
+        .filter_map(|f| i32::try_from(f.node_id).ok())
+        .collect()
+}
+
 pub async fn drive(
     raft: Arc<MetadataRaft>,
     gossip: GossipHandle,
     settings: QuorumSettings,
+    session_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(TICK);
+    let mut leading_since: Option<Instant> = None;
     let mut failed_since: HashMap<String, u64> = HashMap::new();
     let mut reported_conflicts: Vec<String> = Vec::new();
     let mut acted = false;
@@ -82,8 +104,10 @@ pub async fn drive(
         acted = false;
         if !raft.is_leader() {
             failed_since.clear();
+            leading_since = None;
             continue;
         }
+        let leading_for = leading_since.get_or_insert_with(Instant::now).elapsed();
         let Ok(gossip_members) = gossip.members().await else {
             continue;
         };
@@ -110,9 +134,10 @@ pub async fn drive(
             .into_iter()
             .filter_map(|m| to_planner_member(m, &mut failed_since, now))
             .collect();
-        let records = plan_brokers(&raft.image(), &members);
+        let expired = expired_sessions(&raft, leading_for, session_timeout);
+        let records = plan_brokers(&raft.image(), &members, &expired);
         if !records.is_empty() {
-            info!(?records, "broker membership changes");
+            info!(?records, ?expired, "broker membership changes");
             if let Err(e) = raft.propose(records).await {
                 warn!(error = %e, "recording broker membership failed");
                 continue;

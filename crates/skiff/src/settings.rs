@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// A voter failed for this long is replaced by a healthy observer, in seconds [default: 30]
     #[arg(long, env = "SKIFF_CONTROLLER_REPLACE_FAILED_VOTER_SECS")]
     controller_replace_failed_voter_secs: Option<u64>,
+    /// A broker that answers none of the controller's Raft heartbeats for this long is fenced
+    /// and its leaderships move (Kafka's broker.session.timeout.ms), in milliseconds
+    /// [default: 2000]
+    #[arg(long, env = "SKIFF_BROKER_SESSION_TIMEOUT_MS")]
+    broker_session_timeout_ms: Option<u64>,
     /// Metadata log entries between snapshots [default: 1000]
     #[arg(long, env = "SKIFF_RAFT_SNAPSHOT_ENTRIES")]
     raft_snapshot_entries: Option<u64>,
@@ -170,6 +175,7 @@ pub struct Settings {
     pub bootstrap: bool,
     pub controller_voters: usize,
     pub replace_failed_voter_after: Duration,
+    pub broker_session_timeout: Duration,
     pub raft_snapshot_entries: u64,
     pub http_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
@@ -404,6 +410,13 @@ impl ServeArgs {
         if bootstrap && !join.is_empty() {
             bail!("--bootstrap starts a new cluster and --join joins one: give one of them");
         }
+        let broker_session_timeout =
+            Duration::from_millis(pick!(broker_session_timeout_ms).unwrap_or(2000));
+        if broker_session_timeout < Duration::from_millis(500) {
+            bail!(
+                "--broker-session-timeout-ms must be at least 500: the controller heartbeats every 80 ms, and a shorter session fences brokers that are merely slow"
+            );
+        }
         Ok(Settings {
             broker,
             raft_addr,
@@ -414,6 +427,7 @@ impl ServeArgs {
             replace_failed_voter_after: Duration::from_secs(
                 pick!(controller_replace_failed_voter_secs).unwrap_or(30),
             ),
+            broker_session_timeout,
             raft_snapshot_entries,
             http_addr: pick!(http_addr).unwrap_or_else(|| "127.0.0.1:9644".parse().expect("valid")),
             gossip_addr,
@@ -485,6 +499,18 @@ mod tests {
         assert_eq!(settings.broker.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(settings.broker.node_id, 7);
         assert_eq!(settings.broker.kafka_addr.to_string(), "127.0.0.1:9999");
+    }
+
+    #[test]
+    fn a_broker_session_is_two_seconds_and_no_shorter_than_half_a_second() {
+        assert_eq!(
+            resolve(&[]).unwrap().broker_session_timeout,
+            Duration::from_secs(2)
+        );
+        let err = resolve(&["--broker-session-timeout-ms", "100"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("at least 500"), "{err}");
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl GroupService {
         op: impl FnOnce(&mut GroupCoordinator) -> (R, Effects),
     ) -> Result<(R, Vec<Completion>), ResponseError> {
         let (result, effects) = op(&mut state.coordinator);
-        let Err(error) = persist(shard, replicas, effects.writes) else {
+        let Err(error) = persist(shard, replicas, effects.writes, Confirm::Replicated) else {
             return Ok((result, effects.completions));
         };
         state.coordinator.undo(undo);
@@ -460,7 +460,7 @@ impl GroupService {
                 continue;
             };
             let effects = state.coordinator.tick(now_ms());
-            if let Err(error) = persist(&shard, replicas, effects.writes) {
+            if let Err(error) = persist(&shard, replicas, effects.writes, Confirm::Appended) {
                 warn!(
                     partition = shard.partition,
                     ?error,
@@ -538,7 +538,7 @@ fn forget_topics_in(
             writes.extend(state.coordinator.remove_topic_offsets(&group, topic).writes);
         }
     }
-    if let Err(error) = persist(shard, replicas, writes) {
+    if let Err(error) = persist(shard, replicas, writes, Confirm::Appended) {
         // Memory keeps nothing of the topics either way; the coordinator that next loads the
         // partition forgets them again.
         warn!(
@@ -550,12 +550,23 @@ fn forget_topics_in(
     }
 }
 
+/// How far a group write goes before `persist` returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Confirm {
+    /// A client's change: checked against `min.insync.replicas` first, answered once the
+    /// in-sync replicas have it.
+    Replicated,
+    /// Expirations and forgotten topics, which memory drops whatever the outcome: appended.
+    Appended,
+}
+
 /// Appends a coordinator's records to its `__consumer_offsets` partition, as long as this
 /// broker still leads it at the epoch the coordinator was loaded with.
 fn persist(
     shard: &Shard,
     replicas: &ReplicaManager,
     writes: Vec<Entry>,
+    confirm: Confirm,
 ) -> Result<(), ResponseError> {
     if writes.is_empty() {
         return Ok(());
@@ -564,6 +575,7 @@ fn persist(
         .get(OFFSETS_TOPIC, shard.partition)
         .filter(|p| p.leader_epoch_if_leading() == Some(shard.leader_epoch))
         .ok_or(ResponseError::NotCoordinator)?;
+
     let now = now_ms();
     let mut builder = RecordBatchBuilder::new(0);
     for (offset, entry) in writes.into_iter().enumerate() {
@@ -576,6 +588,15 @@ fn persist(
     let mut batch = builder.build();
     let appended = {
         let mut log = partition.log_blocking();
+        // Kafka refuses a group write the in-sync replicas are too few for before appending
+        // it (NOT_ENOUGH_REPLICAS, answered as COORDINATOR_NOT_AVAILABLE).
+        if confirm == Confirm::Replicated {
+            match partition.check_produce() {
+                None => return Err(ResponseError::NotCoordinator),
+                Some(Err(_)) => return Err(ResponseError::CoordinatorNotAvailable),
+                Some(Ok(())) => {}
+            }
+        }
         let appended = log.append(&mut batch, shard.leader_epoch, now);
         // A single in-sync replica's high watermark moves with its log end.
         partition.settle(&mut log);
@@ -587,7 +608,12 @@ fn persist(
             | AppendOutcome::Duplicate { last_offset, .. },
         ) => {
             replicas.notify_appended();
-            wait_replicated(&partition, shard.leader_epoch, last_offset + 1)
+            match confirm {
+                Confirm::Replicated => {
+                    wait_replicated(&partition, shard.leader_epoch, last_offset + 1)
+                }
+                Confirm::Appended => Ok(()),
+            }
         }
         Err(e) => {
             warn!(partition = shard.partition, error = %e, "appending to {OFFSETS_TOPIC} failed");
@@ -924,6 +950,39 @@ mod tests {
             Err(ResponseError::NotCoordinator)
         ));
         assert_eq!(committed(&shard), Some(43));
+    }
+
+    #[test]
+    fn a_group_write_with_too_few_in_sync_replicas_is_refused_before_it_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
+        let image = image(1, &["t"]);
+        let groups = service();
+        let state = PartitionState {
+            topic_id: Uuid::nil(),
+            leading: true,
+            leader: Some(1),
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![1, 2],
+            isr: vec![1],
+            configs: Arc::new(
+                TopicConfigs::from_pairs([("min.insync.replicas", Some("2"))]).unwrap(),
+            ),
+        };
+        replicas.host_partition(OFFSETS_TOPIC, 0, state).unwrap();
+        reconcile(&groups, &image, &replicas);
+        let shard = groups.coordinator_of(&image, &replicas, "g").unwrap();
+        assert!(matches!(
+            commit_as_handler(&groups, &shard, &replicas, 42),
+            Err(ResponseError::CoordinatorNotAvailable)
+        ));
+        let partition = replicas.get(OFFSETS_TOPIC, 0).unwrap();
+        assert_eq!(
+            partition.log_blocking().log_end_offset(),
+            0,
+            "nothing appended"
+        );
     }
 
     #[test]

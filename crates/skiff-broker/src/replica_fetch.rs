@@ -26,7 +26,7 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use skiff_metadata::{ControllerRequest, MetadataImage};
+use skiff_metadata::{ControllerError, ControllerRequest, MetadataImage};
 use skiff_raft::{ForwardRequest, SubmitError};
 use skiff_raft::{MetadataRaft, PeerCaller, PeerService};
 use skiff_replication::{EpochEnd, FetchAnswer, FetchError, FollowerFetch};
@@ -470,7 +470,8 @@ async fn apply(
                 info!(topic = %held.topic, partition = held.index, from = log.log_end_offset(), to = data.log_start_offset, "restarting the log at the leader's log start");
                 log.truncate_fully_and_start_at(data.log_start_offset)
                     .map_err(|e| format!("restarting the log failed: {e}"))?;
-                held.follow_high_watermark(data.high_watermark, log.log_end_offset());
+                // An error answer carries no high watermark; the leader's is at least its start.
+                held.follow_high_watermark(data.log_start_offset, log.log_end_offset());
                 return Ok(());
             }
             let diverging = data.diverging_epoch;
@@ -527,8 +528,9 @@ pub async fn run_proposals(
         };
         // A write whose outcome is unknown is sent again, for as long as it is the leader's
         // proposal: forgetting it could let the high watermark stop waiting for a replica the
-        // controller did add. Sending it twice is harmless: the second carries a stale
-        // partition epoch once the first applied, and the image settles the proposal.
+        // controller did add. Only a refusal that proves the change was not applied clears
+        // it (Kafka's INELIGIBLE_REPLICA and invalid requests); a stale epoch may well mean
+        // the first send applied, so the proposal stays until the image settles it.
         let shrinks = proposal.proposal.isr.len() < partition.state().isr.len();
         while partition.proposal_pending(&proposal.proposal) {
             let Some(raft) = cluster.upgrade() else {
@@ -564,9 +566,17 @@ pub async fn run_proposals(
                     debug!(topic = %proposal.topic, partition = proposal.partition, error = %e, "ISR change not confirmed, sending it again");
                     tokio::time::sleep(PROPOSAL_RETRY_BACKOFF).await;
                 }
-                Err(e) => {
+                Err(
+                    e @ SubmitError::Controller(
+                        ControllerError::IneligibleReplica(_) | ControllerError::InvalidRequest(_),
+                    ),
+                ) => {
                     debug!(topic = %proposal.topic, partition = proposal.partition, error = %e, "ISR change refused");
                     partition.proposal_refused(&proposal.proposal);
+                    break;
+                }
+                Err(e) => {
+                    debug!(topic = %proposal.topic, partition = proposal.partition, error = %e, "ISR change not applied; waiting for the metadata that settles it");
                     break;
                 }
             }
@@ -823,6 +833,7 @@ mod tests {
             range(follower_replicas.clone(), follower_partition.clone()).await,
             (8, 8)
         );
+        assert_eq!(follower_partition.high_watermark(), 8);
         round(&leader, &follower_replicas).await.unwrap();
         round(&leader, &follower_replicas).await.unwrap();
         assert_eq!(

@@ -19,7 +19,7 @@ use skiff_broker::replica_fetch::{self, LeaderService};
 use skiff_broker::replica_manager::ReplicaManager;
 use skiff_broker::replication::ReplicationContext;
 use skiff_broker::{serve, KafkaApis, Listener};
-use skiff_metadata::QuorumSettings;
+use skiff_metadata::{MetadataImage, QuorumSettings};
 use skiff_raft::{MetadataRaft, RaftSettings};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -401,7 +401,8 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     // The controller cannot fence itself once its gossip agent has left: another takes over
     // first.
     raft.hand_over_leadership().await;
-    info!("shutting down: leaving the cluster");
+    let leaderships = movable_leaderships(&raft.image(), broker_id);
+    info!(leaderships, "shutting down: leaving the cluster, then waiting for the controller to move these leaderships");
     if let Err(e) = gossip.leave().await {
         warn!(error = %e, "gossip leave did not complete");
     }
@@ -446,6 +447,15 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
 /// Longest a stopping broker waits for the controller to move its leaderships away.
 const CONTROLLED_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// The partitions `node_id` leads that another live in-sync replica could take over.
+fn movable_leaderships(image: &MetadataImage, node_id: i32) -> usize {
+    let live = |id: &i32| *id != node_id && image.broker(*id).is_some_and(|b| !b.fenced);
+    image
+        .partitions()
+        .filter(|(_, _, reg)| reg.leader == Some(node_id) && reg.isr.iter().any(live))
+        .count()
+}
+
 /// Waits until the image shows this broker fenced (it left gossip), or it neither leads a
 /// partition another live in-sync replica could take over nor sits in the ISR of a partition
 /// led elsewhere (whose acks=all writes would wait for it), or gives up; false if it gave up.
@@ -453,14 +463,10 @@ async fn wait_until_fenced(raft: &MetadataRaft, node_id: i32) -> bool {
     let deadline = Instant::now() + CONTROLLED_SHUTDOWN_WAIT;
     loop {
         let image = raft.image();
-        let live = |id: &i32| *id != node_id && image.broker(*id).is_some_and(|b| !b.fenced);
-        let needed = image.partitions().any(|(_, _, reg)| {
-            if reg.leader == Some(node_id) {
-                reg.isr.iter().any(live)
-            } else {
-                reg.leader.is_some() && reg.isr.contains(&node_id)
-            }
+        let in_sync_elsewhere = image.partitions().any(|(_, _, reg)| {
+            reg.leader.is_some_and(|leader| leader != node_id) && reg.isr.contains(&node_id)
         });
+        let needed = movable_leaderships(&image, node_id) > 0 || in_sync_elsewhere;
         if !needed || image.broker(node_id).is_none_or(|broker| broker.fenced) {
             return true;
         }

@@ -75,6 +75,10 @@ struct Settled {
     min_insync_replicas: usize,
 }
 
+/// Leadership moves without a new high watermark: a wait for the in-sync replicas (acks=all,
+/// group writes) looks at the leadership again this often.
+pub const LEADERSHIP_RECHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A partition's replication role. Lock order: the partition's log, then its image state
 /// (read and released at once), then this; never the log while holding this, and nothing slow
 /// (disk, waits) while holding this: follower fetches and produce completions take it.
@@ -178,9 +182,7 @@ impl Partition {
         let mut replica = self.replica();
         if replica.settled == Some(target) {
             if let Role::Leader(leader) = &mut replica.role {
-                let raised = leader.log_start_moved(log.log_start_offset());
-                let mut changes = leader.appended(log.log_end_offset(), now);
-                changes.high_watermark = changes.high_watermark.or(raised);
+                let changes = leader.log_moved(log.log_start_offset(), log.log_end_offset(), now);
                 drop(replica);
                 self.publish(changes, state.topic_id);
             }
@@ -194,10 +196,9 @@ impl Partition {
                 return;
             };
             leader.set_min_insync_replicas(target.min_insync_replicas);
-            let raised = leader.log_start_moved(log.log_start_offset());
-            let mut changes = leader.appended(log.log_end_offset(), now);
+            let mut changes = leader.log_moved(log.log_start_offset(), log.log_end_offset(), now);
             let update = leader.update(&assignment(&state), now);
-            changes.high_watermark = update.high_watermark.or(changes.high_watermark).or(raised);
+            changes.high_watermark = update.high_watermark.or(changes.high_watermark);
             changes.proposal = update.proposal;
             replica.settled = Some(target);
             drop(replica);
@@ -289,10 +290,9 @@ impl Partition {
                 log_end: log.log_end_offset(),
             };
         };
-        let raised = leader.log_start_moved(log.log_start_offset());
-        let mut changes = leader.appended(log.log_end_offset(), now);
+        let mut changes = leader.log_moved(log.log_start_offset(), log.log_end_offset(), now);
         let (answer, fetched) = leader.fetch(fetch, log.leader_epochs(), now);
-        changes.high_watermark = fetched.high_watermark.or(changes.high_watermark).or(raised);
+        changes.high_watermark = fetched.high_watermark.or(changes.high_watermark);
         changes.proposal = fetched.proposal;
         drop(replica);
         self.publish(changes, topic_id);

@@ -273,23 +273,20 @@ impl LeaderState {
         }
     }
 
-    /// Records up to `log_end` were appended locally.
-    pub fn appended(&mut self, log_end: i64, now: i64) -> Changes {
+    /// The local log now spans `log_start..log_end`: appends moved its end, DeleteRecords or
+    /// retention its start. The high watermark rises with what the ISR has, and is never below
+    /// the log start.
+    pub fn log_moved(&mut self, log_start: i64, log_end: i64, now: i64) -> Changes {
         self.log_end = self.log_end.max(log_end);
-        Changes {
-            high_watermark: self.advance_high_watermark(now),
-            proposal: None,
-        }
-    }
-
-    /// DeleteRecords or retention moved the log start; the high watermark is never below it
-    /// (returned when it rose).
-    pub fn log_start_moved(&mut self, log_start: i64) -> Option<i64> {
         self.log_start = log_start.min(self.log_end);
-        (self.log_start > self.high_watermark).then(|| {
+        let raised = (self.log_start > self.high_watermark).then(|| {
             self.high_watermark = self.log_start;
             self.log_start
-        })
+        });
+        Changes {
+            high_watermark: self.advance_high_watermark(now).or(raised),
+            proposal: None,
+        }
     }
 
     /// Checked before an acks=all append (Kafka checks the committed ISR).
@@ -514,7 +511,7 @@ mod tests {
     fn the_high_watermark_waits_for_every_in_sync_follower() {
         let mut l = leader(2);
         assert_eq!(l.high_watermark(), 8);
-        l.appended(12, 1);
+        l.log_moved(0, 12, 1);
         assert_eq!(l.produce_done(12), None);
         // Follower 2 has everything; follower 3 has not fetched from this leader yet.
         let (hw, changes) = read(&mut l, fetch(2, 12), 2);
@@ -535,7 +532,7 @@ mod tests {
         let mut l = leader(2);
         read(&mut l, fetch(2, 10), 1);
         read(&mut l, fetch(3, 10), 1);
-        l.appended(20, 2);
+        l.log_moved(0, 20, 2);
         read(&mut l, fetch(2, 20), 3);
         // Follower 3 stops fetching: nothing before the lag limit.
         assert_eq!(l.tick(LAG).proposal, None);
@@ -565,7 +562,7 @@ mod tests {
         read(&mut l, fetch(3, 10), 1);
         // Broker 3 dies; the controller fences it and takes it out of the ISR at once.
         l.update(&assignment(6, &[1, 2]), 2);
-        l.appended(20, 3);
+        l.log_moved(0, 20, 3);
         read(&mut l, fetch(2, 20), 4);
         // Still caught up within the lag period, so it would be waited for as a joining
         // replica, were its broker not fenced.
@@ -591,7 +588,7 @@ mod tests {
         let expand = changes.proposal.expect("caught up");
         assert_eq!(expand.isr, vec![1, 2, 3]);
         // While the expansion is in flight, the high watermark already waits for it.
-        l.appended(15, 3);
+        l.log_moved(0, 15, 3);
         read(&mut l, fetch(2, 15), 4);
         assert_eq!(l.high_watermark(), 10);
         read(&mut l, fetch(3, 15), 5);
@@ -629,7 +626,7 @@ mod tests {
         let mut l = leader(2);
         read(&mut l, fetch(2, 10), 1);
         read(&mut l, fetch(3, 10), 1);
-        l.appended(11, 2);
+        l.log_moved(0, 11, 2);
         assert_eq!(l.check_produce(), Ok(()));
         // Both followers drop out before the record reaches them.
         l.tick(2 * LAG);

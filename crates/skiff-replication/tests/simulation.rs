@@ -305,7 +305,7 @@ impl Sim {
         b.log.push(rec);
         let end = b.log.len() as i64;
         let epoch = state.leader_epoch();
-        let changes = state.appended(end, now);
+        let changes = state.log_moved(0, end, now);
         self.waiting.push((b.id, epoch, end, rec, now));
         let id = b.id;
         self.after_leader_change(i, id, changes);

@@ -20,6 +20,7 @@ use tracing::debug;
 use super::{code, log_error_code, message, KafkaApis};
 use crate::group::storage::OFFSETS_TOPIC;
 use crate::replica_manager::{now_ms, Partition};
+use crate::replication::LEADERSHIP_RECHECK;
 
 fn batch_error_code(error: &BatchError) -> i16 {
     match error {
@@ -349,9 +350,6 @@ async fn wait_committed(
         }
     }
 }
-
-/// How often a waiting acks=all produce checks that this broker still leads.
-const LEADERSHIP_RECHECK: Duration = Duration::from_millis(200);
 
 /// A refusal: the Kafka error code and its message.
 type Refusal = (i16, String);

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::replica_manager::{now_ms, Partition, ReplicaManager};
-
+use crate::replication::LEADERSHIP_RECHECK;
 use coordinator::{
     Completion, Effects, GroupConfig, GroupCoordinator, GroupCount, JoinResult, MemberIds,
     SyncResult, Undo,
@@ -575,7 +575,6 @@ fn persist(
         .get(OFFSETS_TOPIC, shard.partition)
         .filter(|p| p.leader_epoch_if_leading() == Some(shard.leader_epoch))
         .ok_or(ResponseError::NotCoordinator)?;
-
     let now = now_ms();
     let mut builder = RecordBatchBuilder::new(0);
     for (offset, entry) in writes.into_iter().enumerate() {
@@ -629,9 +628,6 @@ fn persist(
 
 /// How long a group write waits for the in-sync replicas (Kafka's `offsets.commit.timeout.ms`).
 const REPLICATION_WAIT: Duration = Duration::from_secs(5);
-
-/// Leadership moves without a new high watermark: looked at again this often while waiting.
-const LEADERSHIP_RECHECK: Duration = Duration::from_millis(200);
 
 /// Waits, blocking, until the in-sync replicas have a group write ending before `end` (the high
 /// watermark passed it), as Kafka answers a group write only once it is committed: a failover

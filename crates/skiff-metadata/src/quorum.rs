@@ -151,16 +151,27 @@ pub fn plan_brokers(
     expired_sessions: &BTreeSet<i32>,
 ) -> Vec<MetadataRecord> {
     let claims = Claims::resolve(members);
+    // A broker gossip has not heard of (a restarted controller's gossip may not know everyone
+    // yet) is still fenced when its session expires: the session alone is Kafka's signal.
+    let mut broker_ids: BTreeSet<i32> = claims
+        .members
+        .keys()
+        .filter_map(|&node_id| i32::try_from(node_id).ok())
+        .collect();
+    broker_ids.extend(expired_sessions);
     let mut planned = image.clone();
     let mut records = Vec::new();
-    for (&node_id, member) in &claims.members {
-        let Ok(broker_id) = i32::try_from(node_id) else {
-            continue;
-        };
+    for broker_id in broker_ids {
         let step = if expired_sessions.contains(&broker_id) {
             fence_broker_records(&planned, broker_id)
         } else {
-            broker_step(&planned, broker_id, member)
+            match u64::try_from(broker_id)
+                .ok()
+                .and_then(|id| claims.members.get(&id))
+            {
+                Some(member) => broker_step(&planned, broker_id, member),
+                None => continue,
+            }
         };
         if step.is_empty() {
             continue;
@@ -828,6 +839,17 @@ mod tests {
         assert!(plan_brokers(&image, &members, &expired).is_empty());
         let records = plan_brokers(&image, &members, &BTreeSet::new());
         assert_eq!(records, vec![MetadataRecord::UnfenceBroker { id: 1 }]);
+    }
+
+    #[test]
+    fn a_broker_gossip_never_heard_of_is_fenced_when_its_session_expires() {
+        let image = brokers();
+        // A restarted controller whose gossip knows only broker 2 when broker 1 dies.
+        let records = plan_brokers(&image, &alive(&[2]), &BTreeSet::from([1]));
+        assert_eq!(records, fence_broker_records(&image, 1));
+        assert!(!records.is_empty());
+        // Without an expired session, a broker gossip does not know is left alone.
+        assert!(plan_brokers(&image, &alive(&[2]), &BTreeSet::new()).is_empty());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_gossip::{
-    tag, AgentConfig, GossipAgent, GossipHandle, Keyring, MemberEvent, MemberInfo, Tags,
+    tag, AgentConfig, GossipAgent, GossipHandle, Keyring, MemberEvent, MemberInfo, MemberStatus,
+    Tags,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
@@ -23,6 +24,51 @@ const MAX_RUNNING_HANDLERS: usize = 16;
 const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most bytes of a handler's stdout sent back as a query response (the gossip limit).
 const MAX_QUERY_RESPONSE: usize = 1024;
+
+/// Most peer addresses kept in the snapshot; rejoining needs one of them to answer.
+const MAX_SNAPSHOT_PEERS: usize = 64;
+
+/// Serf's snapshot: the addresses of the members last seen alive, kept in the data directory,
+/// so a restarted broker rejoins them at once. Without it a broker started without `--join`
+/// (the cluster's first broker) is found again only when another member's reconnect attempt
+/// reaches it, which takes up to the reconnect interval. Members that failed or left are
+/// dropped from it, as Serf does.
+pub struct PeerSnapshot {
+    path: PathBuf,
+}
+
+impl PeerSnapshot {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// The saved addresses; a missing file is an empty snapshot, and lines that are not
+    /// socket addresses (a damaged file) are skipped, since the snapshot is only a hint.
+    async fn load(&self) -> Vec<String> {
+        let text = match tokio::fs::read_to_string(&self.path).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                warn!(path = %self.path.display(), error = %e, "cannot read the gossip peer snapshot");
+                return Vec::new();
+            }
+        };
+        text.lines()
+            .filter(|line| line.parse::<SocketAddr>().is_ok())
+            .take(MAX_SNAPSHOT_PEERS)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Replaces the file through a rename, so a crash leaves the old snapshot or the new one.
+    async fn save(&self, peers: &[String]) -> std::io::Result<()> {
+        let mut text = peers.join("\n");
+        text.push('\n');
+        let temporary = self.path.with_extension("tmp");
+        tokio::fs::write(&temporary, text).await?;
+        tokio::fs::rename(&temporary, &self.path).await
+    }
+}
 
 /// What other members learn about this broker.
 pub struct Identity {
@@ -41,7 +87,8 @@ pub struct Identity {
 
 pub async fn start(
     identity: Identity,
-    seeds: Vec<String>,
+    mut seeds: Vec<String>,
+    snapshot: PeerSnapshot,
     event_handler: Option<PathBuf>,
     key: Option<[u8; 32]>,
 ) -> anyhow::Result<GossipHandle> {
@@ -69,7 +116,24 @@ pub async fn start(
     config.membership.tags = tags;
     let (handle, events) = GossipAgent::start(config).await?;
     info!(name = %identity.name, gossip = %handle.local().addr, "gossip started");
-    tokio::spawn(handle_events(events, handle.clone(), event_handler));
+    let saved = snapshot.load().await;
+    if !saved.is_empty() {
+        info!(
+            peers = saved.len(),
+            "rejoining the members alive when this broker stopped"
+        );
+    }
+    for peer in saved {
+        if !seeds.contains(&peer) {
+            seeds.push(peer);
+        }
+    }
+    tokio::spawn(handle_events(
+        events,
+        handle.clone(),
+        snapshot,
+        event_handler,
+    ));
     if !seeds.is_empty() {
         let joining = handle.clone();
         tokio::spawn(async move { join_until_answered(joining, seeds).await });
@@ -99,11 +163,22 @@ async fn join_until_answered(handle: GossipHandle, seeds: Vec<String>) {
 async fn handle_events(
     mut events: mpsc::Receiver<MemberEvent>,
     gossip: GossipHandle,
+    snapshot: PeerSnapshot,
     event_handler: Option<PathBuf>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS));
+    let mut saved_peers = None;
     while let Some(event) = events.recv().await {
         log_event(&event);
+        if matches!(
+            event,
+            MemberEvent::Join(_)
+                | MemberEvent::Failed(_)
+                | MemberEvent::Leave(_)
+                | MemberEvent::Reap(_)
+        ) {
+            save_alive_peers(&gossip, &snapshot, &mut saved_peers).await;
+        }
         let Some(script) = &event_handler else {
             continue;
         };
@@ -115,6 +190,34 @@ async fn handle_events(
             run_handler(&script, &gossip, event).await;
             drop(slot);
         });
+    }
+}
+
+/// Writes the alive members' addresses to the snapshot when they changed since the last write.
+async fn save_alive_peers(
+    gossip: &GossipHandle,
+    snapshot: &PeerSnapshot,
+    saved: &mut Option<Vec<String>>,
+) {
+    let Ok(members) = gossip.members().await else {
+        return;
+    };
+    let local = &gossip.local().name;
+    let mut peers: Vec<String> = members
+        .iter()
+        .filter(|m| &m.name != local && m.status == MemberStatus::Alive)
+        .map(|m| m.addr.to_string())
+        .collect();
+    peers.sort();
+    peers.truncate(MAX_SNAPSHOT_PEERS);
+    if saved.as_ref() == Some(&peers) {
+        return;
+    }
+    match snapshot.save(&peers).await {
+        Ok(()) => *saved = Some(peers),
+        Err(e) => {
+            warn!(path = %snapshot.path.display(), error = %e, "cannot write the gossip peer snapshot")
+        }
     }
 }
 

@@ -307,6 +307,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
             tombstone_timeout: settings.tombstone_timeout,
         },
         settings.join.clone(),
+        gossip::PeerSnapshot::new(data_dir.join("gossip-peers")),
         settings.event_handler.clone(),
         settings.gossip_key,
     )

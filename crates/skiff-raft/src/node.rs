@@ -333,6 +333,11 @@ impl MetadataRaft {
         self.raft.metrics().borrow_watched().current_leader == Some(self.settings.node_id)
     }
 
+    /// The Raft term this node is in: a leadership is identified by it.
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader
     }

@@ -1,5 +1,6 @@
 //! Runs the broker's gossip membership (`skiff-gossip`): announces this broker's addresses as
-//! tags, joins the seeds given with `--join` (retrying until one answers), logs membership
+//! tags, joins the seeds given with `--join` and the peers of its snapshot (retrying until one
+//! answers), keeps that snapshot of live peers in the data directory, logs membership
 //! changes, runs the `--event-handler` script per event (Serf's environment variables, the
 //! payload on stdin, a query's answer on stdout) and leaves gracefully on shutdown.
 
@@ -14,7 +15,7 @@ use skiff_gossip::{
     Tags,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tracing::{info, warn};
 
 /// Handler scripts running at once; further events wait for a slot (the agent's event channel
@@ -27,12 +28,15 @@ const MAX_QUERY_RESPONSE: usize = 1024;
 
 /// Most peer addresses kept in the snapshot; rejoining needs one of them to answer.
 const MAX_SNAPSHOT_PEERS: usize = 64;
+/// Shortest time between two snapshot writes.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serf's snapshot: the addresses of the members last seen alive, kept in the data directory,
 /// so a restarted broker rejoins them at once. Without it a broker started without `--join`
 /// (the cluster's first broker) is found again only when another member's reconnect attempt
-/// reaches it, which takes up to the reconnect interval. Members that failed or left are
-/// dropped from it, as Serf does.
+/// reaches it, which takes up to the reconnect interval (30 s). Members that failed or left are
+/// dropped from it, as Serf does; unlike Serf's default, a broker that left rejoins too, since a
+/// broker restarted on its data dir is meant to serve again.
 pub struct PeerSnapshot {
     path: PathBuf,
 }
@@ -89,6 +93,7 @@ pub async fn start(
     identity: Identity,
     mut seeds: Vec<String>,
     snapshot: PeerSnapshot,
+    rejoin_saved_peers: bool,
     event_handler: Option<PathBuf>,
     key: Option<[u8; 32]>,
 ) -> anyhow::Result<GossipHandle> {
@@ -116,7 +121,13 @@ pub async fn start(
     config.membership.tags = tags;
     let (handle, events) = GossipAgent::start(config).await?;
     info!(name = %identity.name, gossip = %handle.local().addr, "gossip started");
-    let saved = snapshot.load().await;
+    // A broker without metadata state starts a new cluster or joins through --join; peers a
+    // copied or wiped data dir remembers belong to a cluster it is not a member of.
+    let saved = if rejoin_saved_peers {
+        snapshot.load().await
+    } else {
+        Vec::new()
+    };
     if !saved.is_empty() {
         info!(
             peers = saved.len(),
@@ -128,10 +139,16 @@ pub async fn start(
             seeds.push(peer);
         }
     }
+    let membership_changed = Arc::new(Notify::new());
+    tokio::spawn(save_alive_peers(
+        handle.clone(),
+        snapshot,
+        membership_changed.clone(),
+    ));
     tokio::spawn(handle_events(
         events,
         handle.clone(),
-        snapshot,
+        membership_changed,
         event_handler,
     ));
     if !seeds.is_empty() {
@@ -163,21 +180,21 @@ async fn join_until_answered(handle: GossipHandle, seeds: Vec<String>) {
 async fn handle_events(
     mut events: mpsc::Receiver<MemberEvent>,
     gossip: GossipHandle,
-    snapshot: PeerSnapshot,
+    membership_changed: Arc<Notify>,
     event_handler: Option<PathBuf>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS));
-    let mut saved_peers = None;
     while let Some(event) = events.recv().await {
         log_event(&event);
         if matches!(
             event,
             MemberEvent::Join(_)
+                | MemberEvent::Update(_)
                 | MemberEvent::Failed(_)
                 | MemberEvent::Leave(_)
                 | MemberEvent::Reap(_)
         ) {
-            save_alive_peers(&gossip, &snapshot, &mut saved_peers).await;
+            membership_changed.notify_one();
         }
         let Some(script) = &event_handler else {
             continue;
@@ -193,31 +210,36 @@ async fn handle_events(
     }
 }
 
-/// Writes the alive members' addresses to the snapshot when they changed since the last write.
-async fn save_alive_peers(
-    gossip: &GossipHandle,
-    snapshot: &PeerSnapshot,
-    saved: &mut Option<Vec<String>>,
-) {
-    let Ok(members) = gossip.members().await else {
-        return;
-    };
-    let local = &gossip.local().name;
-    let mut peers: Vec<String> = members
-        .iter()
-        .filter(|m| &m.name != local && m.status == MemberStatus::Alive)
-        .map(|m| m.addr.to_string())
-        .collect();
-    peers.sort();
-    peers.truncate(MAX_SNAPSHOT_PEERS);
-    if saved.as_ref() == Some(&peers) {
-        return;
-    }
-    match snapshot.save(&peers).await {
-        Ok(()) => *saved = Some(peers),
-        Err(e) => {
-            warn!(path = %snapshot.path.display(), error = %e, "cannot write the gossip peer snapshot")
+/// Keeps the snapshot current: after a membership change (at most once per
+/// `SNAPSHOT_INTERVAL`, so churn costs few writes and never delays events), writes the addresses
+/// of the members not failed or gone when they differ from the last write. A suspect member is
+/// kept, as Serf does: a suspicion often passes.
+async fn save_alive_peers(gossip: GossipHandle, snapshot: PeerSnapshot, changed: Arc<Notify>) {
+    let mut saved: Option<Vec<String>> = None;
+    loop {
+        changed.notified().await;
+        let Ok(members) = gossip.members().await else {
+            return;
+        };
+        let local = &gossip.local().name;
+        let mut peers: Vec<String> = members
+            .iter()
+            .filter(|m| {
+                &m.name != local && matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect)
+            })
+            .map(|m| m.addr.to_string())
+            .collect();
+        peers.sort();
+        peers.truncate(MAX_SNAPSHOT_PEERS);
+        if saved.as_ref() != Some(&peers) {
+            match snapshot.save(&peers).await {
+                Ok(()) => saved = Some(peers),
+                Err(e) => {
+                    warn!(path = %snapshot.path.display(), error = %e, "cannot write the gossip peer snapshot")
+                }
+            }
         }
+        tokio::time::sleep(SNAPSHOT_INTERVAL).await;
     }
 }
 

@@ -308,6 +308,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
         },
         settings.join.clone(),
         gossip::PeerSnapshot::new(data_dir.join("gossip-peers")),
+        has_state,
         settings.event_handler.clone(),
         settings.gossip_key,
     )

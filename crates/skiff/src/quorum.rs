@@ -87,7 +87,9 @@ pub async fn drive(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(TICK);
-    let mut leading_since: Option<Instant> = None;
+    // The term and start of this node's leadership: a leadership lost and won again between
+    // two ticks is a new one, whose followers' sessions start over.
+    let mut leading_since: Option<(u64, Instant)> = None;
     let mut failed_since: HashMap<String, u64> = HashMap::new();
     let mut reported_conflicts: Vec<String> = Vec::new();
     let mut acted = false;
@@ -107,7 +109,11 @@ pub async fn drive(
             leading_since = None;
             continue;
         }
-        let leading_for = leading_since.get_or_insert_with(Instant::now).elapsed();
+        let term = raft.current_term();
+        if leading_since.is_none_or(|(since_term, _)| since_term != term) {
+            leading_since = Some((term, Instant::now()));
+        }
+        let leading_for = leading_since.map_or(Duration::ZERO, |(_, since)| since.elapsed());
         let Ok(gossip_members) = gossip.members().await else {
             continue;
         };

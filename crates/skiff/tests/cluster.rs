@@ -1069,11 +1069,19 @@ fn a_rolling_restart_moves_leaderships_before_each_broker_stops() {
             consume_all(&survivor, "rolling", 3, expected.len()),
             expected
         );
-        // A broker that left was removed from the quorum and from the others' gossip, which
-        // never reconnects to a member that left. Restarted with its own command line, it
-        // rejoins the members its gossip snapshot saw alive; the next round's wait for a full
-        // ISR needs it back.
-        brokers[(leader - 1) as usize].restart();
+        // A broker that left was removed from the quorum. Restarted with its own command line
+        // (the seed's has no --join), it rejoins the members its gossip snapshot saw alive,
+        // instead of waiting for their next reconnect attempt; the next round's wait for a
+        // full ISR needs it back.
+        let restarted = &mut brokers[(leader - 1) as usize];
+        restarted.restart();
+        assert!(
+            restarted
+                .log()
+                .contains("rejoining the members alive when this broker stopped peers=2"),
+            "broker {leader} did not rejoin from its snapshot:\n{}",
+            restarted.log()
+        );
     }
 }
 

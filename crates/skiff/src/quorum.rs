@@ -18,6 +18,9 @@ use tracing::{info, warn};
 
 /// How often the leader compares gossip with the cluster state.
 const TICK: Duration = Duration::from_millis(200);
+/// The longest wait before a refused membership change is proposed again: a controller cut off
+/// from the quorum (it still believes it leads) would otherwise retry, and log, every tick.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -79,6 +82,12 @@ fn expired_sessions(
         .collect()
 }
 
+/// How long to wait after `attempts` refused proposals in a row: doubling from two ticks.
+fn retry_delay(attempts: u32) -> Duration {
+    TICK.saturating_mul(1 << attempts.min(5))
+        .min(MAX_RETRY_DELAY)
+}
+
 pub async fn drive(
     raft: Arc<MetadataRaft>,
     gossip: GossipHandle,
@@ -94,6 +103,8 @@ pub async fn drive(
     let mut reported_conflicts: Vec<String> = Vec::new();
     let mut acted = false;
     let mut foreign_reported: Vec<String> = Vec::new();
+    // After a refused proposal: how many in a row, and when the next may go.
+    let mut refused: Option<(u32, Instant)> = None;
     loop {
         // After a change commits, the next step is planned at once: a new broker goes from
         // unknown to registered to unfenced without waiting out ticks.
@@ -105,6 +116,7 @@ pub async fn drive(
         }
         acted = false;
         if !raft.is_leader() {
+            refused = None;
             failed_since.clear();
             leading_since = None;
             continue;
@@ -143,11 +155,18 @@ pub async fn drive(
         let expired = expired_sessions(&raft, leading_for, session_timeout);
         let records = plan_brokers(&raft.image(), &members, &expired);
         if !records.is_empty() {
-            info!(?records, ?expired, "broker membership changes");
-            if let Err(e) = raft.propose(records).await {
-                warn!(error = %e, "recording broker membership failed");
+            if refused.is_some_and(|(_, retry_at)| Instant::now() < retry_at) {
                 continue;
             }
+            info!(?records, ?expired, "broker membership changes");
+            if let Err(e) = raft.propose(records).await {
+                let attempts = refused.map_or(1, |(attempts, _)| attempts + 1);
+                let delay = retry_delay(attempts);
+                warn!(error = %e, retry_in = ?delay, "recording broker membership failed");
+                refused = Some((attempts, Instant::now() + delay));
+                continue;
+            }
+            refused = None;
             acted = true;
         }
         let membership = raft.membership();
@@ -182,5 +201,17 @@ pub async fn drive(
             Ok(_) => acted = true,
             Err(e) => warn!(error = %e, "metadata quorum change failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_proposal_is_retried_ever_later_up_to_the_limit() {
+        let delays: Vec<u128> = (1..=7).map(|n| retry_delay(n).as_millis()).collect();
+        assert_eq!(delays, [400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
     }
 }

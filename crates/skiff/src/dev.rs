@@ -77,16 +77,36 @@ pub async fn run(nodes: u16, data_dir: &Path) -> anyhow::Result<()> {
         seed.http
     );
     println!("data in {}; Ctrl-C stops every broker", data_dir.display());
+    for (index, child) in children.iter().enumerate() {
+        if let Some(pid) = child.id() {
+            println!("broker {}: pid {pid}", index + 1);
+        }
+    }
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let exited = async {
-        let waits = children.iter_mut().map(|c| Box::pin(c.wait()));
-        futures_util::future::select_all(waits).await
-    };
-    let result = tokio::select! {
-        _ = interrupt.recv() => Ok(()),
-        _ = terminate.recv() => Ok(()),
-        (status, index, _) = exited => Err(anyhow::anyhow!("broker {} exited: {:?}", index + 1, status)),
+    // A broker that dies (killed to watch a failover, say) leaves the others running, as
+    // separate machines would.
+    let mut running: Vec<usize> = (0..children.len()).collect();
+    let result = loop {
+        let next_exit = futures_util::future::select_all(
+            children
+                .iter_mut()
+                .enumerate()
+                .filter(|(index, _)| running.contains(index))
+                .map(|(index, child)| Box::pin(async move { (index, child.wait().await) })),
+        );
+        tokio::select! {
+            _ = interrupt.recv() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
+            ((index, status), _, _) = next_exit => {
+                running.retain(|&i| i != index);
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                if running.is_empty() {
+                    break Err(anyhow::anyhow!("every broker exited, the last (broker {}) with {status}", index + 1));
+                }
+                eprintln!("broker {} exited ({status}); the others keep running, Ctrl-C stops them", index + 1);
+            }
+        }
     };
     stop(&mut children).await;
     result

@@ -1178,3 +1178,98 @@ fn all_but(brokers: &[Broker; 3], id: i32) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// `skiff dev --nodes 3` on its default ports: one broker killed leaves the other two serving
+/// the cluster (a user watching a failover), and SIGTERM (Ctrl-C) stops them all.
+#[test]
+fn a_dev_cluster_keeps_serving_when_one_of_its_brokers_is_killed() {
+    use std::io::BufRead;
+
+    /// Kills `skiff dev` and its brokers should the test fail half-way.
+    struct Dev {
+        process: std::process::Child,
+        brokers: Vec<i32>,
+    }
+    impl Drop for Dev {
+        fn drop(&mut self) {
+            for &pid in &self.brokers {
+                // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let logs = std::fs::File::create(dir.path().join("dev.log")).unwrap();
+    let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["dev", "--nodes", "3", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(logs)
+        .spawn()
+        .unwrap();
+    // Read to the end by a thread: whatever is printed later must not fill the pipe.
+    let stdout = std::io::BufReader::new(process.stdout.take().unwrap());
+    let (lines, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut dev = Dev {
+        process,
+        brokers: Vec::new(),
+    };
+    while dev.brokers.len() < 3 {
+        let line = printed
+            .recv_timeout(Duration::from_secs(30))
+            .expect("skiff dev prints each broker's pid");
+        if let Some(pid) = line
+            .strip_prefix(&format!("broker {}: pid ", dev.brokers.len() + 1))
+            .and_then(|pid| pid.parse().ok())
+        {
+            dev.brokers.push(pid);
+        }
+    }
+
+    let all = "127.0.0.1:9092,127.0.0.1:9192,127.0.0.1:9292";
+    wait_until("three brokers registered", Duration::from_secs(60), || {
+        matches!(
+            create_replicated_topic("127.0.0.1:9092", "dev-topic", 3, 3, &[]),
+            0 | 36
+        )
+    });
+    produce(all, "dev-topic", 3, 30);
+    // SAFETY: as above.
+    unsafe { libc::kill(dev.brokers[1], libc::SIGKILL) };
+    let survivors = "127.0.0.1:9092,127.0.0.1:9292";
+    produce(survivors, "dev-topic", 3, 30);
+    let mut expected = expected_values(30);
+    expected.extend(expected_values(30));
+    expected.sort();
+    assert_eq!(consume_all(survivors, "dev-topic", 3, 60), expected);
+    assert!(
+        dev.process.try_wait().unwrap().is_none(),
+        "skiff dev stopped with one broker killed:\n{}",
+        std::fs::read_to_string(dir.path().join("dev.log")).unwrap_or_default()
+    );
+
+    // SAFETY: as above.
+    unsafe { libc::kill(dev.process.id() as i32, libc::SIGTERM) };
+    let mut status = None;
+    wait_until("skiff dev to stop", Duration::from_secs(60), || {
+        status = dev.process.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success());
+    for pid in [dev.brokers[0], dev.brokers[2]] {
+        // SAFETY: signal 0 only checks that the process exists.
+        assert_eq!(
+            unsafe { libc::kill(pid, 0) },
+            -1,
+            "broker pid {pid} still runs"
+        );
+    }
+}

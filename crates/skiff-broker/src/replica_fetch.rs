@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::replica_manager::{now_ms, Partition, ReplicaManager};
+use crate::replica_manager::{now_ms, LogGuard, Partition, ReplicaManager};
 use crate::replication::Proposal;
 
 /// The Fetch version brokers speak to each other: topic ids, diverging epochs (KIP-320).
@@ -138,7 +138,62 @@ impl LeaderService {
 
     /// One pass over the requested partitions, as a consumer fetch does, but up to the log end.
     async fn read(&self, from: i32, request: &FetchRequest) -> (FetchResponse, usize, bool) {
-        let mut remaining = (request.max_bytes.max(0) as usize).min(self.max_fetch_bytes);
+        let budget = (request.max_bytes.max(0) as usize).min(self.max_fetch_bytes);
+        // Every partition hosted here is read in one task on the blocking pool; the others are
+        // answered NOT_LEADER_OR_FOLLOWER without touching a log.
+        let mut hosted = Vec::new();
+        let mut is_hosted = Vec::new();
+        for topic in &request.topics {
+            for p in &topic.partitions {
+                let partition = self.replicas.get_by_id(topic.topic_id, p.partition);
+                is_hosted.push(partition.is_some());
+                if let Some(partition) = partition {
+                    let fetch = FollowerFetch {
+                        replica: from,
+                        fetch_offset: p.fetch_offset,
+                        last_fetched_epoch: (p.last_fetched_epoch >= 0)
+                            .then_some(p.last_fetched_epoch),
+                        current_leader_epoch: (p.current_leader_epoch >= 0)
+                            .then_some(p.current_leader_epoch),
+                    };
+                    hosted.push((partition, (fetch, p.partition_max_bytes.max(0) as usize)));
+                }
+            }
+        }
+        let mut total = 0usize;
+        let read = self
+            .replicas
+            .logs_io(hosted, move |partition, (fetch, partition_max), log| {
+                let decided = partition.follower_fetch(&log, fetch);
+                let outcome = match decided.answer {
+                    Ok(FetchAnswer::Read { high_watermark }) => {
+                        let limit = partition_max.min(budget.saturating_sub(total));
+                        let read = log.read(fetch.fetch_offset, limit, i64::MAX, total == 0);
+                        drop(log);
+                        read.map_err(|_| code(ResponseError::KafkaStorageError))
+                            .and_then(|info| {
+                                let mut buf = Vec::with_capacity(info.total_len);
+                                for slice in &info.slices {
+                                    slice
+                                        .read_into(&mut buf)
+                                        .map_err(|_| code(ResponseError::KafkaStorageError))?;
+                                }
+                                total += buf.len();
+                                Ok((Bytes::from(buf), high_watermark, None))
+                            })
+                    }
+                    Ok(FetchAnswer::Diverging {
+                        diverging,
+                        high_watermark,
+                    }) => Ok((Bytes::new(), high_watermark, Some(diverging))),
+                    Err(e) => Err(fetch_error_code(e)),
+                };
+                (outcome, decided.log_start)
+            })
+            .await;
+        // In request order; none when the runtime shuts down.
+        let mut read = read.ok().map(Vec::into_iter);
+        let mut is_hosted = is_hosted.into_iter();
         let (mut total, mut has_error) = (0usize, false);
         let mut topics = Vec::with_capacity(request.topics.len());
         for topic in &request.topics {
@@ -147,55 +202,14 @@ impl LeaderService {
                 let data = PartitionData::default()
                     .with_partition_index(p.partition)
                     .with_records(Some(Bytes::new()));
-                let Some(partition) = self.replicas.get_by_id(topic.topic_id, p.partition) else {
+                if is_hosted.next() != Some(true) {
                     has_error = true;
                     partitions.push(data.with_error_code(code(ResponseError::NotLeaderOrFollower)));
                     continue;
-                };
-                let fetch = FollowerFetch {
-                    replica: from,
-                    fetch_offset: p.fetch_offset,
-                    last_fetched_epoch: (p.last_fetched_epoch >= 0).then_some(p.last_fetched_epoch),
-                    current_leader_epoch: (p.current_leader_epoch >= 0)
-                        .then_some(p.current_leader_epoch),
-                };
-                let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
-                let first = total == 0;
-                let held = partition.clone();
-                let read = self
-                    .replicas
-                    .log_io(&partition, move |log| {
-                        let decided = held.follower_fetch(&log, fetch);
-                        let outcome = match decided.answer {
-                            Ok(FetchAnswer::Read { high_watermark }) => {
-                                let read = log.read(fetch.fetch_offset, limit, i64::MAX, first);
-                                drop(log);
-                                let bytes = read
-                                    .map_err(|_| code(ResponseError::KafkaStorageError))
-                                    .and_then(|info| {
-                                        let mut buf = Vec::with_capacity(info.total_len);
-                                        for slice in &info.slices {
-                                            slice.read_into(&mut buf).map_err(|_| {
-                                                code(ResponseError::KafkaStorageError)
-                                            })?;
-                                        }
-                                        Ok(Bytes::from(buf))
-                                    });
-                                bytes.map(|bytes| (bytes, high_watermark, None))
-                            }
-                            Ok(FetchAnswer::Diverging {
-                                diverging,
-                                high_watermark,
-                            }) => Ok((Bytes::new(), high_watermark, Some(diverging))),
-                            Err(e) => Err(fetch_error_code(e)),
-                        };
-                        (outcome, decided.log_start)
-                    })
-                    .await;
-                let data = match read {
-                    Ok((Ok((records, high_watermark, diverging)), log_start)) => {
+                }
+                let data = match read.as_mut().and_then(Iterator::next) {
+                    Some((Ok((records, high_watermark, diverging)), log_start)) => {
                         total += records.len();
-                        remaining = remaining.saturating_sub(records.len());
                         let data = data
                             .with_high_watermark(high_watermark)
                             .with_last_stable_offset(high_watermark)
@@ -213,12 +227,12 @@ impl LeaderService {
                             None => data,
                         }
                     }
-                    Ok((Err(error), log_start)) => {
+                    Some((Err(error), log_start)) => {
                         has_error = true;
                         // A follower below the log start restarts its log there.
                         data.with_error_code(error).with_log_start_offset(log_start)
                     }
-                    Err(_) => {
+                    None => {
                         has_error = true;
                         data.with_error_code(code(ResponseError::KafkaStorageError))
                     }
@@ -365,25 +379,24 @@ async fn positions(
     replicas: &ReplicaManager,
     followed: &[Arc<Partition>],
 ) -> Option<Vec<(Arc<Partition>, Position)>> {
-    let mut positions = Vec::with_capacity(followed.len());
-    for partition in followed {
-        let Some((_, leader_epoch)) = partition.following() else {
-            continue;
-        };
-        let held = partition.clone();
-        let position = replicas
-            .log_io(partition, move |log| Position {
-                leader_epoch,
-                fetch_offset: log.log_end_offset(),
-                last_fetched_epoch: log.leader_epochs().latest_epoch().unwrap_or(-1),
-                log_start: log.log_start_offset(),
-                high_watermark: held.high_watermark(),
-            })
-            .await
-            .ok()?;
-        positions.push((partition.clone(), position));
-    }
-    Some(positions)
+    let followed = followed.iter().map(|p| (p.clone(), ())).collect();
+    let positions = replicas
+        .logs_io(followed, |partition, (), log| {
+            let (_, leader_epoch) = partition.following()?;
+            Some((
+                partition.clone(),
+                Position {
+                    leader_epoch,
+                    fetch_offset: log.log_end_offset(),
+                    last_fetched_epoch: log.leader_epochs().latest_epoch().unwrap_or(-1),
+                    log_start: log.log_start_offset(),
+                    high_watermark: partition.high_watermark(),
+                },
+            ))
+        })
+        .await
+        .ok()?;
+    Some(positions.into_iter().flatten().collect())
 }
 
 /// Applies the leader's answer to each partition; returns those that failed, and why.
@@ -393,6 +406,7 @@ async fn apply_response(
     response: FetchResponse,
 ) -> Vec<(Arc<Partition>, String)> {
     let mut failed = Vec::new();
+    let mut answered = Vec::new();
     let answers = response
         .responses
         .into_iter()
@@ -404,9 +418,31 @@ async fn apply_response(
         else {
             continue;
         };
-        if let Err(reason) = apply(replicas, partition, *position, data).await {
-            failed.push((partition.clone(), reason));
+        let below_log_start = data.error_code == code(ResponseError::OffsetOutOfRange)
+            && data.log_start_offset > position.fetch_offset;
+        if data.error_code != 0 && !below_log_start {
+            failed.push((partition.clone(), format!("error code {}", data.error_code)));
+            continue;
         }
+        answered.push((partition.clone(), (*position, data, below_log_start)));
+    }
+    let partitions: Vec<Arc<Partition>> = answered.iter().map(|(p, _)| p.clone()).collect();
+    let applied = replicas
+        .logs_io(
+            answered,
+            |partition, (position, data, below_log_start), log| {
+                apply(partition, log, position, data, below_log_start)
+            },
+        )
+        .await;
+    match applied {
+        Ok(applied) => failed.extend(
+            partitions
+                .into_iter()
+                .zip(applied)
+                .filter_map(|(partition, applied)| Some((partition, applied.err()?))),
+        ),
+        Err(e) => failed.extend(partitions.into_iter().map(|p| (p, e.to_string()))),
     }
     failed
 }
@@ -444,74 +480,66 @@ fn fetch_request(me: i32, positions: &[(Arc<Partition>, Position)]) -> FetchRequ
 /// Applies the leader's answer for one partition, as Kafka's fetcher does: truncate where the
 /// logs diverge, or append the batches verbatim; then follow the leader's high watermark and
 /// log start.
-async fn apply(
-    replicas: &ReplicaManager,
-    partition: &Arc<Partition>,
+/// Applies one partition's answer to its log (`below_log_start`: the leader's log starts past
+/// this log's end).
+fn apply(
+    held: &Arc<Partition>,
+    mut log: LogGuard,
     position: Position,
     data: PartitionData,
+    below_log_start: bool,
 ) -> Result<(), String> {
-    let below_log_start = data.error_code == code(ResponseError::OffsetOutOfRange)
-        && data.log_start_offset > position.fetch_offset;
-    if data.error_code != 0 && !below_log_start {
-        return Err(format!("error code {}", data.error_code));
+    // The role or the log may have changed since the fetch was sent.
+    if held.following().map(|(_, epoch)| epoch) != Some(position.leader_epoch)
+        || log.log_end_offset() != position.fetch_offset
+    {
+        return Ok(());
     }
-    let held = partition.clone();
-    let applied = replicas
-        .log_io(partition, move |mut log| {
-            // The role or the log may have changed since the fetch was sent.
-            if held.following().map(|(_, epoch)| epoch) != Some(position.leader_epoch)
-                || log.log_end_offset() != position.fetch_offset
-            {
-                return Ok(());
-            }
-            if below_log_start {
-                // The leader deleted what this log lacks (retention, DeleteRecords): there is
-                // nothing to catch up on below its log start, so this log restarts there.
-                info!(topic = %held.topic, partition = held.index, from = log.log_end_offset(), to = data.log_start_offset, "restarting the log at the leader's log start");
-                log.truncate_fully_and_start_at(data.log_start_offset)
-                    .map_err(|e| format!("restarting the log failed: {e}"))?;
-                // An error answer carries no high watermark; the leader's is at least its start.
-                held.follow_high_watermark(data.log_start_offset, log.log_end_offset());
-                return Ok(());
-            }
-            let diverging = data.diverging_epoch;
-            if diverging.epoch >= 0 || diverging.end_offset >= 0 {
-                let truncation = skiff_replication::follower::truncation(
-                    log.leader_epochs(),
-                    log.log_end_offset(),
-                    position.high_watermark,
-                    EpochEnd {
-                        epoch: diverging.epoch,
-                        end_offset: diverging.end_offset,
-                    },
-                );
-                let before = (log.log_end_offset(), log.leader_epochs().latest_epoch());
-                if truncation.offset < before.0 {
-                    info!(topic = %held.topic, partition = held.index, from = before.0, to = truncation.offset, "truncating a divergent log tail");
-                }
-                log.truncate_to(truncation.offset)
-                    .map_err(|e| format!("truncation failed: {e}"))?;
-                if (log.log_end_offset(), log.leader_epochs().latest_epoch()) == before {
-                    // Nothing changed, so the next fetch would get the same answer: it waits.
-                    return Err(format!(
-                        "the leader reports a divergence at epoch {} offset {} that truncates nothing",
-                        diverging.epoch, diverging.end_offset
-                    ));
-                }
-            } else if let Some(records) = data.records.filter(|r| !r.is_empty()) {
-                log.append_replicated(&records, now_ms())
-                    .map_err(|e| format!("appending the leader's batches failed: {e}"))?;
-            }
-            let log_end = log.log_end_offset();
-            if data.log_start_offset > log.log_start_offset() && data.log_start_offset <= log_end {
-                log.delete_records_before(data.log_start_offset)
-                    .map_err(|e| format!("following the leader's log start failed: {e}"))?;
-            }
-            held.follow_high_watermark(data.high_watermark, log_end);
-            Ok(())
-        })
-        .await;
-    applied.map_err(|e| e.to_string())?
+    if below_log_start {
+        // The leader deleted what this log lacks (retention, DeleteRecords): there is
+        // nothing to catch up on below its log start, so this log restarts there.
+        info!(topic = %held.topic, partition = held.index, from = log.log_end_offset(), to = data.log_start_offset, "restarting the log at the leader's log start");
+        log.truncate_fully_and_start_at(data.log_start_offset)
+            .map_err(|e| format!("restarting the log failed: {e}"))?;
+        // An error answer carries no high watermark; the leader's is at least its start.
+        held.follow_high_watermark(data.log_start_offset, log.log_end_offset());
+        return Ok(());
+    }
+    let diverging = data.diverging_epoch;
+    if diverging.epoch >= 0 || diverging.end_offset >= 0 {
+        let truncation = skiff_replication::follower::truncation(
+            log.leader_epochs(),
+            log.log_end_offset(),
+            position.high_watermark,
+            EpochEnd {
+                epoch: diverging.epoch,
+                end_offset: diverging.end_offset,
+            },
+        );
+        let before = (log.log_end_offset(), log.leader_epochs().latest_epoch());
+        if truncation.offset < before.0 {
+            info!(topic = %held.topic, partition = held.index, from = before.0, to = truncation.offset, "truncating a divergent log tail");
+        }
+        log.truncate_to(truncation.offset)
+            .map_err(|e| format!("truncation failed: {e}"))?;
+        if (log.log_end_offset(), log.leader_epochs().latest_epoch()) == before {
+            // Nothing changed, so the next fetch would get the same answer: it waits.
+            return Err(format!(
+                "the leader reports a divergence at epoch {} offset {} that truncates nothing",
+                diverging.epoch, diverging.end_offset
+            ));
+        }
+    } else if let Some(records) = data.records.filter(|r| !r.is_empty()) {
+        log.append_replicated(&records, now_ms())
+            .map_err(|e| format!("appending the leader's batches failed: {e}"))?;
+    }
+    let log_end = log.log_end_offset();
+    if data.log_start_offset > log.log_start_offset() && data.log_start_offset <= log_end {
+        log.delete_records_before(data.log_start_offset)
+            .map_err(|e| format!("following the leader's log start failed: {e}"))?;
+    }
+    held.follow_high_watermark(data.high_watermark, log_end);
+    Ok(())
 }
 
 /// Sends the leaders' ISR changes to the controller; a refused one is proposed again by its

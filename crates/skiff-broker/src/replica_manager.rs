@@ -256,6 +256,41 @@ impl ReplicaManager {
         }
     }
 
+    /// Runs `io` with the log of each partition of `partitions` (and its argument) in turn, one
+    /// held at a time, in one task
+    /// on the blocking pool: a replica fetch touches every partition a follower shares with its
+    /// leader, and one hop to the pool per partition made each round trip grow with their
+    /// count (2.6 ms with 54 partitions, over a second with 200). The error only when the
+    /// runtime shuts down before it ran.
+    pub async fn logs_io<A: Send + 'static, T: Send + 'static>(
+        &self,
+        partitions: Vec<(Arc<Partition>, A)>,
+        mut io: impl FnMut(&Arc<Partition>, A, LogGuard) -> T + Send + 'static,
+    ) -> Result<Vec<T>, ShuttingDown> {
+        let permit = self
+            .blocking_io
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ShuttingDown)?;
+        let done = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            partitions
+                .into_iter()
+                .map(|(partition, argument)| {
+                    let log = partition.log_blocking();
+                    io(&partition, argument, log)
+                })
+                .collect()
+        })
+        .await;
+        match done {
+            Ok(values) => Ok(values),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(ShuttingDown),
+        }
+    }
+
     /// Opens (recovering if needed) or creates the log of one partition, or updates the state
     /// of one already open, as the metadata publisher does in two steps.
     #[cfg(test)]

@@ -1,19 +1,23 @@
 //! The Kafka TCP listener. Each connection has a reader that frames and decodes requests into a
-//! bounded queue (the in-flight limit) and a loop that answers them strictly in order, as Kafka
-//! clients require. Bad input closes only its own connection.
+//! bounded queue (the in-flight limit) and a loop that handles them one after another and
+//! answers them strictly in order, as Kafka clients require; only the waits of acks=all
+//! produces for the in-sync replicas overlap. Bad input closes only its own connection.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use metrics::{Counter, Histogram};
 use skiff_protocol::{
-    api_versions_response, decode_request, encode_response, FrameDecoder, Request, RequestError,
-    ResponseBody, SUPPORTED_APIS,
+    api_versions_response, decode_request, encode_response, FrameDecoder, Request, RequestBody,
+    RequestError, ResponseBody, SUPPORTED_APIS,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -187,87 +191,165 @@ async fn read_requests(
     }
 }
 
+/// An answer, or one still waiting for the in-sync replicas, in the connection's queue.
+type Answer = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;
+
 async fn answer_requests(
     apis: &Arc<KafkaApis>,
     requests: &mut mpsc::Receiver<Incoming>,
     writer: OwnedWriteHalf,
     peer: SocketAddr,
-    request_metrics: &RequestMetrics,
+    request_metrics: &Arc<RequestMetrics>,
 ) -> Result<(), String> {
     // Kafka reports a member's host as "/<ip>".
     let client_host = format!("/{}", peer.ip());
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(incoming) = requests.recv().await {
-        let frame = match incoming {
-            Ok(request) => {
-                let (api_key, version, correlation_id) =
-                    (request.api_key, request.version(), request.correlation_id());
-                let started = Instant::now();
-                let client_id = request.header.client_id.clone();
-                let client = ClientInfo {
-                    client_id: client_id.as_ref().map_or("", |c| c.as_str()),
-                    client_host: &client_host,
-                };
-                // JoinGroup and SyncGroup wait for the rest of the group, bounded by the
-                // rebalance timeout the client chose; everything else by the request timeout.
-                let waits_for_group = matches!(api_key, ApiKey::JoinGroup | ApiKey::SyncGroup);
-                // Answers already written must not sit in the buffer while this one waits.
-                if waits_for_group || api_key == ApiKey::Fetch {
+    // Requests are handled one after another, in order; only an acks=all produce's wait for
+    // the in-sync replicas overlaps with the requests after it (its records are appended
+    // before the next request is handled), so a client's pipelined produces cost one
+    // replication round trip, not one each. Answers leave in request order.
+    let mut answers: FuturesOrdered<Answer> = FuturesOrdered::new();
+    let max_waiting = apis.config().max_in_flight_per_connection.max(1);
+    let mut reading = true;
+    while reading || !answers.is_empty() {
+        if requests.is_empty() && !writer.buffer().is_empty() {
+            writer.flush().await.map_err(|e| e.to_string())?;
+        }
+        tokio::select! {
+            biased;
+            Some(answer) = answers.next(), if !answers.is_empty() => {
+                writer.write_all(&answer?).await.map_err(|e| e.to_string())?;
+                // Answers stuck behind a wait must not sit in the buffer meanwhile.
+                if !answers.is_empty() {
                     writer.flush().await.map_err(|e| e.to_string())?;
                 }
-                let handled = apis.handle(request, &client);
-                let body = if waits_for_group {
-                    handled.await
-                } else {
-                    tokio::time::timeout(apis.config().request_timeout, handled)
-                        .await
-                        .map_err(|_| {
-                            format!("{api_key:?} request took longer than the request timeout")
-                        })?
+            }
+            incoming = requests.recv(), if reading && answers.len() < max_waiting => {
+                let Some(incoming) = incoming else {
+                    reading = false;
+                    continue;
                 };
-                request_metrics.record(api_key, version, started.elapsed());
-                match body {
-                    Some(body) => encode_response(correlation_id, api_key, version, &body)
-                        .map_err(|e| format!("encoding {api_key:?} v{version} response: {e}"))?,
-                    // Produce with acks=0: nothing to send.
-                    None => bytes::Bytes::new(),
-                }
+                let answer = answer(apis, incoming, &client_host, &mut writer, request_metrics).await?;
+                answers.push_back(answer);
             }
-            Err(RequestError::UnsupportedVersion {
-                api_key: ApiKey::ApiVersions,
-                version,
-                correlation_id,
-            }) => {
-                // KIP-511: answer in v0 with the supported range so the client retries lower.
-                debug!(version, "ApiVersions version not supported; answering v0");
-                let body = api_versions_response(ResponseError::UnsupportedVersion.code());
-                encode_response(
-                    correlation_id,
-                    ApiKey::ApiVersions,
-                    0,
-                    &ResponseBody::ApiVersions(body),
-                )
-                .map_err(|e| e.to_string())?
-            }
-            Err(RequestError::Refused {
-                api_key,
-                version,
-                response,
-            }) => {
-                debug!(?api_key, version, "refused with an error response");
-                response
-            }
-            Err(e) => {
-                metrics::counter!("skiff_request_errors_total", "reason" => "decode").increment(1);
-                warn!(error = %e, "closing connection after a request that cannot be answered");
-                writer.flush().await.map_err(|e| e.to_string())?;
-                return Err(e.to_string());
-            }
-        };
-        writer.write_all(&frame).await.map_err(|e| e.to_string())?;
-        if requests.is_empty() {
-            writer.flush().await.map_err(|e| e.to_string())?;
         }
     }
     writer.flush().await.map_err(|e| e.to_string())
+}
+
+/// Handles one request; its answer is ready, or (acks=all produce) waits for the replicas.
+async fn answer(
+    apis: &Arc<KafkaApis>,
+    incoming: Incoming,
+    client_host: &str,
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    request_metrics: &Arc<RequestMetrics>,
+) -> Result<Answer, String> {
+    let frame = match incoming {
+        Ok(request) => {
+            let (api_key, version, correlation_id) =
+                (request.api_key, request.version(), request.correlation_id());
+            let started = Instant::now();
+            let client_id = request.header.client_id.clone();
+            let client = ClientInfo {
+                client_id: client_id.as_ref().map_or("", |c| c.as_str()),
+                client_host,
+            };
+            // JoinGroup and SyncGroup wait for the rest of the group, bounded by the
+            // rebalance timeout the client chose; everything else by the request timeout.
+            let waits_for_group = matches!(api_key, ApiKey::JoinGroup | ApiKey::SyncGroup);
+            // Answers already written must not sit in the buffer while this one waits.
+            if waits_for_group || api_key == ApiKey::Fetch {
+                writer.flush().await.map_err(|e| e.to_string())?;
+            }
+            let timeout = apis.config().request_timeout;
+            let timed_out = || format!("{api_key:?} request took longer than the request timeout");
+            let body = match request.body {
+                RequestBody::Produce(produce) => {
+                    let appended = tokio::time::timeout(timeout, apis.append_produce(produce))
+                        .await
+                        .map_err(|_| timed_out())?;
+                    if appended.replicating() {
+                        let request_metrics = request_metrics.clone();
+                        return Ok(Box::pin(async move {
+                            let body = appended.answer().await;
+                            request_metrics.record(api_key, version, started.elapsed());
+                            encode_answer(
+                                correlation_id,
+                                api_key,
+                                version,
+                                body.map(ResponseBody::Produce),
+                            )
+                        }));
+                    }
+                    tokio::time::timeout(timeout, appended.answer())
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map(ResponseBody::Produce)
+                }
+                body => {
+                    let request = Request {
+                        api_key,
+                        header: request.header,
+                        body,
+                    };
+                    let handled = apis.handle(request, &client);
+                    if waits_for_group {
+                        handled.await
+                    } else {
+                        tokio::time::timeout(timeout, handled)
+                            .await
+                            .map_err(|_| timed_out())?
+                    }
+                }
+            };
+            request_metrics.record(api_key, version, started.elapsed());
+            encode_answer(correlation_id, api_key, version, body)?
+        }
+        Err(RequestError::UnsupportedVersion {
+            api_key: ApiKey::ApiVersions,
+            version,
+            correlation_id,
+        }) => {
+            // KIP-511: answer in v0 with the supported range so the client retries lower.
+            debug!(version, "ApiVersions version not supported; answering v0");
+            let body = api_versions_response(ResponseError::UnsupportedVersion.code());
+            encode_response(
+                correlation_id,
+                ApiKey::ApiVersions,
+                0,
+                &ResponseBody::ApiVersions(body),
+            )
+            .map_err(|e| e.to_string())?
+        }
+        Err(RequestError::Refused {
+            api_key,
+            version,
+            response,
+        }) => {
+            debug!(?api_key, version, "refused with an error response");
+            response
+        }
+        Err(e) => {
+            metrics::counter!("skiff_request_errors_total", "reason" => "decode").increment(1);
+            warn!(error = %e, "closing connection after a request that cannot be answered");
+            writer.flush().await.map_err(|e| e.to_string())?;
+            return Err(e.to_string());
+        }
+    };
+    Ok(Box::pin(std::future::ready(Ok(frame))))
+}
+
+/// The framed response; nothing for an acks=0 produce.
+fn encode_answer(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: Option<ResponseBody>,
+) -> Result<Bytes, String> {
+    match body {
+        Some(body) => encode_response(correlation_id, api_key, version, &body)
+            .map_err(|e| format!("encoding {api_key:?} v{version} response: {e}")),
+        None => Ok(Bytes::new()),
+    }
 }

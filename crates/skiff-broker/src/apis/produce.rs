@@ -30,6 +30,61 @@ fn batch_error_code(error: &BatchError) -> i16 {
     }
 }
 
+/// A produce request whose records are appended (or refused) on every partition: what is left
+/// is waiting for the in-sync replicas (acks=all) and answering. The connection appends one
+/// request after another, in order, but lets the waits of several overlap.
+pub(crate) struct ProduceAppended {
+    acks: i16,
+    deadline: tokio::time::Instant,
+    topics: Vec<(
+        kafka_protocol::messages::TopicName,
+        Vec<PartitionProduceResponse>,
+    )>,
+    /// acks=all: (topic, partition) positions in `topics`, and what each waits for.
+    waits: Vec<(usize, usize, Committing)>,
+}
+
+impl ProduceAppended {
+    /// Whether the answer waits for the in-sync replicas.
+    pub(crate) fn replicating(&self) -> bool {
+        !self.waits.is_empty()
+    }
+
+    /// The answer; `None` for acks=0: Kafka sends no response at all then.
+    pub(crate) async fn answer(self) -> Option<ProduceResponse> {
+        let ProduceAppended {
+            acks,
+            deadline,
+            mut topics,
+            waits,
+        } = self;
+        // acks=all: every partition appended first, then they are waited for together.
+        let done = futures_util::future::join_all(
+            waits
+                .iter()
+                .map(|(_, _, wait)| wait_committed(wait, deadline)),
+        )
+        .await;
+        for ((t, p, _), outcome) in waits.iter().zip(done) {
+            if let Err((error_code, text)) = outcome {
+                let response = &mut topics[*t].1[*p];
+                debug!(partition = response.index, error_code, %text, "acks=all produce failed");
+                response.error_code = error_code;
+                response.error_message = message(text);
+            }
+        }
+        let responses = topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partitions)
+            })
+            .collect();
+        (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    }
+}
+
 impl KafkaApis {
     /// Returns `None` for acks=0: Kafka sends no response at all then.
     pub(super) async fn produce(
@@ -37,6 +92,11 @@ impl KafkaApis {
         request: ProduceRequest,
         _version: i16,
     ) -> Option<ProduceResponse> {
+        self.append_produce(request).await.answer().await
+    }
+
+    /// Appends a produce request's records to each partition, in request order.
+    pub(crate) async fn append_produce(&self, request: ProduceRequest) -> ProduceAppended {
         let refusal = if request.transactional_id.is_some() {
             Some((
                 code(ResponseError::UnsupportedVersion),
@@ -84,30 +144,12 @@ impl KafkaApis {
             }
             topics.push((topic.name, partitions));
         }
-        // acks=all: every partition appended first, then they are waited for together.
-        let done = futures_util::future::join_all(
-            waits
-                .iter()
-                .map(|(_, _, wait)| wait_committed(wait, deadline)),
-        )
-        .await;
-        for ((t, p, _), outcome) in waits.iter().zip(done) {
-            if let Err((error_code, text)) = outcome {
-                let response = &mut topics[*t].1[*p];
-                debug!(partition = response.index, error_code, %text, "acks=all produce failed");
-                response.error_code = error_code;
-                response.error_message = message(text);
-            }
+        ProduceAppended {
+            acks,
+            deadline,
+            topics,
+            waits,
         }
-        let responses = topics
-            .into_iter()
-            .map(|(name, partitions)| {
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_partition_responses(partitions)
-            })
-            .collect();
-        (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
     }
 
     async fn append_to_partition(

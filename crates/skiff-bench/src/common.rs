@@ -68,6 +68,10 @@ pub struct Common {
     /// Partition count of the topic when this tool creates it.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// Replication factor of the topic when this tool creates it (-1: the broker's
+    /// `--default-replication-factor`).
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+    pub replication_factor: i32,
     /// Delete the topic first (if it exists) and create it anew.
     #[arg(long)]
     pub fresh: bool,
@@ -143,7 +147,11 @@ impl Common {
                 }
             }
         }
-        let new_topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
+        let new_topic = NewTopic::new(
+            &self.topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
         // A topic just deleted may take a moment to go; retry "already exists" after --fresh.
         let deadline = Instant::now() + ADMIN_TIMEOUT;
         loop {

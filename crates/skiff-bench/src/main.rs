@@ -5,6 +5,7 @@
 
 mod common;
 mod consume;
+mod failover;
 mod group;
 mod latency;
 mod produce;
@@ -29,6 +30,9 @@ enum Command {
     Latency(latency::LatencyArgs),
     /// Consumer-group stabilisation and rebalance times, and offset-commit throughput.
     Group(group::GroupArgs),
+    /// A steady workload through the SIGKILL of a group coordinator or partition leader;
+    /// reports when acknowledgements, consumption and commits resumed on every partition.
+    Failover(failover::FailoverArgs),
 }
 
 fn main() -> Result<()> {
@@ -37,6 +41,7 @@ fn main() -> Result<()> {
         Command::Consume(args) => consume::run(args),
         Command::Latency(args) => latency::run(args),
         Command::Group(args) => group::run(args),
+        Command::Failover(args) => failover::run(args),
     }
 }
 
@@ -73,6 +78,38 @@ mod tests {
         assert_eq!(args.common.messages, Some(10));
         assert_eq!(args.common.acks, "-1");
         assert_eq!(args.common.client_config[0].0, "linger.ms");
+    }
+
+    #[test]
+    fn parses_failover_flags() {
+        let cli = Cli::try_parse_from([
+            "skiff-bench",
+            "failover",
+            "--kill",
+            "coordinator",
+            "--broker-pid",
+            "1=4242",
+            "--broker-pid",
+            "2=4343",
+            "--replication-factor",
+            "-1",
+        ])
+        .unwrap();
+        let Command::Failover(args) = cli.command else {
+            panic!("not failover");
+        };
+        assert_eq!(args.broker_pids, [(1, 4242), (2, 4343)]);
+        assert_eq!(args.common.replication_factor, -1);
+        assert!(Cli::try_parse_from(["skiff-bench", "failover", "--kill", "leader"]).is_err());
+        assert!(Cli::try_parse_from([
+            "skiff-bench",
+            "failover",
+            "--kill",
+            "leader",
+            "--broker-pid",
+            "1:4242"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub struct BrokerConfig {
     /// Largest request frame accepted; a larger one closes the connection before any allocation.
     pub max_frame_bytes: usize,
     pub max_connections: usize,
-    /// Requests read from one connection ahead of the one being answered.
+    /// Requests read from one connection ahead of the one being handled, and, as many again,
+    /// handled requests whose answers wait (acks=all produces waiting for the replicas).
     pub max_in_flight_per_connection: usize,
     /// Most record bytes one Fetch response carries, whatever the client asks (Kafka's
     /// `fetch.max.bytes`); the first batch is still sent whole if it is larger (KIP-74).

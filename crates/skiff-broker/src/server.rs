@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use metrics::{Counter, Histogram};
@@ -212,13 +213,18 @@ async fn answer_requests(
     let max_waiting = apis.config().max_in_flight_per_connection.max(1);
     let mut reading = true;
     while reading || !answers.is_empty() {
-        if requests.is_empty() && !writer.buffer().is_empty() {
+        let blocked = requests.is_empty() || answers.len() >= max_waiting;
+        if blocked && !writer.buffer().is_empty() {
             writer.flush().await.map_err(|e| e.to_string())?;
         }
         tokio::select! {
             biased;
             Some(answer) = answers.next(), if !answers.is_empty() => {
                 writer.write_all(&answer?).await.map_err(|e| e.to_string())?;
+                // Whatever else is ready goes out in the same flush.
+                while let Some(Some(answer)) = answers.next().now_or_never() {
+                    writer.write_all(&answer?).await.map_err(|e| e.to_string())?;
+                }
                 // Answers stuck behind a wait must not sit in the buffer meanwhile.
                 if !answers.is_empty() {
                     writer.flush().await.map_err(|e| e.to_string())?;
@@ -229,10 +235,42 @@ async fn answer_requests(
                     reading = false;
                     continue;
                 };
-                let answer = answer(apis, incoming, &client_host, &mut writer, request_metrics).await?;
-                answers.push_back(answer);
+                // A request that may wait long (a fetch's long poll, a rebalance) goes after
+                // the answers before it are out, as if handled strictly in turn.
+                let waits_long = matches!(
+                    &incoming,
+                    Ok(r) if matches!(r.api_key, ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup)
+                );
+                if waits_long {
+                    write_answers(&mut answers, &mut writer).await?;
+                }
+                match answer(apis, incoming, &client_host, request_metrics).await {
+                    Ok(answer) => answers.push_back(answer),
+                    Err(e) => {
+                        // The answers before the one that ends the connection still go out:
+                        // their records are appended, and a client that never hears of them
+                        // would send them again.
+                        write_answers(&mut answers, &mut writer).await?;
+                        writer.flush().await.map_err(|e| e.to_string())?;
+                        return Err(e);
+                    }
+                }
             }
         }
+    }
+    writer.flush().await.map_err(|e| e.to_string())
+}
+
+/// Waits for every queued answer and writes them, in order, then flushes.
+async fn write_answers(
+    answers: &mut FuturesOrdered<Answer>,
+    writer: &mut BufWriter<OwnedWriteHalf>,
+) -> Result<(), String> {
+    while let Some(answer) = answers.next().await {
+        writer
+            .write_all(&answer?)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     writer.flush().await.map_err(|e| e.to_string())
 }
@@ -242,7 +280,6 @@ async fn answer(
     apis: &Arc<KafkaApis>,
     incoming: Incoming,
     client_host: &str,
-    writer: &mut BufWriter<OwnedWriteHalf>,
     request_metrics: &Arc<RequestMetrics>,
 ) -> Result<Answer, String> {
     let frame = match incoming {
@@ -258,10 +295,6 @@ async fn answer(
             // JoinGroup and SyncGroup wait for the rest of the group, bounded by the
             // rebalance timeout the client chose; everything else by the request timeout.
             let waits_for_group = matches!(api_key, ApiKey::JoinGroup | ApiKey::SyncGroup);
-            // Answers already written must not sit in the buffer while this one waits.
-            if waits_for_group || api_key == ApiKey::Fetch {
-                writer.flush().await.map_err(|e| e.to_string())?;
-            }
             let timeout = apis.config().request_timeout;
             let timed_out = || format!("{api_key:?} request took longer than the request timeout");
             let body = match request.body {
@@ -282,10 +315,7 @@ async fn answer(
                             )
                         }));
                     }
-                    tokio::time::timeout(timeout, appended.answer())
-                        .await
-                        .map_err(|_| timed_out())?
-                        .map(ResponseBody::Produce)
+                    appended.answer().await.map(ResponseBody::Produce)
                 }
                 body => {
                     let request = Request {
@@ -333,7 +363,6 @@ async fn answer(
         Err(e) => {
             metrics::counter!("skiff_request_errors_total", "reason" => "decode").increment(1);
             warn!(error = %e, "closing connection after a request that cannot be answered");
-            writer.flush().await.map_err(|e| e.to_string())?;
             return Err(e.to_string());
         }
     };

@@ -479,9 +479,8 @@ fn fetch_request(me: i32, positions: &[(Arc<Partition>, Position)]) -> FetchRequ
 
 /// Applies the leader's answer for one partition, as Kafka's fetcher does: truncate where the
 /// logs diverge, or append the batches verbatim; then follow the leader's high watermark and
-/// log start.
-/// Applies one partition's answer to its log (`below_log_start`: the leader's log starts past
-/// this log's end).
+/// log start (`below_log_start`: the leader's log starts past this log's end, which restarts
+/// there).
 fn apply(
     held: &Arc<Partition>,
     mut log: LogGuard,

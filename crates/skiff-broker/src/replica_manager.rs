@@ -5,7 +5,8 @@
 //! No blocking file I/O runs on an async worker: a request handler waits for a partition's log
 //! lock asynchronously (`log_io`), then does its file work on the blocking pool, so a partition
 //! whose disk is stuck holds one blocking thread, and requests for other partitions, Raft and
-//! every connection keep going. Code already off the workers (the metadata publisher's thread,
+//! every connection keep going. A replica fetch, which touches many partitions, takes the logs
+//! no one holds in one blocking task and waits for the others as `log_io` does (`logs_io`). Code already off the workers (the metadata publisher's thread,
 //! log maintenance, group timers) takes the lock with `log_blocking`, which refuses to run on an
 //! async worker.
 //!
@@ -115,6 +116,14 @@ impl Partition {
         let mut log = self.with_pending_config(log);
         self.settle(&mut log);
         log
+    }
+
+    /// The log when no one holds it, for code running off the async workers.
+    fn try_log_blocking(&self) -> Option<LogGuard> {
+        let log = self.log.clone().try_lock_owned().ok()?;
+        let mut log = self.with_pending_config(log);
+        self.settle(&mut log);
+        Some(log)
     }
 
     /// The log's size, kept in memory: no file is read.
@@ -257,16 +266,20 @@ impl ReplicaManager {
     }
 
     /// Runs `io` with the log of each partition of `partitions` (and its argument) in turn, one
-    /// held at a time, in one task
-    /// on the blocking pool: a replica fetch touches every partition a follower shares with its
-    /// leader, and one hop to the pool per partition made each round trip grow with their
-    /// count (2.6 ms with 54 partitions, over a second with 200). The error only when the
-    /// runtime shuts down before it ran.
+    /// held at a time, in one task on the blocking pool: a replica fetch touches every partition
+    /// a follower shares with its leader, and one hop to the pool per partition made each round
+    /// trip grow with their count (2.6 ms with 54 partitions, over a second with 204). A log
+    /// someone else holds (a slow append, a stuck disk) is not waited for there, holding a
+    /// thread and a permit, but afterwards, as `log_io` waits. Results are in `partitions`'
+    /// order. The error only when the runtime shuts down.
     pub async fn logs_io<A: Send + 'static, T: Send + 'static>(
         &self,
         partitions: Vec<(Arc<Partition>, A)>,
-        mut io: impl FnMut(&Arc<Partition>, A, LogGuard) -> T + Send + 'static,
+        io: impl FnMut(&Arc<Partition>, A, LogGuard) -> T + Send + 'static,
     ) -> Result<Vec<T>, ShuttingDown> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
         let permit = self
             .blocking_io
             .clone()
@@ -275,20 +288,38 @@ impl ReplicaManager {
             .map_err(|_| ShuttingDown)?;
         let done = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            partitions
+            let mut io = io;
+            let mut busy = Vec::new();
+            let done: Vec<Option<T>> = partitions
                 .into_iter()
-                .map(|(partition, argument)| {
-                    let log = partition.log_blocking();
-                    io(&partition, argument, log)
-                })
-                .collect()
+                .enumerate()
+                .map(
+                    |(index, (partition, argument))| match partition.try_log_blocking() {
+                        Some(log) => Some(io(&partition, argument, log)),
+                        None => {
+                            busy.push((index, partition, argument));
+                            None
+                        }
+                    },
+                )
+                .collect();
+            (done, io, busy)
         })
         .await;
-        match done {
-            Ok(values) => Ok(values),
+        let (mut done, mut io, busy) = match done {
+            Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(ShuttingDown),
+            Err(_) => return Err(ShuttingDown),
+        };
+        for (index, partition, argument) in busy {
+            let held = partition.clone();
+            let (value, returned) = self
+                .log_io(&partition, move |log| (io(&held, argument, log), io))
+                .await?;
+            io = returned;
+            done[index] = Some(value);
         }
+        Ok(done.into_iter().flatten().collect())
     }
 
     /// Opens (recovering if needed) or creates the log of one partition, or updates the state

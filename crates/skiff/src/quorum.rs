@@ -124,6 +124,7 @@ pub async fn drive(
         let term = raft.current_term();
         if leading_since.is_none_or(|(since_term, _)| since_term != term) {
             leading_since = Some((term, Instant::now()));
+            refused = None;
         }
         let leading_for = leading_since.map_or(Duration::ZERO, |(_, since)| since.elapsed());
         let Ok(gossip_members) = gossip.members().await else {
@@ -154,7 +155,9 @@ pub async fn drive(
             .collect();
         let expired = expired_sessions(&raft, leading_for, session_timeout);
         let records = plan_brokers(&raft.image(), &members, &expired);
-        if !records.is_empty() {
+        if records.is_empty() {
+            refused = None;
+        } else {
             if refused.is_some_and(|(_, retry_at)| Instant::now() < retry_at) {
                 continue;
             }

@@ -1201,6 +1201,20 @@ fn a_dev_cluster_keeps_serving_when_one_of_its_brokers_is_killed() {
         }
     }
 
+    // A broker left on a default port (another Skiff, an aborted run) would be talked to
+    // instead of this cluster's.
+    for port in [9092, 9192, 9292, 9093, 9193, 9293, 9644, 9744, 9844] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is taken: skiff dev needs the default ports"
+        );
+    }
+    for port in [7946, 8046, 8146] {
+        assert!(
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok(),
+            "UDP port {port} is taken: skiff dev needs the default ports"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let logs = std::fs::File::create(dir.path().join("dev.log")).unwrap();
     let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
@@ -1235,15 +1249,27 @@ fn a_dev_cluster_keeps_serving_when_one_of_its_brokers_is_killed() {
     }
 
     let all = "127.0.0.1:9092,127.0.0.1:9192,127.0.0.1:9292";
-    wait_until("three brokers registered", Duration::from_secs(60), || {
-        matches!(
-            create_replicated_topic("127.0.0.1:9092", "dev-topic", 3, 3, &[]),
-            0 | 36
-        )
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", all)
+        .create()
+        .unwrap();
+    wait_until("three brokers serving", Duration::from_secs(60), || {
+        client
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_ok_and(|m| m.brokers().len() == 3)
     });
+    assert_eq!(
+        create_replicated_topic("127.0.0.1:9092", "dev-topic", 3, 3, &[]),
+        0
+    );
     produce(all, "dev-topic", 3, 30);
     // SAFETY: as above.
     unsafe { libc::kill(dev.brokers[1], libc::SIGKILL) };
+    wait_until("broker 2 fenced", Duration::from_secs(60), || {
+        leaders_and_isrs("127.0.0.1:9092", "dev-topic")
+            .iter()
+            .all(|(leader, isr)| *leader != 2 && !isr.contains(&2))
+    });
     let survivors = "127.0.0.1:9092,127.0.0.1:9292";
     produce(survivors, "dev-topic", 3, 30);
     let mut expected = expected_values(30);
@@ -1272,4 +1298,6 @@ fn a_dev_cluster_keeps_serving_when_one_of_its_brokers_is_killed() {
             "broker pid {pid} still runs"
         );
     }
+    // All gone: their pids may be reused, and must not be signalled on drop.
+    dev.brokers.clear();
 }

@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::json;
 
 use crate::common::{Common, Payloads, ADMIN_TIMEOUT};
@@ -68,20 +68,42 @@ struct Progress {
     kill: Option<(Instant, i64)>,
     /// Per partition: the first event after the kill.
     resumed: BTreeMap<i32, Instant>,
+    /// Commits only: per partition, the position consumed when the broker was killed; a commit
+    /// up to it may have been answered before the kill.
+    positions_at_kill: BTreeMap<i32, i64>,
     events: u64,
     errors: u64,
     first_error: Option<String>,
 }
 
 impl Progress {
-    /// An event of `partition` now; `created_ms`, the timestamp of a consumed message, so that
-    /// a message fetched before the kill and handed over after it does not count as progress.
-    fn record(&mut self, partition: i32, created_ms: Option<i64>) {
+    /// An event of `partition` about a message created at `created_ms` (its timestamp): an
+    /// acknowledgement or a consumed message counts as progress only for a message created after
+    /// the kill, since the answer may have left the killed broker before it died.
+    fn record(&mut self, partition: i32, created_ms: i64) {
         self.events += 1;
-        let now = Instant::now();
         if let Some((kill, kill_ms)) = self.kill {
-            if now >= kill && created_ms.is_none_or(|created| created >= kill_ms) {
-                self.resumed.entry(partition).or_insert(now);
+            if created_ms >= kill_ms {
+                self.resumed
+                    .entry(partition)
+                    .or_insert_with(|| Instant::now().max(kill));
+            }
+        }
+    }
+
+    /// A successful commit of `offset` on `partition`: progress only past the position
+    /// consumed at the kill.
+    fn record_commit(&mut self, partition: i32, offset: i64) {
+        self.events += 1;
+        if let Some((kill, _)) = self.kill {
+            if self
+                .positions_at_kill
+                .get(&partition)
+                .is_none_or(|&at| offset > at)
+            {
+                self.resumed
+                    .entry(partition)
+                    .or_insert_with(|| Instant::now().max(kill));
             }
         }
     }
@@ -108,6 +130,8 @@ struct Observer {
     acks: Mutex<Progress>,
     consumed: Mutex<Progress>,
     commits: Mutex<Progress>,
+    /// Per partition, the offset after the last message consumed.
+    positions: Mutex<BTreeMap<i32, i64>>,
     rebalances: AtomicU64,
 }
 
@@ -117,6 +141,7 @@ impl Observer {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
+        self.commits.lock().unwrap().positions_at_kill = self.positions.lock().unwrap().clone();
         for progress in [&self.acks, &self.consumed, &self.commits] {
             progress.lock().unwrap().kill = Some((now, now_ms));
         }
@@ -133,7 +158,10 @@ impl ProducerContext for ProducerObserver<'_> {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         let mut acks = self.0.acks.lock().unwrap();
         match result {
-            Ok(message) => acks.record(message.partition(), None),
+            Ok(message) => acks.record(
+                message.partition(),
+                message.timestamp().to_millis().unwrap_or(i64::MIN),
+            ),
             Err((error, _)) => acks.error(error.to_string()),
         }
     }
@@ -155,8 +183,8 @@ impl ConsumerContext for ConsumerObserver<'_> {
         match result {
             Ok(()) => {
                 for element in offsets.elements() {
-                    if element.error().is_ok() {
-                        commits.record(element.partition(), None);
+                    if let (Ok(()), Offset::Offset(offset)) = (element.error(), element.offset()) {
+                        commits.record_commit(element.partition(), offset);
                     }
                 }
             }
@@ -181,8 +209,12 @@ fn coordinator<C: ClientContext>(client: &rdkafka::client::Client<C>, group: &st
         if error != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             bail!("ListGroups: {}", RDKafkaErrorCode::from(error));
         }
-        let groups = std::slice::from_raw_parts((*list).groups, (*list).group_cnt.max(0) as usize);
-        let broker = groups.first().map(|g| g.broker.id);
+        let broker = if (*list).group_cnt > 0 {
+            let groups = std::slice::from_raw_parts((*list).groups, (*list).group_cnt as usize);
+            groups.first().map(|g| g.broker.id)
+        } else {
+            None
+        };
         rdsys::rd_kafka_group_list_destroy(list);
         broker.with_context(|| format!("no broker lists group '{group}'"))
     }
@@ -228,9 +260,17 @@ pub fn run(args: FailoverArgs) -> Result<()> {
         .create_with_context(ConsumerObserver(&observer))
         .context("creating the group member")?;
     member.subscribe(&[common.topic.as_str()])?;
+    // Its own connections: the lookups must not queue behind the producer's requests.
+    let lookup: BaseConsumer = common
+        .client_config()
+        .create()
+        .context("creating the lookup client")?;
 
     let measured = Duration::from_secs_f64(common.duration_secs.unwrap_or(30.0));
     let kill_after = Duration::from_secs_f64(args.kill_after_secs);
+    if kill_after >= measured {
+        bail!("--kill-after-secs must be below --duration-secs: nothing would be measured");
+    }
     println!(
         "failover: topic {} ({partitions} partitions), {} B messages at {} msg/s, acks={}, group {}, kill the {:?} {:.1} s after the first message consumed, {:.1} s in all",
         common.topic,
@@ -258,10 +298,14 @@ pub fn run(args: FailoverArgs) -> Result<()> {
                             .unwrap()
                             .get_or_insert_with(Instant::now);
                         observer
-                            .consumed
+                            .positions
                             .lock()
                             .unwrap()
-                            .record(message.partition(), message.timestamp().to_millis());
+                            .insert(message.partition(), message.offset() + 1);
+                        observer.consumed.lock().unwrap().record(
+                            message.partition(),
+                            message.timestamp().to_millis().unwrap_or(i64::MIN),
+                        );
                     }
                     Some(Err(e)) => observer.consumed.lock().unwrap().error(e.to_string()),
                     None => {}
@@ -308,8 +352,8 @@ pub fn run(args: FailoverArgs) -> Result<()> {
             };
             std::thread::sleep((consuming + kill_after).saturating_duration_since(Instant::now()));
             let victim = match args.kill {
-                Victim::Coordinator => coordinator(producer.client(), &args.group)?,
-                Victim::Leader => leader_of_first_partition(producer.client(), &common.topic)?,
+                Victim::Coordinator => coordinator(lookup.client(), &args.group)?,
+                Victim::Leader => leader_of_first_partition(lookup.client(), &common.topic)?,
             };
             let Some(&(_, pid)) = args.broker_pids.iter().find(|(id, _)| *id == victim) else {
                 bail!("no --broker-pid for broker {victim}");

@@ -1231,7 +1231,8 @@ fn kill_controller(cluster: &mut Cluster, run: &mut Run, record: &Mutex<Recorded
 /// min.insync.replicas=2 (and no metadata quorum) no acks=all write may be acknowledged until
 /// they return, although the survivor still leads a partition and appends to it. Then both
 /// restart and every ISR is full again. Acknowledgements in flight when the brokers died may
-/// still arrive for a moment, hence `GRACE`.
+/// still arrive for a moment, hence `GRACE`; the survivor's high watermarks are the check
+/// that does not depend on the writers' timing.
 fn two_down_and_back(
     cluster: &mut Cluster,
     run: &mut Run,
@@ -1256,7 +1257,22 @@ fn two_down_and_back(
         cluster.kill9(victim);
     }
     let from_ms = (run.start.elapsed() + GRACE).as_millis() as u64;
-    std::thread::sleep(down);
+    // The survivor's high watermarks, where it leads, may not move either: a check that
+    // does not depend on when the writers saw their acknowledgements.
+    std::thread::sleep(GRACE);
+    let led_watermarks = |seen: Option<Vec<Seen>>| -> Vec<Option<i64>> {
+        seen.unwrap_or_default()
+            .iter()
+            .map(|p| {
+                (p.role.as_deref() == Some("leader"))
+                    .then_some(p.high_watermark)
+                    .flatten()
+            })
+            .collect()
+    };
+    let watermarks_before = led_watermarks(seen(cluster, survivor));
+    std::thread::sleep(down.saturating_sub(GRACE));
+    let watermarks_after = led_watermarks(seen(cluster, survivor));
     let until_ms = run.start.elapsed().as_millis() as u64;
     let acknowledged_while_down: Vec<Ack> = record
         .lock()
@@ -1280,6 +1296,12 @@ fn two_down_and_back(
         took.as_secs_f64(),
         acknowledged(record)
     ));
+    if watermarks_before.iter().all(Option::is_none) || watermarks_before != watermarks_after {
+        return Some(format!(
+            "the survivor's high watermarks where it leads moved (or it led nothing) with two \
+             of three replicas down: {watermarks_before:?} then {watermarks_after:?}"
+        ));
+    }
     (!acknowledged_while_down.is_empty()).then(|| {
         format!(
             "{} acks=all writes acknowledged with two of three replicas down, the first: {:?}",

@@ -3,7 +3,8 @@
 //! commits its position every 100 ms. After `--kill-after-secs` the tool SIGKILLs the broker
 //! that coordinates the group or leads partition 0 (its pid from `--broker-pid`), and reports
 //! how long after the kill the producer's acknowledgements, the member's consumption and its
-//! commits were flowing again on every partition.
+//! commits (read back with OffsetFetch, as any client reads them) were flowing again on every
+//! partition.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -15,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -91,8 +92,8 @@ impl Progress {
         }
     }
 
-    /// A successful commit of `offset` on `partition`: progress only past the position
-    /// consumed at the kill.
+    /// `offset` read as committed for `partition`: progress only past the position consumed
+    /// at the kill.
     fn record_commit(&mut self, partition: i32, offset: i64) {
         self.events += 1;
         if let Some((kill, _)) = self.kill {
@@ -177,21 +178,6 @@ impl ConsumerContext for ConsumerObserver<'_> {
             self.0.rebalances.fetch_add(1, Ordering::Relaxed);
         }
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let mut commits = self.0.commits.lock().unwrap();
-        match result {
-            Ok(()) => {
-                for element in offsets.elements() {
-                    if let (Ok(()), Offset::Offset(offset)) = (element.error(), element.offset()) {
-                        commits.record_commit(element.partition(), offset);
-                    }
-                }
-            }
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => commits.error(error.to_string()),
-        }
-    }
 }
 
 /// The broker that answers ListGroups for `group`: its coordinator.
@@ -260,11 +246,17 @@ pub fn run(args: FailoverArgs) -> Result<()> {
         .create_with_context(ConsumerObserver(&observer))
         .context("creating the group member")?;
     member.subscribe(&[common.topic.as_str()])?;
-    // Its own connections: the lookups must not queue behind the producer's requests.
+    // Their own connections: the lookups must not queue behind the producer's requests, and
+    // the group's commits are read as any client reads them, with OffsetFetch.
     let lookup: BaseConsumer = common
         .client_config()
         .create()
         .context("creating the lookup client")?;
+    let committer: BaseConsumer = common
+        .client_config()
+        .set("group.id", &args.group)
+        .create()
+        .context("creating the commit reader")?;
 
     let measured = Duration::from_secs_f64(common.duration_secs.unwrap_or(30.0));
     let kill_after = Duration::from_secs_f64(args.kill_after_secs);
@@ -366,7 +358,24 @@ pub fn run(args: FailoverArgs) -> Result<()> {
                 );
             }
             observer.kill_now();
-            std::thread::sleep((consuming + measured).saturating_duration_since(Instant::now()));
+            // Commits, as the group's coordinator answers OffsetFetch, until the end.
+            let mut all = TopicPartitionList::new();
+            for partition in 0..partitions {
+                all.add_partition(&common.topic, partition);
+            }
+            while Instant::now() < consuming + measured {
+                if let Ok(committed) =
+                    committer.committed_offsets(all.clone(), Duration::from_secs(2))
+                {
+                    let mut commits = observer.commits.lock().unwrap();
+                    for element in committed.elements() {
+                        if let Offset::Offset(offset) = element.offset() {
+                            commits.record_commit(element.partition(), offset);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             Ok(victim)
         })();
         stop.store(true, Ordering::Relaxed);
@@ -390,8 +399,9 @@ pub fn run(args: FailoverArgs) -> Result<()> {
                 progress.first_error.as_ref().map_or(String::new(), |e| format!(", the first: {e}")),
             ),
             None => println!(
-                "failover: {what} did not resume on every partition after the kill ({} resumed); {} errors{}",
+                "failover: {what} did not resume on every partition after the kill ({} resumed); {} in all, {} errors{}",
                 progress.resumed.len(),
+                progress.events,
                 progress.errors,
                 progress.first_error.as_ref().map_or(String::new(), |e| format!(", the first: {e}")),
             ),

@@ -246,6 +246,19 @@ impl ReplicaManager {
     ) -> Result<T, ShuttingDown> {
         let mut log = partition.lock_log().await;
         let partition = partition.clone();
+        self.on_blocking_pool(move || {
+            partition.settle(&mut log);
+            io(log)
+        })
+        .await
+    }
+
+    /// Runs `work` on the blocking pool under one of the `MAX_BLOCKING_LOG_IO` permits; a panic
+    /// in it is resumed here.
+    async fn on_blocking_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ShuttingDown> {
         let permit = self
             .blocking_io
             .clone()
@@ -254,8 +267,7 @@ impl ReplicaManager {
             .map_err(|_| ShuttingDown)?;
         let done = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            partition.settle(&mut log);
-            io(log)
+            work()
         })
         .await;
         match done {
@@ -280,37 +292,26 @@ impl ReplicaManager {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let permit = self
-            .blocking_io
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ShuttingDown)?;
-        let done = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut io = io;
-            let mut busy = Vec::new();
-            let done: Vec<Option<T>> = partitions
-                .into_iter()
-                .enumerate()
-                .map(
-                    |(index, (partition, argument))| match partition.try_log_blocking() {
-                        Some(log) => Some(io(&partition, argument, log)),
-                        None => {
-                            busy.push((index, partition, argument));
-                            None
-                        }
-                    },
-                )
-                .collect();
-            (done, io, busy)
-        })
-        .await;
-        let (mut done, mut io, busy) = match done {
-            Ok(done) => done,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => return Err(ShuttingDown),
-        };
+        let (mut done, mut io, busy) = self
+            .on_blocking_pool(move || {
+                let mut io = io;
+                let mut busy = Vec::new();
+                let done: Vec<Option<T>> = partitions
+                    .into_iter()
+                    .enumerate()
+                    .map(
+                        |(index, (partition, argument))| match partition.try_log_blocking() {
+                            Some(log) => Some(io(&partition, argument, log)),
+                            None => {
+                                busy.push((index, partition, argument));
+                                None
+                            }
+                        },
+                    )
+                    .collect();
+                (done, io, busy)
+            })
+            .await?;
         for (index, partition, argument) in busy {
             let held = partition.clone();
             let (value, returned) = self

@@ -426,23 +426,19 @@ async fn apply_response(
         }
         answered.push((partition.clone(), (*position, data, below_log_start)));
     }
-    let partitions: Vec<Arc<Partition>> = answered.iter().map(|(p, _)| p.clone()).collect();
-    let applied = replicas
+    // Only when the runtime shuts down is nothing applied; the fetcher then stops anyway.
+    if let Ok(applied) = replicas
         .logs_io(
             answered,
             |partition, (position, data, below_log_start), log| {
                 apply(partition, log, position, data, below_log_start)
+                    .err()
+                    .map(|reason| (partition.clone(), reason))
             },
         )
-        .await;
-    match applied {
-        Ok(applied) => failed.extend(
-            partitions
-                .into_iter()
-                .zip(applied)
-                .filter_map(|(partition, applied)| Some((partition, applied.err()?))),
-        ),
-        Err(e) => failed.extend(partitions.into_iter().map(|p| (p, e.to_string()))),
+        .await
+    {
+        failed.extend(applied.into_iter().flatten());
     }
     failed
 }

@@ -251,7 +251,6 @@ async fn answer_requests(
                         // their records are appended, and a client that never hears of them
                         // would send them again.
                         write_answers(&mut answers, &mut writer).await?;
-                        writer.flush().await.map_err(|e| e.to_string())?;
                         return Err(e);
                     }
                 }

@@ -364,16 +364,19 @@ pub fn run(args: FailoverArgs) -> Result<()> {
                 all.add_partition(&common.topic, partition);
             }
             while Instant::now() < consuming + measured {
-                if let Ok(committed) =
-                    committer.committed_offsets(all.clone(), Duration::from_secs(2))
-                {
-                    let mut commits = observer.commits.lock().unwrap();
-                    for element in committed.elements() {
-                        if let Offset::Offset(offset) = element.offset() {
-                            commits.record_commit(element.partition(), offset);
+                let committed = committer.committed_offsets(all.clone(), Duration::from_secs(2));
+                let mut commits = observer.commits.lock().unwrap();
+                match committed {
+                    Ok(committed) => {
+                        for element in committed.elements() {
+                            if let Offset::Offset(offset) = element.offset() {
+                                commits.record_commit(element.partition(), offset);
+                            }
                         }
                     }
+                    Err(e) => commits.error(e.to_string()),
                 }
+                drop(commits);
                 std::thread::sleep(Duration::from_millis(50));
             }
             Ok(victim)

@@ -13,7 +13,8 @@ pub struct TopicMeta {
     pub name: String,
     pub id: Uuid,
     pub partitions: i32,
-    /// Replicas of its first partition (Kafka reports one factor per topic).
+    /// Replicas of its first partition once any reassignment of it completes (Kafka reports one
+    /// factor per topic).
     pub replication_factor: i16,
     pub configs: TopicConfigs,
 }
@@ -26,7 +27,7 @@ impl TopicMeta {
             partitions: image.partition_count(topic.topic_id),
             replication_factor: image
                 .partition(topic.topic_id, 0)
-                .map_or(0, |p| p.replicas.len() as i16),
+                .map_or(0, |p| p.target_replicas().len() as i16),
             configs: TopicConfigs::from_validated(topic.configs.clone()),
         }
     }

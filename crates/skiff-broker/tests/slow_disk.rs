@@ -70,6 +70,8 @@ fn topic_records(name: &str, configs: &[(&str, &str)]) -> Vec<MetadataRecord> {
             leader: Some(1),
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         },
     ]
 }

@@ -156,6 +156,8 @@ pub(crate) fn placed_partitions(
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         },
     )
 }

@@ -31,6 +31,37 @@ pub struct PartitionRegistration {
     pub leader: Option<i32>,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// During a reassignment, the replicas it adds (not yet in the ISR, or not long); empty
+    /// otherwise.
+    pub adding_replicas: Vec<i32>,
+    /// During a reassignment, the replicas it removes once every target replica is in sync.
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionRegistration {
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition has once its reassignment completes (all of them when none
+    /// is in progress), in preference order.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas the partition had before its reassignment started: what cancelling it
+    /// returns to.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -250,6 +281,8 @@ impl MetadataImage {
                 leader: reg.leader,
                 leader_epoch: reg.leader_epoch,
                 partition_epoch: reg.partition_epoch,
+                adding_replicas: reg.adding_replicas.clone(),
+                removing_replicas: reg.removing_replicas.clone(),
             }
         }));
         records.extend(
@@ -351,6 +384,8 @@ impl MetadataImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                adding_replicas,
+                removing_replicas,
             } => {
                 let invalid = |reason| ImageError::InvalidPartition {
                     topic_id: *topic_id,
@@ -381,6 +416,8 @@ impl MetadataImage {
                 if let Some(unknown) = replicas.iter().find(|r| !self.brokers.contains_key(r)) {
                     return Err(ImageError::UnknownBroker(*unknown));
                 }
+                check_reassignment(replicas, adding_replicas, removing_replicas)
+                    .map_err(invalid)?;
                 self.check_isr_and_leader(*topic_id, *partition, replicas, isr, *leader)?;
                 self.partitions.insert(
                     (*topic_id, *partition),
@@ -390,6 +427,8 @@ impl MetadataImage {
                         leader: *leader,
                         leader_epoch: *leader_epoch,
                         partition_epoch: *partition_epoch,
+                        adding_replicas: adding_replicas.clone(),
+                        removing_replicas: removing_replicas.clone(),
                     },
                 );
             }
@@ -430,6 +469,56 @@ impl MetadataImage {
                 }
                 current.leader = new_leader;
                 current.isr = new_isr;
+                current.partition_epoch += 1;
+            }
+            MetadataRecord::ChangePartitionReplicas {
+                topic_id,
+                partition,
+                replicas,
+                adding_replicas,
+                removing_replicas,
+                isr,
+                leader,
+            } => {
+                let invalid = |reason| ImageError::InvalidPartition {
+                    topic_id: *topic_id,
+                    partition: *partition,
+                    reason,
+                };
+                let current = self.partitions.get(&(*topic_id, *partition)).ok_or(
+                    ImageError::UnknownPartition {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                    },
+                )?;
+                if replicas.is_empty() || !all_distinct(replicas) {
+                    return Err(invalid("replicas must be non-empty and distinct"));
+                }
+                if let Some(unknown) = replicas.iter().find(|r| !self.brokers.contains_key(r)) {
+                    return Err(ImageError::UnknownBroker(*unknown));
+                }
+                check_reassignment(replicas, adding_replicas, removing_replicas)
+                    .map_err(invalid)?;
+                let new_leader = match leader {
+                    LeaderChange::Unchanged => current.leader,
+                    LeaderChange::Elect(id) => Some(*id),
+                    LeaderChange::Offline => None,
+                };
+                self.check_isr_and_leader(*topic_id, *partition, replicas, isr, new_leader)?;
+                let current = self.partitions.get_mut(&(*topic_id, *partition)).ok_or(
+                    ImageError::UnknownPartition {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                    },
+                )?;
+                if new_leader != current.leader {
+                    current.leader_epoch += 1;
+                }
+                current.leader = new_leader;
+                current.replicas = replicas.clone();
+                current.adding_replicas = adding_replicas.clone();
+                current.removing_replicas = removing_replicas.clone();
+                current.isr = isr.clone();
                 current.partition_epoch += 1;
             }
             MetadataRecord::AllocateProducerIds {
@@ -523,6 +612,22 @@ impl MetadataImage {
     }
 }
 
+/// A reassignment's adding and removing replicas are distinct replicas, and none is both.
+fn check_reassignment(
+    replicas: &[i32],
+    adding: &[i32],
+    removing: &[i32],
+) -> Result<(), &'static str> {
+    let within = |ids: &[i32]| all_distinct(ids) && ids.iter().all(|r| replicas.contains(r));
+    if !within(adding) || !within(removing) || adding.iter().any(|r| removing.contains(r)) {
+        return Err("adding and removing replicas must be distinct replicas, none in both");
+    }
+    if removing.len() == replicas.len() {
+        return Err("a reassignment must keep at least one replica");
+    }
+    Ok(())
+}
+
 fn all_distinct(ids: &[i32]) -> bool {
     ids.iter().collect::<BTreeSet<_>>().len() == ids.len()
 }
@@ -551,6 +656,8 @@ mod tests {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 
@@ -719,6 +826,8 @@ mod tests {
             leader: Some(1),
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         assert_eq!(
             refused(&mut image, unknown_topic),
@@ -737,6 +846,8 @@ mod tests {
                 leader: Some(1),
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             },
             MetadataRecord::CreatePartition {
                 topic_id: TOPIC,
@@ -746,6 +857,8 @@ mod tests {
                 leader: Some(1),
                 leader_epoch: -1,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             },
         ] {
             assert!(matches!(

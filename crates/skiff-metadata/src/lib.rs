@@ -6,6 +6,7 @@
 mod controller;
 mod image;
 mod quorum;
+mod reassignment;
 mod record;
 mod request;
 pub mod topic_config;
@@ -22,5 +23,6 @@ pub use quorum::{
     plan_brokers, plan_quorum, GossipMember, MemberHealth, QuorumAction, QuorumPlan,
     QuorumSettings, RaftMembership,
 };
+pub use reassignment::OFFSETS_TOPIC_REPLICATION_FACTOR;
 pub use record::{LeaderChange, MetadataRecord};
 pub use request::{decide, ControllerError, ControllerRequest, OFFSETS_TOPIC};

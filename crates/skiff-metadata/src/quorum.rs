@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::controller::{fence_broker_records, unfence_broker_records};
 use crate::image::MetadataImage;
+use crate::reassignment::grow_offsets_topic_records;
 use crate::record::MetadataRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +146,9 @@ pub fn plan_quorum(
 /// heartbeat answered for the session timeout, Kafka's broker.session.timeout.ms): fenced
 /// whatever gossip says, and unfenced only once gossip and the session both see them alive.
 /// This is the fast failure signal; gossip's verdict takes several seconds longer.
+///
+/// The same batch starts the reassignments that raise `__consumer_offsets` to its replication
+/// factor when the brokers it lacked are there.
 pub fn plan_brokers(
     image: &MetadataImage,
     members: &[GossipMember],
@@ -184,6 +188,7 @@ pub fn plan_brokers(
             records.extend(step);
         }
     }
+    records.extend(grow_offsets_topic_records(&planned));
     records
 }
 
@@ -769,6 +774,8 @@ mod tests {
                     leader: Some(1),
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 },
             ],
         );

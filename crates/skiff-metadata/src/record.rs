@@ -48,6 +48,13 @@ pub enum MetadataRecord {
         leader: Option<i32>,
         leader_epoch: i32,
         partition_epoch: i32,
+        /// Replicas a reassignment in progress adds (Kafka's addingReplicas); empty otherwise.
+        /// Absent from records written before reassignments existed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding_replicas: Vec<i32>,
+        /// Replicas a reassignment in progress removes once the added ones are in sync.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing_replicas: Vec<i32>,
     },
     /// Bumps the leader epoch when the leader changes and the partition epoch on every change.
     ChangePartition {
@@ -56,6 +63,19 @@ pub enum MetadataRecord {
         leader: LeaderChange,
         /// `None` keeps the current ISR.
         isr: Option<Vec<i32>>,
+    },
+    /// A partition reassignment starts, completes or is cancelled: the replicas change (during
+    /// a reassignment they are the target replicas followed by those it removes), with the ISR
+    /// and leader that fit them. Bumps the partition epoch, and the leader epoch when the
+    /// leader changes.
+    ChangePartitionReplicas {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        adding_replicas: Vec<i32>,
+        removing_replicas: Vec<i32>,
+        isr: Vec<i32>,
+        leader: LeaderChange,
     },
     DeleteTopic {
         topic_id: Uuid,

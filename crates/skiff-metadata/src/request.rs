@@ -13,6 +13,7 @@ use crate::controller::{
     create_topic_records, place_replicas, placed_partitions, CreateTopicError, PlacementError,
 };
 use crate::image::{MetadataImage, TopicImage};
+use crate::reassignment::{completion, reassign_partition};
 use crate::record::{LeaderChange, MetadataRecord};
 use crate::topic_config::validate_topic_configs;
 use crate::topic_rules::{validate_topic_name, MAX_PARTITIONS_PER_TOPIC};
@@ -61,6 +62,14 @@ pub enum ControllerRequest {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    /// Kafka's AlterPartitionReassignments for one partition: move it to `replicas` (in
+    /// preference order), or cancel the reassignment in progress when `None`.
+    ReassignPartition {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Option<Vec<i32>>,
+        allow_replication_factor_change: bool,
+    },
 }
 
 /// The internal topic of consumer-group offsets, placed by a hash of the group id over its
@@ -104,6 +113,8 @@ pub enum ControllerError {
     /// A replica the new ISR adds is fenced or not registered.
     #[error("{0}")]
     IneligibleReplica(String),
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
 }
 
 impl ControllerError {
@@ -123,6 +134,7 @@ impl ControllerError {
             ControllerError::FencedLeaderEpoch(_) => 74,
             ControllerError::InvalidUpdateVersion(_) => 95,
             ControllerError::IneligibleReplica(_) => 107,
+            ControllerError::NoReassignmentInProgress(_) => 85,
         }
     }
 }
@@ -223,6 +235,18 @@ pub fn decide(
             *broker,
             (*leader_epoch, *partition_epoch),
             isr,
+        ),
+        ControllerRequest::ReassignPartition {
+            topic_id,
+            partition,
+            replicas,
+            allow_replication_factor_change,
+        } => reassign_partition(
+            image,
+            *topic_id,
+            *partition,
+            replicas.as_deref(),
+            *allow_replication_factor_change,
         ),
         ControllerRequest::SetTopicConfigs { topic_id, configs } => {
             check_configs(configs)?;
@@ -390,6 +414,9 @@ fn alter_partition(
     if isr == current.isr.as_slice() {
         return Ok(Vec::new());
     }
+    if let Some(completed) = completion(image, topic_id, partition, current, isr) {
+        return Ok(vec![completed]);
+    }
     Ok(vec![MetadataRecord::ChangePartition {
         topic_id,
         partition,
@@ -533,6 +560,8 @@ fn manual_partitions(
             leader: Some(leader),
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         });
     }
     Ok(records)
@@ -924,6 +953,8 @@ mod tests {
                     leader: Some(1),
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 },
             ],
         );
@@ -1018,6 +1049,8 @@ mod tests {
                 leader: Some(1),
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             },
         ];
         for record in &forged {

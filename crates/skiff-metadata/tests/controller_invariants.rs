@@ -1,13 +1,14 @@
 //! Random cluster histories driven only through the controller's decisions: whatever the order of
-//! registrations, fencings, unfencings, topic creations and deletions, the controller's records
-//! apply cleanly and the image keeps the invariants brokers and clients rely on.
+//! registrations, fencings, unfencings, topic creations and deletions, partition reassignments
+//! and replicas catching up, the controller's records apply cleanly and the image keeps the
+//! invariants brokers and clients rely on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use skiff_metadata::{
-    create_topic_records, fence_broker_records, unfence_broker_records, CreateTopicError,
-    MetadataImage, MetadataRecord, PlacementError,
+    create_topic_records, decide, fence_broker_records, unfence_broker_records, ControllerRequest,
+    CreateTopicError, MetadataImage, MetadataRecord, PlacementError,
 };
 use uuid::Uuid;
 
@@ -19,6 +20,14 @@ enum Op {
     Unregister(i32),
     CreateTopic { partitions: i32, rf: i16 },
     DeleteTopic(usize),
+    /// Reassigns the picked partition to `target`, or cancels its reassignment when `None`.
+    Reassign {
+        pick: usize,
+        target: Option<Vec<i32>>,
+    },
+    /// The picked partition's leader has every unfenced replica caught up and asks for them
+    /// in the ISR.
+    CatchUp(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -29,6 +38,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..6i32).prop_map(Op::Unregister),
         3 => (1..7i32, 1..4i16).prop_map(|(partitions, rf)| Op::CreateTopic { partitions, rf }),
         1 => any::<usize>().prop_map(Op::DeleteTopic),
+        2 => (
+            any::<usize>(),
+            prop::option::weighted(0.8, prop::collection::vec(0..6i32, 0..4))
+        )
+            .prop_map(|(pick, target)| Op::Reassign { pick, target }),
+        2 => any::<usize>().prop_map(Op::CatchUp),
     ]
 }
 
@@ -91,6 +106,45 @@ impl Cluster {
                 prop_assert_eq!(result.is_ok(), allowed);
             }
             Op::CreateTopic { partitions, rf } => self.create_topic(partitions, rf)?,
+            Op::Reassign { pick, ref target } => {
+                let Some((topic_id, partition)) = self.pick_partition(pick) else {
+                    return Ok(());
+                };
+                let request = ControllerRequest::ReassignPartition {
+                    topic_id,
+                    partition,
+                    replicas: target.clone(),
+                    allow_replication_factor_change: true,
+                };
+                // Refusals are fine (bad targets, nothing to cancel); records must apply.
+                if let Ok(records) = decide(&self.image, &request) {
+                    self.apply(&records);
+                }
+            }
+            Op::CatchUp(pick) => {
+                let Some((topic_id, partition)) = self.pick_partition(pick) else {
+                    return Ok(());
+                };
+                let p = self.image.partition(topic_id, partition).unwrap().clone();
+                let Some(leader) = p.leader else {
+                    return Ok(());
+                };
+                let mut isr = p.isr.clone();
+                isr.extend(p.replicas.iter().filter(|r| {
+                    !p.isr.contains(r) && self.image.broker(**r).is_some_and(|b| !b.fenced)
+                }));
+                let request = ControllerRequest::AlterPartition {
+                    topic_id,
+                    partition,
+                    broker: leader,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    isr,
+                };
+                let records = decide(&self.image, &request)
+                    .map_err(|e| TestCaseError::fail(format!("{request:?} refused: {e}")))?;
+                self.apply(&records);
+            }
             Op::DeleteTopic(pick) => {
                 let ids: Vec<Uuid> = self.image.topics().map(|t| t.topic_id).collect();
                 if !ids.is_empty() {
@@ -101,6 +155,11 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    fn pick_partition(&self, pick: usize) -> Option<(Uuid, i32)> {
+        let all: Vec<(Uuid, i32)> = self.image.partitions().map(|(t, p, _)| (t, p)).collect();
+        (!all.is_empty()).then(|| all[pick % all.len()])
     }
 
     fn create_topic(&mut self, partitions: i32, rf: i16) -> Result<(), TestCaseError> {
@@ -194,6 +253,17 @@ fn check_invariants(image: &MetadataImage, before: &MetadataImage) -> Result<(),
         // A fenced broker stays in an ISR only as its last member, so it can lead again.
         if p.isr.iter().any(|&r| fenced(r)) {
             prop_assert!(p.isr.len() == 1 && p.leader.is_none(), "{:?}", p);
+        }
+        let within = |ids: &[i32]| ids.iter().all(|r| distinct.contains(r));
+        prop_assert!(within(&p.adding_replicas) && within(&p.removing_replicas));
+        prop_assert!(!p.adding_replicas.iter().any(|r| p.removing_replicas.contains(r)));
+        // A reassignment whose target replicas are all in sync has completed.
+        if p.is_reassigning() {
+            prop_assert!(
+                !p.target_replicas().iter().all(|r| p.isr.contains(r)),
+                "{:?}",
+                p
+            );
         }
         if let Some(old) = before.partition(topic_id, partition) {
             prop_assert!(p.leader_epoch >= old.leader_epoch);

@@ -50,6 +50,8 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
                     leader,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 }
             }),
         (

@@ -211,7 +211,8 @@ const LOG_END_READS: usize = 8;
 
 /// `GET /v1/partitions[?topic=NAME]`: every partition of the cluster, sorted by topic then
 /// index, as the metadata image has it (`topic`, `partition`, `topic_id`, `leader` (null when
-/// offline), `leader_epoch`, `partition_epoch`, `replicas`, `isr`); 404 for an unknown topic.
+/// offline), `leader_epoch`, `partition_epoch`, `replicas`, `isr`, and the `adding_replicas` and
+/// `removing_replicas` of a reassignment in progress, empty otherwise); 404 for an unknown topic.
 ///
 /// A partition this broker hosts also has `local`: this broker's `role` ("leader", "follower"
 /// or "none" while not settled or offline), `high_watermark` and `log_end_offset` (null when
@@ -243,6 +244,8 @@ async fn partitions(State(state): State<AppState>, Query(query): Query<Partition
                 "partition_epoch": registration.partition_epoch,
                 "replicas": registration.replicas,
                 "isr": registration.isr,
+                "adding_replicas": registration.adding_replicas,
+                "removing_replicas": registration.removing_replicas,
             });
             Some((topic.name.as_str(), index, topic_id, entry))
         })

@@ -1301,3 +1301,175 @@ fn a_dev_cluster_keeps_serving_when_one_of_its_brokers_is_killed() {
     // All gone: their pids may be reused, and must not be signalled on drop.
     dev.brokers.clear();
 }
+
+/// Each partition's (leader, replicas, ISR) from the broker at `addr`; replicas in preference
+/// order, ISR sorted.
+fn placement(addr: &str, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
+    let request = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned()))))]));
+    let response: MetadataResponse = Client::connect(addr).call(ApiKey::Metadata, 12, &request);
+    let mut partitions: Vec<_> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+            isr.sort();
+            let replicas = p.replica_nodes.iter().map(|b| b.0).collect();
+            (p.partition_index, (p.leader_id.0, replicas, isr))
+        })
+        .collect();
+    partitions.sort();
+    partitions.into_iter().map(|(_, p)| p).collect()
+}
+
+/// AlterPartitionReassignments for partition 0 of `topic`: to `target`, or cancelled when
+/// `None`; the top-level and the partition's error codes.
+fn reassign(addr: &str, topic: &str, target: Option<&[i32]>) -> (i16, i16) {
+    use alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+    let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+        ReassignableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(0)
+                .with_replicas(
+                    target.map(|t| t.iter().copied().map(BrokerId).collect()),
+                )]),
+    ]);
+    let response: AlterPartitionReassignmentsResponse =
+        Client::connect(addr).call(ApiKey::AlterPartitionReassignments, 0, &request);
+    (
+        response.error_code,
+        response.responses[0].partitions[0].error_code,
+    )
+}
+
+/// A reassignment in progress: topic, partition, replicas, adding, removing.
+type Reassignment = (String, i32, Vec<i32>, Vec<i32>, Vec<i32>);
+
+/// The reassignments in progress as ListPartitionReassignments reports them.
+fn reassignments(addr: &str) -> Vec<Reassignment> {
+    let response: ListPartitionReassignmentsResponse = Client::connect(addr).call(
+        ApiKey::ListPartitionReassignments,
+        0,
+        &ListPartitionReassignmentsRequest::default(),
+    );
+    let ids = |ids: &[BrokerId]| ids.iter().map(|b| b.0).collect::<Vec<_>>();
+    response
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.to_string(),
+                    p.partition_index,
+                    ids(&p.replicas),
+                    ids(&p.adding_replicas),
+                    ids(&p.removing_replicas),
+                )
+            })
+        })
+        .collect()
+}
+
+/// kafka-reassign-partitions' path: a partition with one replica moves to the two other
+/// brokers while it has records; the new replicas catch up, the old one is removed and its
+/// files deleted, and every record is still there. A move to a broker that is down stays in
+/// progress, is listed, and can be cancelled.
+#[test]
+fn a_reassigned_partition_moves_to_new_brokers_with_all_its_records() {
+    let mut brokers = start_three();
+    let addr = brokers[0].bootstrap();
+    let topic = "moved";
+    assert_eq!(create_replicated_topic(&addr, topic, 1, 1, &[]), 0);
+    let (_, original, _) = placement(&addr, topic)[0].clone();
+    let old = original[0];
+    let target: Vec<i32> = (1..=3).filter(|&b| b != old).collect();
+    let all = brokers
+        .iter()
+        .map(|b| b.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    produce(&all, topic, 1, 500);
+
+    assert_eq!(reassign(&addr, topic, Some(&target)), (0, 0));
+    wait_until("the move to complete", Duration::from_secs(60), || {
+        let (leader, replicas, isr) = placement(&addr, topic)[0].clone();
+        replicas == target && isr == target && target.contains(&leader)
+    });
+    assert!(reassignments(&addr).is_empty());
+    let old_dir = brokers[old as usize - 1]
+        .data_dir()
+        .join(format!("{topic}-0"));
+    wait_until(
+        "the old replica's files to go",
+        Duration::from_secs(30),
+        || !old_dir.exists(),
+    );
+    produce(&all, topic, 1, 100);
+    let mut expected = expected_values(500);
+    expected.extend(expected_values(100));
+    expected.sort();
+    assert_eq!(consume_all(&all, topic, 1, 600), expected);
+
+    // Broker `old` is down: a move back to it waits, listed, until cancelled.
+    brokers[old as usize - 1].kill9();
+    let survivor = brokers[target[0] as usize - 1].bootstrap();
+    let back = [target[0], old];
+    assert_eq!(reassign(&survivor, topic, Some(&back)), (0, 0));
+    wait_until("the move to be listed", Duration::from_secs(30), || {
+        reassignments(&survivor)
+            == [(
+                topic.to_string(),
+                0,
+                vec![target[0], old, target[1]],
+                vec![old],
+                vec![target[1]],
+            )]
+    });
+    assert_eq!(reassign(&survivor, topic, None), (0, 0));
+    assert!(reassignments(&survivor).is_empty());
+    assert_eq!(placement(&survivor, topic)[0].1, target);
+    // Nothing to cancel now: Kafka's NO_REASSIGNMENT_IN_PROGRESS.
+    assert_eq!(reassign(&survivor, topic, None), (0, 85));
+}
+
+/// `__consumer_offsets` created on a one-broker cluster has one replica; when two brokers join,
+/// the controller raises it to three, so the commits survive the first broker's death.
+#[test]
+fn the_offsets_topic_grows_with_the_cluster_and_keeps_commits_when_its_first_broker_dies() {
+    let mut seed = start_seed(&["--offsets-topic-partitions", "4"]);
+    let (topic, group) = ("grown", "grown-group");
+    assert_eq!(create_topic(&seed.bootstrap(), topic, 2), 0);
+    wait_until("the coordinator", Duration::from_secs(30), || {
+        find_coordinator(&seed.bootstrap(), group).is_ok()
+    });
+    wait_until("commits on one broker", Duration::from_secs(30), || {
+        commit_everywhere(&seed.bootstrap(), group, topic, 2, 7) == [0, 0]
+    });
+    assert!(placement(&seed.bootstrap(), "__consumer_offsets")
+        .iter()
+        .all(|(_, replicas, _)| replicas.len() == 1));
+
+    let b2 = start_joiner(&seed, "2", &["--offsets-topic-partitions", "4"]);
+    let b3 = start_joiner(&seed, "3", &["--offsets-topic-partitions", "4"]);
+    wait_until(
+        "three in-sync replicas of every offsets partition",
+        Duration::from_secs(60),
+        || {
+            placement(&seed.bootstrap(), "__consumer_offsets")
+                .iter()
+                .all(|(_, replicas, isr)| replicas.len() == 3 && isr == &[1, 2, 3])
+        },
+    );
+    assert!(reassignments(&seed.bootstrap()).is_empty());
+
+    seed.kill9();
+    let survivors = format!("{},{}", b2.bootstrap(), b3.bootstrap());
+    wait_until("a new coordinator", Duration::from_secs(60), || {
+        find_coordinator(&b2.bootstrap(), group).is_ok_and(|id| id == 2 || id == 3)
+    });
+    assert_eq!(committed(&survivors, group, topic, 2), [7, 7]);
+}

@@ -9,6 +9,7 @@ mod log_dirs;
 mod metadata;
 mod offsets;
 mod produce;
+mod reassignments;
 
 use std::sync::Arc;
 
@@ -272,6 +273,14 @@ impl KafkaApis {
             RequestBody::AlterConfigs(r) => ResponseBody::AlterConfigs(self.alter_configs(r).await),
             RequestBody::IncrementalAlterConfigs(r) => {
                 ResponseBody::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
+            }
+            RequestBody::AlterPartitionReassignments(r) => {
+                ResponseBody::AlterPartitionReassignments(
+                    self.alter_partition_reassignments(r).await,
+                )
+            }
+            RequestBody::ListPartitionReassignments(r) => {
+                ResponseBody::ListPartitionReassignments(self.list_partition_reassignments(r))
             }
             RequestBody::DescribeCluster(r) => {
                 ResponseBody::DescribeCluster(self.describe_cluster(r))

@@ -744,6 +744,8 @@ mod tests {
                 leader: Some(1),
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             }));
         }
         let mut image = MetadataImage::new();

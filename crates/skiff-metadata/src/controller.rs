@@ -165,8 +165,9 @@ pub(crate) fn placed_partitions(
 /// The records that fence a broker declared failed: `FenceBroker`, then for every ISR it is in a
 /// `ChangePartition` that removes it and, where it led, elects the first alive in-sync replica in
 /// replica order. With no such replica the partition goes offline and keeps the fenced broker as
-/// its only ISR member: electing an out-of-sync replica would lose acknowledged writes.
-/// Unknown or already fenced brokers need no records.
+/// its only ISR member: electing an out-of-sync replica would lose acknowledged writes. A topic
+/// with `unclean.leader.election.enable` takes that loss: its first alive replica leads, alone
+/// in the ISR. Unknown or already fenced brokers need no records.
 pub fn fence_broker_records(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
     if image.broker(broker_id).is_none_or(|b| b.fenced) {
         return Vec::new();
@@ -182,18 +183,24 @@ pub fn fence_broker_records(image: &MetadataImage, broker_id: i32) -> Vec<Metada
             .copied()
             .filter(|&r| r != broker_id)
             .collect();
-        let leader = if reg.leader == Some(broker_id) {
-            match first_alive_in_sync(image, reg, &others) {
-                Some(new_leader) => LeaderChange::Elect(new_leader),
-                None => LeaderChange::Offline,
-            }
-        } else {
-            LeaderChange::Unchanged
-        };
         let isr = if others.is_empty() {
             None
         } else {
-            Some(others)
+            Some(others.clone())
+        };
+        let leader = if reg.leader == Some(broker_id) {
+            match first_alive_in_sync(image, reg, &others) {
+                Some(new_leader) => LeaderChange::Elect(new_leader),
+                None => match unclean_candidate(image, topic_id, reg, broker_id) {
+                    Some(replica) => {
+                        records.push(elect_alone(topic_id, partition, reg, replica));
+                        continue;
+                    }
+                    None => LeaderChange::Offline,
+                },
+            }
+        } else {
+            LeaderChange::Unchanged
         };
         if leader == LeaderChange::Unchanged && isr.is_none() {
             continue;
@@ -208,6 +215,61 @@ pub fn fence_broker_records(image: &MetadataImage, broker_id: i32) -> Vec<Metada
     records
 }
 
+/// The record of an unclean election: `leader` leads as the only in-sync replica. When that
+/// puts every target replica of a reassignment in progress in sync (the target is `leader`
+/// alone), the same record completes the reassignment, as an ISR change would.
+pub(crate) fn elect_alone(
+    topic_id: Uuid,
+    partition: i32,
+    reg: &PartitionRegistration,
+    leader: i32,
+) -> MetadataRecord {
+    if reg.is_reassigning() && reg.target_replicas() == [leader] {
+        MetadataRecord::ChangePartitionReplicas {
+            topic_id,
+            partition,
+            replicas: vec![leader],
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+            isr: vec![leader],
+            leader: LeaderChange::Elect(leader),
+        }
+    } else {
+        MetadataRecord::ChangePartition {
+            topic_id,
+            partition,
+            leader: LeaderChange::Elect(leader),
+            isr: Some(vec![leader]),
+        }
+    }
+}
+
+/// With `unclean.leader.election.enable` on the topic: the first alive replica other than
+/// `except`, which may lead out of sync when no in-sync replica can.
+fn unclean_candidate(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    reg: &PartitionRegistration,
+    except: i32,
+) -> Option<i32> {
+    if !allows_unclean_election(image, topic_id) {
+        return None;
+    }
+    reg.replicas
+        .iter()
+        .copied()
+        .find(|&r| r != except && image.broker(r).is_some_and(|b| !b.fenced))
+}
+
+/// Kafka's topic config `unclean.leader.election.enable`: an out-of-sync replica may lead,
+/// losing what it lacks, rather than the partition staying offline.
+fn allows_unclean_election(image: &MetadataImage, topic_id: Uuid) -> bool {
+    image
+        .topic(topic_id)
+        .and_then(|t| t.configs.get("unclean.leader.election.enable"))
+        .is_some_and(|v| v == "true")
+}
+
 fn first_alive_in_sync(
     image: &MetadataImage,
     reg: &PartitionRegistration,
@@ -220,8 +282,9 @@ fn first_alive_in_sync(
 }
 
 /// The records that unfence a broker: `UnfenceBroker`, then leadership for every offline partition
-/// whose ISR holds it. It is not added back to other ISRs here; catching up is replication's job.
-/// Unknown or already unfenced brokers need no records.
+/// whose ISR holds it, or whose replicas hold it when the topic allows unclean elections (it
+/// becomes the only in-sync replica). It is not added back to other ISRs here; catching up is
+/// replication's job. Unknown or already unfenced brokers need no records.
 pub fn unfence_broker_records(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
     if image.broker(broker_id).is_none_or(|b| !b.fenced) {
         return Vec::new();
@@ -230,12 +293,20 @@ pub fn unfence_broker_records(image: &MetadataImage, broker_id: i32) -> Vec<Meta
     records.extend(
         image
             .partitions()
-            .filter(|(_, _, reg)| reg.leader.is_none() && reg.isr.contains(&broker_id))
-            .map(|(topic_id, partition, _)| MetadataRecord::ChangePartition {
-                topic_id,
-                partition,
-                leader: LeaderChange::Elect(broker_id),
-                isr: None,
+            .filter(|(_, _, reg)| reg.leader.is_none() && reg.replicas.contains(&broker_id))
+            .filter_map(|(topic_id, partition, reg)| {
+                if reg.isr.contains(&broker_id) {
+                    Some(MetadataRecord::ChangePartition {
+                        topic_id,
+                        partition,
+                        leader: LeaderChange::Elect(broker_id),
+                        isr: None,
+                    })
+                } else if allows_unclean_election(image, topic_id) {
+                    Some(elect_alone(topic_id, partition, reg, broker_id))
+                } else {
+                    None
+                }
             }),
     );
     records
@@ -438,6 +509,41 @@ mod tests {
         let p = image.partition(TOPIC, 0).unwrap();
         assert_eq!(p.leader, Some(replicas[1]));
         assert_eq!(p.leader_epoch, 3);
+    }
+
+    #[test]
+    fn a_topic_allowing_unclean_elections_stays_online_on_an_out_of_sync_replica() {
+        let mut image = brokers(&[(1, None), (2, None), (3, None)]);
+        let configs = BTreeMap::from([(
+            "unclean.leader.election.enable".to_string(),
+            "true".to_string(),
+        )]);
+        let records = create_topic_records(&image, "t", TOPIC, 1, 2, configs).unwrap();
+        apply_all(&mut image, &records);
+        let replicas = image.partition(TOPIC, 0).unwrap().replicas.clone();
+        // The follower is fenced first, so only the leader is in sync when it dies too.
+        let fence_follower = fence_broker_records(&image, replicas[1]);
+        apply_all(&mut image, &fence_follower);
+        let unfence_follower = unfence_broker_records(&image, replicas[1]);
+        apply_all(&mut image, &unfence_follower);
+        let fence_leader = fence_broker_records(&image, replicas[0]);
+        apply_all(&mut image, &fence_leader);
+        let p = image.partition(TOPIC, 0).unwrap();
+        assert_eq!(
+            (p.leader, p.isr.clone()),
+            (Some(replicas[1]), vec![replicas[1]])
+        );
+
+        // Both down, then the one that was out of sync returns first: it leads.
+        let fence = fence_broker_records(&image, replicas[1]);
+        apply_all(&mut image, &fence);
+        let unfence = unfence_broker_records(&image, replicas[0]);
+        apply_all(&mut image, &unfence);
+        let p = image.partition(TOPIC, 0).unwrap();
+        assert_eq!(
+            (p.leader, p.isr.clone()),
+            (Some(replicas[0]), vec![replicas[0]])
+        );
     }
 
     #[test]

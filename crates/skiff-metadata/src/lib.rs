@@ -4,6 +4,7 @@
 //! image, and the planner that turns gossip membership into Raft membership and broker records.
 
 mod controller;
+mod election;
 mod image;
 mod quorum;
 mod reassignment;
@@ -15,6 +16,9 @@ pub mod topic_rules;
 pub use controller::{
     create_topic_records, fence_broker_records, place_replicas, unfence_broker_records,
     CreateTopicError, PlacementError,
+};
+pub use election::{
+    preferred_leader_records, ElectionType, LEADER_IMBALANCE_PER_BROKER_PERCENTAGE,
 };
 pub use image::{
     BatchError, BrokerRegistration, ImageError, MetadataImage, PartitionRegistration, TopicImage,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::controller::{
     create_topic_records, place_replicas, placed_partitions, CreateTopicError, PlacementError,
 };
+use crate::election::{elect_leader, ElectionType};
 use crate::image::{MetadataImage, TopicImage};
 use crate::reassignment::{completion, reassign_partition};
 use crate::record::{LeaderChange, MetadataRecord};
@@ -70,6 +71,12 @@ pub enum ControllerRequest {
         replicas: Option<Vec<i32>>,
         allow_replication_factor_change: bool,
     },
+    /// Kafka's ElectLeaders for one partition.
+    ElectLeader {
+        topic_id: Uuid,
+        partition: i32,
+        election: ElectionType,
+    },
 }
 
 /// The internal topic of consumer-group offsets, placed by a hash of the group id over its
@@ -115,6 +122,12 @@ pub enum ControllerError {
     IneligibleReplica(String),
     #[error("{0}")]
     NoReassignmentInProgress(String),
+    #[error("{0}")]
+    ElectionNotNeeded(String),
+    #[error("{0}")]
+    PreferredLeaderNotAvailable(String),
+    #[error("{0}")]
+    EligibleLeadersNotAvailable(String),
 }
 
 impl ControllerError {
@@ -135,6 +148,9 @@ impl ControllerError {
             ControllerError::InvalidUpdateVersion(_) => 95,
             ControllerError::IneligibleReplica(_) => 107,
             ControllerError::NoReassignmentInProgress(_) => 85,
+            ControllerError::ElectionNotNeeded(_) => 84,
+            ControllerError::PreferredLeaderNotAvailable(_) => 80,
+            ControllerError::EligibleLeadersNotAvailable(_) => 83,
         }
     }
 }
@@ -248,6 +264,11 @@ pub fn decide(
             replicas.as_deref(),
             *allow_replication_factor_change,
         ),
+        ControllerRequest::ElectLeader {
+            topic_id,
+            partition,
+            election,
+        } => elect_leader(image, *topic_id, *partition, *election),
         ControllerRequest::SetTopicConfigs { topic_id, configs } => {
             check_configs(configs)?;
             let current = &known_topic(image, *topic_id)?.configs;

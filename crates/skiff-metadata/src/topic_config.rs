@@ -364,7 +364,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         broker_synonym: "unclean.leader.election.enable",
         default: "false",
         config_type: ConfigType::Boolean,
-        doc: "Allow a replica outside the ISR to lead when no in-sync one is alive, at the cost of losing records (stored; not implemented: a partition without a live in-sync replica stays offline)",
+        doc: "Allow a replica outside the ISR to lead when no in-sync one is alive, at the cost of losing the records it lacks; the controller elects it when the last in-sync leader is fenced or when it returns to an offline partition",
         validate: validate_boolean,
     },
     ConfigDef {

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use skiff_metadata::{
-    create_topic_records, decide, fence_broker_records, unfence_broker_records, ControllerRequest,
-    CreateTopicError, MetadataImage, MetadataRecord, PlacementError,
+    create_topic_records, decide, fence_broker_records, preferred_leader_records,
+    unfence_broker_records, ControllerRequest, CreateTopicError, ElectionType, MetadataImage,
+    MetadataRecord, PlacementError,
 };
 use uuid::Uuid;
 
@@ -18,7 +19,12 @@ enum Op {
     Fence(i32),
     Unfence(i32),
     Unregister(i32),
-    CreateTopic { partitions: i32, rf: i16 },
+    CreateTopic {
+        partitions: i32,
+        rf: i16,
+        /// With `unclean.leader.election.enable`.
+        unclean: bool,
+    },
     DeleteTopic(usize),
     /// Reassigns the picked partition to `target`, or cancels its reassignment when `None`.
     Reassign {
@@ -28,6 +34,13 @@ enum Op {
     /// The picked partition's leader has every unfenced replica caught up and asks for them
     /// in the ISR.
     CatchUp(usize),
+    /// An operator's ElectLeaders for the picked partition.
+    Elect {
+        pick: usize,
+        unclean: bool,
+    },
+    /// The controller's periodic return of leaderships to preferred replicas.
+    Rebalance,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -36,7 +49,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..6i32).prop_map(Op::Fence),
         2 => (0..6i32).prop_map(Op::Unfence),
         1 => (0..6i32).prop_map(Op::Unregister),
-        3 => (1..7i32, 1..4i16).prop_map(|(partitions, rf)| Op::CreateTopic { partitions, rf }),
+        3 => (1..7i32, 1..4i16, any::<bool>())
+            .prop_map(|(partitions, rf, unclean)| Op::CreateTopic { partitions, rf, unclean }),
         1 => any::<usize>().prop_map(Op::DeleteTopic),
         2 => (
             any::<usize>(),
@@ -44,6 +58,8 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(pick, target)| Op::Reassign { pick, target }),
         2 => any::<usize>().prop_map(Op::CatchUp),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, unclean)| Op::Elect { pick, unclean }),
+        1 => Just(Op::Rebalance),
     ]
 }
 
@@ -105,7 +121,11 @@ impl Cluster {
                     .apply(next, &MetadataRecord::UnregisterBroker { id });
                 prop_assert_eq!(result.is_ok(), allowed);
             }
-            Op::CreateTopic { partitions, rf } => self.create_topic(partitions, rf)?,
+            Op::CreateTopic {
+                partitions,
+                rf,
+                unclean,
+            } => self.create_topic(partitions, rf, unclean)?,
             Op::Reassign { pick, ref target } => {
                 let Some((topic_id, partition)) = self.pick_partition(pick) else {
                     return Ok(());
@@ -120,6 +140,28 @@ impl Cluster {
                 if let Ok(records) = decide(&self.image, &request) {
                     self.apply(&records);
                 }
+            }
+            Op::Elect { pick, unclean } => {
+                let Some((topic_id, partition)) = self.pick_partition(pick) else {
+                    return Ok(());
+                };
+                let election = if unclean {
+                    ElectionType::Unclean
+                } else {
+                    ElectionType::Preferred
+                };
+                let request = ControllerRequest::ElectLeader {
+                    topic_id,
+                    partition,
+                    election,
+                };
+                if let Ok(records) = decide(&self.image, &request) {
+                    self.apply(&records);
+                }
+            }
+            Op::Rebalance => {
+                let records = preferred_leader_records(&self.image, 10);
+                self.apply(&records);
             }
             Op::CatchUp(pick) => {
                 let Some((topic_id, partition)) = self.pick_partition(pick) else {
@@ -162,7 +204,12 @@ impl Cluster {
         (!all.is_empty()).then(|| all[pick % all.len()])
     }
 
-    fn create_topic(&mut self, partitions: i32, rf: i16) -> Result<(), TestCaseError> {
+    fn create_topic(
+        &mut self,
+        partitions: i32,
+        rf: i16,
+        unclean: bool,
+    ) -> Result<(), TestCaseError> {
         self.topics_created += 1;
         let topic_id = Uuid::from_u128(self.topics_created);
         let live = self.live_brokers();
@@ -172,7 +219,12 @@ impl Cluster {
             topic_id,
             partitions,
             rf,
-            BTreeMap::new(),
+            BTreeMap::from_iter(unclean.then(|| {
+                (
+                    "unclean.leader.election.enable".to_string(),
+                    "true".to_string(),
+                )
+            })),
         );
         if rf as usize > live.len() {
             prop_assert_eq!(
@@ -256,7 +308,10 @@ fn check_invariants(image: &MetadataImage, before: &MetadataImage) -> Result<(),
         }
         let within = |ids: &[i32]| ids.iter().all(|r| distinct.contains(r));
         prop_assert!(within(&p.adding_replicas) && within(&p.removing_replicas));
-        prop_assert!(!p.adding_replicas.iter().any(|r| p.removing_replicas.contains(r)));
+        prop_assert!(!p
+            .adding_replicas
+            .iter()
+            .any(|r| p.removing_replicas.contains(r)));
         // A reassignment whose target replicas are all in sync has completed.
         if p.is_reassigning() {
             prop_assert!(

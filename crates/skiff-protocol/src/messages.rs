@@ -92,6 +92,7 @@ served_apis! {
     DescribeGroups => DescribeGroupsRequest, DescribeGroupsResponse;
     DeleteGroups => DeleteGroupsRequest, DeleteGroupsResponse;
     OffsetDelete => OffsetDeleteRequest, OffsetDeleteResponse;
+    ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
     AlterPartitionReassignments => AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
     ListPartitionReassignments => ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
 }

@@ -323,6 +323,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
             replace_failed_voter_after_ms: settings.replace_failed_voter_after.as_millis() as u64,
         },
         settings.broker_session_timeout,
+        settings.leader_balance,
         shutdown.clone(),
     ));
     // The admin API answers while a joining broker waits, so operators can watch it join.

@@ -1,7 +1,8 @@
 //! The controller's membership driver, the "Serf and Raft dance": on the Raft leader only, it
 //! reads the gossip view every tick and applies the one next step the pure planners of
 //! `skiff-metadata` call for — broker registration and fencing through the metadata log, and
-//! observer/voter changes to the Raft membership.
+//! observer/voter changes to the Raft membership — and, every leader-imbalance interval, moves
+//! leaderships back to preferred replicas.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -9,12 +10,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use skiff_gossip::{tag, GossipHandle, MemberInfo, MemberStatus};
 use skiff_metadata::{
-    plan_brokers, plan_quorum, GossipMember, MemberHealth, QuorumAction, QuorumSettings,
-    RaftMembership,
+    plan_brokers, plan_quorum, preferred_leader_records, GossipMember, MemberHealth, QuorumAction,
+    QuorumSettings, RaftMembership,
 };
 use skiff_raft::MetadataRaft;
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+use crate::settings::LeaderBalance;
 
 /// How often the leader compares gossip with the cluster state.
 const TICK: Duration = Duration::from_millis(200);
@@ -93,8 +96,11 @@ pub async fn drive(
     gossip: GossipHandle,
     settings: QuorumSettings,
     session_timeout: Duration,
+    leader_balance: Option<LeaderBalance>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // When this leader next checks the leader balance: one interval after it began leading.
+    let mut next_balance_check: Option<Instant> = None;
     let mut ticker = tokio::time::interval(TICK);
     // The term and start of this node's leadership: a leadership lost and won again between
     // two ticks is a new one, whose followers' sessions start over.
@@ -125,6 +131,7 @@ pub async fn drive(
         if leading_since.is_none_or(|(since_term, _)| since_term != term) {
             leading_since = Some((term, Instant::now()));
             refused = None;
+            next_balance_check = leader_balance.map(|b| Instant::now() + b.check_interval);
         }
         let leading_for = leading_since.map_or(Duration::ZERO, |(_, since)| since.elapsed());
         let Ok(gossip_members) = gossip.members().await else {
@@ -171,6 +178,22 @@ pub async fn drive(
             }
             refused = None;
             acted = true;
+        }
+        if let (Some(balance), Some(at)) = (leader_balance, next_balance_check) {
+            if Instant::now() >= at {
+                next_balance_check = Some(Instant::now() + balance.check_interval);
+                let records = preferred_leader_records(&raft.image(), balance.imbalance_percentage);
+                if !records.is_empty() {
+                    info!(
+                        elections = records.len(),
+                        "moving leaderships back to preferred replicas"
+                    );
+                    match raft.propose(records).await {
+                        Ok(_) => acted = true,
+                        Err(e) => warn!(error = %e, "moving leaderships back failed"),
+                    }
+                }
+            }
         }
         let membership = raft.membership();
         let plan = plan_quorum(

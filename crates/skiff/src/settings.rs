@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 use skiff_broker::BrokerConfig;
+use skiff_metadata::LEADER_IMBALANCE_PER_BROKER_PERCENTAGE;
 use skiff_raft::ClusterSecret;
 
 use crate::http::HttpAuth;
@@ -105,6 +106,19 @@ pub struct ServeArgs {
     /// [default: 2000]
     #[arg(long, env = "SKIFF_BROKER_SESSION_TIMEOUT_MS")]
     broker_session_timeout_ms: Option<u64>,
+    /// Move leaderships back to each partition's preferred replica (its first) when a broker
+    /// leads too few of the partitions it prefers (Kafka's auto.leader.rebalance.enable)
+    /// [default: true]
+    #[arg(long, env = "SKIFF_AUTO_LEADER_REBALANCE_ENABLE")]
+    auto_leader_rebalance_enable: Option<bool>,
+    /// How often the controller checks the leader balance, in seconds (Kafka's
+    /// leader.imbalance.check.interval.seconds) [default: 300]
+    #[arg(long, env = "SKIFF_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS")]
+    leader_imbalance_check_interval_seconds: Option<u64>,
+    /// The share of a broker's preferred partitions led elsewhere, in percent, above which
+    /// they move back (Kafka's leader.imbalance.per.broker.percentage) [default: 10]
+    #[arg(long, env = "SKIFF_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE")]
+    leader_imbalance_per_broker_percentage: Option<u32>,
     /// Metadata log entries between snapshots [default: 1000]
     #[arg(long, env = "SKIFF_RAFT_SNAPSHOT_ENTRIES")]
     raft_snapshot_entries: Option<u64>,
@@ -176,6 +190,8 @@ pub struct Settings {
     pub controller_voters: usize,
     pub replace_failed_voter_after: Duration,
     pub broker_session_timeout: Duration,
+    /// `None` when automatic leader rebalancing is off.
+    pub leader_balance: Option<LeaderBalance>,
     pub raft_snapshot_entries: u64,
     pub http_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
@@ -189,6 +205,13 @@ pub struct Settings {
     pub tombstone_timeout: Option<Duration>,
     pub log_level: String,
     pub log_format_json: bool,
+}
+
+/// The controller's automatic return of leaderships to preferred replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderBalance {
+    pub check_interval: Duration,
+    pub imbalance_percentage: u32,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<ServeArgs> {
@@ -417,6 +440,23 @@ impl ServeArgs {
                 "--broker-session-timeout-ms must be at least 500: the controller heartbeats every 80 ms, and a shorter session fences brokers that are merely slow"
             );
         }
+        let leader_balance = if pick!(auto_leader_rebalance_enable).unwrap_or(true) {
+            let interval = pick!(leader_imbalance_check_interval_seconds).unwrap_or(300);
+            let percentage = pick!(leader_imbalance_per_broker_percentage)
+                .unwrap_or(LEADER_IMBALANCE_PER_BROKER_PERCENTAGE);
+            if interval == 0 {
+                bail!("--leader-imbalance-check-interval-seconds must be at least 1");
+            }
+            if percentage > 100 {
+                bail!("--leader-imbalance-per-broker-percentage must be between 0 and 100");
+            }
+            Some(LeaderBalance {
+                check_interval: Duration::from_secs(interval),
+                imbalance_percentage: percentage,
+            })
+        } else {
+            None
+        };
         Ok(Settings {
             broker,
             raft_addr,
@@ -428,6 +468,7 @@ impl ServeArgs {
                 pick!(controller_replace_failed_voter_secs).unwrap_or(30),
             ),
             broker_session_timeout,
+            leader_balance,
             raft_snapshot_entries,
             http_addr: pick!(http_addr).unwrap_or_else(|| "127.0.0.1:9644".parse().expect("valid")),
             gossip_addr,

@@ -45,9 +45,14 @@ fn start_joiner(seed: &Broker, id: &str, extra: &[&str]) -> Broker {
 
 /// Brokers 1, 2 and 3, joined through broker 1, once all three vote.
 fn start_three() -> [Broker; 3] {
-    let seed = start_seed(&[]);
-    let b2 = start_joiner(&seed, "2", &[]);
-    let b3 = start_joiner(&seed, "3", &[]);
+    start_three_with(&[])
+}
+
+/// `start_three`, each broker with the `extra` flags.
+fn start_three_with(extra: &[&str]) -> [Broker; 3] {
+    let seed = start_seed(extra);
+    let b2 = start_joiner(&seed, "2", extra);
+    let b3 = start_joiner(&seed, "3", extra);
     wait_until("three voters", Duration::from_secs(30), || {
         voters(&seed) == [1, 2, 3]
     });
@@ -1472,4 +1477,175 @@ fn the_offsets_topic_grows_with_the_cluster_and_keeps_commits_when_its_first_bro
         find_coordinator(&b2.bootstrap(), group).is_ok_and(|id| id == 2 || id == 3)
     });
     assert_eq!(committed(&survivors, group, topic, 2), [7, 7]);
+}
+
+/// ElectLeaders for `partitions` of `topic` (every partition of the cluster when `None`);
+/// each (topic, partition, error code) of the answer.
+fn elect_preferred(addr: &str, topic: &str, partitions: Option<&[i32]>) -> Vec<(String, i32, i16)> {
+    let request = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_topic_partitions(partitions.map(|partitions| {
+            vec![elect_leaders_request::TopicPartitions::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(partitions.to_vec())]
+        }));
+    let response: ElectLeadersResponse =
+        Client::connect(addr).call(ApiKey::ElectLeaders, 2, &request);
+    assert_eq!(response.error_code, 0);
+    let mut results: Vec<(String, i32, i16)> = response
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(|p| (t.topic.to_string(), p.partition_id, p.error_code))
+        })
+        .collect();
+    results.sort();
+    results
+}
+
+/// Partitions of `topic` whose leader is not their preferred (first) replica.
+fn not_led_by_preferred(addr: &str, topic: &str) -> Vec<i32> {
+    placement(addr, topic)
+        .iter()
+        .enumerate()
+        .filter(|(_, (leader, replicas, _))| replicas.first() != Some(leader))
+        .map(|(p, _)| p as i32)
+        .collect()
+}
+
+/// Kills broker `id` (1-based), waits until it leads nothing, restarts it, and waits until it is
+/// back in every ISR of `topic`.
+fn restart_and_catch_up(brokers: &mut [Broker; 3], id: i32, topic: &str) {
+    let other = brokers[(id as usize) % 3].bootstrap();
+    brokers[id as usize - 1].kill9();
+    wait_until("its leaderships to move", Duration::from_secs(30), || {
+        placement(&other, topic)
+            .iter()
+            .all(|(leader, _, isr)| *leader != id && !isr.contains(&id))
+    });
+    brokers[id as usize - 1].restart();
+    wait_until("it to rejoin every ISR", Duration::from_secs(60), || {
+        placement(&other, topic)
+            .iter()
+            .all(|(_, _, isr)| isr.contains(&id))
+    });
+}
+
+/// kafka-leader-election's path: after a restart, broker 2 leads none of the partitions it
+/// prefers; a preferred election over all partitions hands exactly those back, and a second
+/// one is not needed.
+#[test]
+fn a_preferred_election_gives_a_restarted_broker_its_leaderships_back() {
+    let mut brokers = start_three_with(&["--auto-leader-rebalance-enable", "false"]);
+    let addr = brokers[0].bootstrap();
+    let topic = "elected";
+    assert_eq!(create_replicated_topic(&addr, topic, 6, 3, &[]), 0);
+    assert!(not_led_by_preferred(&addr, topic).is_empty());
+    restart_and_catch_up(&mut brokers, 2, topic);
+    let moved = not_led_by_preferred(&addr, topic);
+    assert_eq!(moved.len(), 2, "{:?}", placement(&addr, topic));
+
+    let elected = elect_preferred(&addr, topic, None);
+    let expected: Vec<(String, i32, i16)> =
+        moved.iter().map(|&p| (topic.to_string(), p, 0)).collect();
+    assert_eq!(elected, expected);
+    assert!(not_led_by_preferred(&addr, topic).is_empty());
+    // Already led by its preferred replica: Kafka's ELECTION_NOT_NEEDED.
+    assert_eq!(
+        elect_preferred(&addr, topic, Some(&[moved[0]])),
+        [(topic.to_string(), moved[0], 84)]
+    );
+    assert_eq!(
+        elect_preferred(&addr, "no-such-topic", Some(&[0])),
+        [("no-such-topic".to_string(), 0, 3)]
+    );
+}
+
+/// Kafka's auto.leader.rebalance.enable: a restarted broker gets its preferred leaderships back
+/// by itself once it is in sync.
+#[test]
+fn the_controller_moves_leaderships_back_to_preferred_replicas_by_itself() {
+    let mut brokers = start_three_with(&["--leader-imbalance-check-interval-seconds", "1"]);
+    let addr = brokers[0].bootstrap();
+    let topic = "rebalanced";
+    assert_eq!(create_replicated_topic(&addr, topic, 6, 3, &[]), 0);
+    restart_and_catch_up(&mut brokers, 3, topic);
+    wait_until(
+        "every preferred replica to lead",
+        Duration::from_secs(30),
+        || not_led_by_preferred(&addr, topic).is_empty(),
+    );
+}
+
+/// `unclean.leader.election.enable`: with its only in-sync replica dead, a partition comes back
+/// on the out-of-sync one, losing what only the dead one had; when that one returns it drops
+/// its divergent records and follows, so both replicas end up holding the same records.
+#[test]
+fn an_unclean_election_keeps_the_partition_available_and_the_replicas_consistent() {
+    let mut brokers = start_three();
+    let addr = brokers[0].bootstrap();
+    let topic = "unclean";
+    assert_eq!(
+        create_replicated_topic(
+            &addr,
+            topic,
+            1,
+            2,
+            &[("unclean.leader.election.enable", "true")]
+        ),
+        0
+    );
+    let (leader, replicas, _) = placement(&addr, topic)[0].clone();
+    let follower = *replicas.iter().find(|&&r| r != leader).unwrap();
+    let third = (1..=3).find(|b| !replicas.contains(b)).unwrap();
+    let third_addr = brokers[third as usize - 1].bootstrap();
+    let all = brokers
+        .iter()
+        .map(|b| b.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    produce(&all, topic, 1, 100);
+
+    // The follower dies; the leader goes on alone and takes 50 records only it will have.
+    brokers[follower as usize - 1].kill9();
+    wait_until(
+        "the follower out of the ISR",
+        Duration::from_secs(30),
+        || placement(&third_addr, topic)[0].2 == [leader],
+    );
+    let only_on_leader: Vec<String> = (0..50).map(|i| format!("lost-{i}")).collect();
+    assert_eq!(
+        produce_acknowledged(&all, topic, only_on_leader.clone()).len(),
+        50
+    );
+    brokers[leader as usize - 1].kill9();
+    brokers[follower as usize - 1].restart();
+    wait_until(
+        "the out-of-sync replica to lead",
+        Duration::from_secs(30),
+        || placement(&third_addr, topic)[0].0 == follower,
+    );
+    let after: Vec<String> = (0..30).map(|i| format!("after-{i}")).collect();
+    assert_eq!(produce_acknowledged(&all, topic, after.clone()).len(), 30);
+    let mut expected = expected_values(100);
+    expected.extend(after);
+    expected.sort();
+    assert_eq!(consume_all(&all, topic, 1, 130), expected);
+
+    // The old leader returns, truncates what only it had, catches up and leads again.
+    brokers[leader as usize - 1].restart();
+    wait_until("both replicas in sync", Duration::from_secs(60), || {
+        let mut isr = placement(&third_addr, topic)[0].2.clone();
+        isr.sort();
+        let mut both = replicas.clone();
+        both.sort();
+        isr == both
+    });
+    brokers[follower as usize - 1].kill9();
+    wait_until("the old leader to lead", Duration::from_secs(30), || {
+        placement(&third_addr, topic)[0].0 == leader
+    });
+    assert_eq!(consume_all(&all, topic, 1, 130), expected);
 }

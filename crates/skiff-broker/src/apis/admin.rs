@@ -1,5 +1,7 @@
-//! CreateTopics, DeleteTopics and CreatePartitions.
+//! CreateTopics, DeleteTopics and CreatePartitions, and the per-partition controller requests
+//! reassignments and elections share.
 
+use futures_util::stream::{self, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -74,14 +76,14 @@ impl Budget {
     }
 }
 
-/// Why an admin operation on one topic was refused.
+/// Why an admin operation on one topic or partition was refused.
 #[derive(Debug)]
 pub(super) struct Failure {
     pub error_code: i16,
     pub message: String,
 }
 
-fn fail(error: ResponseError, text: impl Into<String>) -> Failure {
+pub(super) fn fail(error: ResponseError, text: impl Into<String>) -> Failure {
     Failure {
         error_code: code(error),
         message: text.into(),
@@ -105,7 +107,59 @@ pub(super) fn submit_failure(error: SubmitError) -> Failure {
     }
 }
 
+/// Most partitions one request may name for per-partition controller decisions (reassignments,
+/// elections); a larger one is refused as a whole, so one request cannot queue unbounded work
+/// at the controller.
+pub(super) const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
+
+/// Per-partition decisions of one request sent to the controller at once.
+const CONCURRENT_DECISIONS: usize = 16;
+
+/// One partition of a request, and what to ask the controller for it (or why nothing can be).
+pub(super) type PartitionRequest = ((TopicName, i32), Result<ControllerRequest, Failure>);
+
+/// Each partition's outcome, grouped by topic in request order.
+pub(super) type PartitionOutcomes = Vec<(TopicName, Vec<(i32, Result<(), Failure>)>)>;
+
 impl KafkaApis {
+    /// Sends one controller request per partition, a few at a time, and waits for them all.
+    pub(super) async fn submit_per_partition(
+        &self,
+        requests: Vec<PartitionRequest>,
+    ) -> PartitionOutcomes {
+        let outcomes: Vec<((TopicName, i32), Result<(), Failure>)> = stream::iter(requests)
+            .map(|(key, request)| self.submit_partition(key, request))
+            .buffered(CONCURRENT_DECISIONS)
+            .collect()
+            .await;
+        let mut grouped: PartitionOutcomes = Vec::new();
+        for ((topic, partition), outcome) in outcomes {
+            match grouped.last_mut() {
+                Some((name, partitions)) if *name == topic => partitions.push((partition, outcome)),
+                _ => grouped.push((topic, vec![(partition, outcome)])),
+            }
+        }
+        grouped
+    }
+
+    async fn submit_partition(
+        &self,
+        (topic, partition): (TopicName, i32),
+        request: Result<ControllerRequest, Failure>,
+    ) -> ((TopicName, i32), Result<(), Failure>) {
+        let outcome = match request {
+            Ok(request) => {
+                let outcome = self.submit(request.clone(), false).await;
+                if outcome.is_ok() {
+                    info!(topic = topic.as_str(), partition, ?request, "decided");
+                }
+                outcome
+            }
+            Err(failure) => Err(failure),
+        };
+        ((topic, partition), outcome)
+    }
+
     /// Sends a cluster write to the controller and waits until this broker's image has it.
     pub(super) async fn submit(
         &self,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod configs;
+mod elections;
 mod fetch;
 mod groups;
 mod log_dirs;
@@ -274,6 +275,7 @@ impl KafkaApis {
             RequestBody::IncrementalAlterConfigs(r) => {
                 ResponseBody::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
             }
+            RequestBody::ElectLeaders(r) => ResponseBody::ElectLeaders(self.elect_leaders(r).await),
             RequestBody::AlterPartitionReassignments(r) => {
                 ResponseBody::AlterPartitionReassignments(
                     self.alter_partition_reassignments(r).await,

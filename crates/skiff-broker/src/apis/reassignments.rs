@@ -2,7 +2,6 @@
 //! each partition's move (`skiff_metadata`'s reassignment module); a request is answered once
 //! every move has started, not when it completes, as in Kafka.
 
-use futures_util::stream::{self, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
@@ -15,26 +14,9 @@ use kafka_protocol::messages::{
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
 };
 use skiff_metadata::{ControllerRequest, PartitionRegistration};
-use tracing::info;
 
-use super::admin::Failure;
+use super::admin::{fail, PartitionRequest, MAX_PARTITIONS_PER_REQUEST};
 use super::{code, message, KafkaApis};
-
-/// Most partitions one AlterPartitionReassignments request may move; a larger one is refused
-/// as a whole, so one request cannot queue unbounded work at the controller.
-const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
-
-/// Moves of one request sent to the controller at once.
-const CONCURRENT_MOVES: usize = 16;
-
-/// One partition's move, as asked for: to `target`, or cancelled when `None`.
-struct Move {
-    name: TopicName,
-    /// `None` when the topic does not exist.
-    topic_id: Option<uuid::Uuid>,
-    partition: i32,
-    target: Option<Vec<i32>>,
-}
 
 fn broker_ids(ids: &[i32]) -> Vec<BrokerId> {
     ids.iter().copied().map(BrokerId).collect()
@@ -45,8 +27,9 @@ impl KafkaApis {
         &self,
         request: AlterPartitionReassignmentsRequest,
     ) -> AlterPartitionReassignmentsResponse {
+        let allow_replication_factor_change = request.allow_replication_factor_change;
         let response = AlterPartitionReassignmentsResponse::default()
-            .with_allow_replication_factor_change(request.allow_replication_factor_change);
+            .with_allow_replication_factor_change(allow_replication_factor_change);
         let count: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
         if count > MAX_PARTITIONS_PER_REQUEST {
             return response
@@ -56,82 +39,56 @@ impl KafkaApis {
                 )));
         }
         let topics = self.topics();
-        let moves: Vec<Move> = request
+        let requests: Vec<PartitionRequest> = request
             .topics
             .into_iter()
             .flat_map(|topic| {
                 let topic_id = topics.get(topic.name.as_str()).map(|t| t.id);
                 let name = topic.name;
-                topic.partitions.into_iter().map(move |p| Move {
-                    name: name.clone(),
-                    topic_id,
-                    partition: p.partition_index,
-                    target: p
-                        .replicas
-                        .map(|replicas| replicas.iter().map(|b| b.0).collect()),
+                topic.partitions.into_iter().map(move |p| {
+                    let request = match topic_id {
+                        Some(topic_id) => Ok(ControllerRequest::ReassignPartition {
+                            topic_id,
+                            partition: p.partition_index,
+                            replicas: p
+                                .replicas
+                                .map(|replicas| replicas.iter().map(|b| b.0).collect()),
+                            allow_replication_factor_change,
+                        }),
+                        None => Err(fail(
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("topic '{}' does not exist", name.as_str()),
+                        )),
+                    };
+                    ((name.clone(), p.partition_index), request)
                 })
             })
             .collect();
-        let allow = request.allow_replication_factor_change;
-        let outcomes: Vec<(Move, Result<(), Failure>)> = stream::iter(moves)
-            .map(|m| self.start_move(m, allow))
-            .buffered(CONCURRENT_MOVES)
-            .collect()
-            .await;
-        let mut responses: Vec<ReassignableTopicResponse> = Vec::new();
-        for (
-            Move {
-                name, partition, ..
-            },
-            outcome,
-        ) in outcomes
-        {
-            let result = ReassignablePartitionResponse::default().with_partition_index(partition);
-            let result = match outcome {
-                Ok(()) => result,
-                Err(failure) => result
-                    .with_error_code(failure.error_code)
-                    .with_error_message(message(failure.message)),
-            };
-            match responses.last_mut() {
-                Some(topic) if topic.name == name => topic.partitions.push(result),
-                _ => responses.push(
-                    ReassignableTopicResponse::default()
-                        .with_name(name)
-                        .with_partitions(vec![result]),
-                ),
-            }
-        }
+        let responses = self
+            .submit_per_partition(requests)
+            .await
+            .into_iter()
+            .map(|(name, partitions)| {
+                ReassignableTopicResponse::default()
+                    .with_name(name)
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(partition, outcome)| {
+                                let result = ReassignablePartitionResponse::default()
+                                    .with_partition_index(partition);
+                                match outcome {
+                                    Ok(()) => result,
+                                    Err(failure) => result
+                                        .with_error_code(failure.error_code)
+                                        .with_error_message(message(failure.message)),
+                                }
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
         response.with_responses(responses)
-    }
-
-    async fn start_move(
-        &self,
-        m: Move,
-        allow_replication_factor_change: bool,
-    ) -> (Move, Result<(), Failure>) {
-        let Some(topic_id) = m.topic_id else {
-            let failure = Failure {
-                error_code: code(ResponseError::UnknownTopicOrPartition),
-                message: format!("topic '{}' does not exist", m.name.as_str()),
-            };
-            return (m, Err(failure));
-        };
-        let outcome = self
-            .submit(
-                ControllerRequest::ReassignPartition {
-                    topic_id,
-                    partition: m.partition,
-                    replicas: m.target.clone(),
-                    allow_replication_factor_change,
-                },
-                false,
-            )
-            .await;
-        if outcome.is_ok() {
-            info!(topic = m.name.as_str(), partition = m.partition, target = ?m.target, "reassignment started or cancelled");
-        }
-        (m, outcome)
     }
 
     /// From this broker's image: the reassignments in progress, of every partition or of those

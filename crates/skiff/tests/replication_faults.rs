@@ -1,7 +1,7 @@
 //! A Jepsen-style test of partition replication: idempotent acks=all producers write unique
 //! values to a replicated topic while a nemesis kills, cuts off and pauses partition leaders,
-//! kills the controller, and kills two of three brokers at once, when nothing may be
-//! acknowledged (brokers in network namespaces, `common/netns.rs`, needs root). After healing, every
+//! kills the controller, kills two of three brokers at once, when nothing may be
+//! acknowledged, and drops 10 % of all packets, when no broker may be declared failed (brokers in network namespaces, `common/netns.rs`, needs root). After healing, every
 //! partition is read in full and a checker compares the read with what the brokers
 //! acknowledged: no acknowledged write lost or moved, nothing duplicated, no offset skipped or
 //! out of order.
@@ -686,6 +686,7 @@ impl Drop for StopOnDrop {
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
     leader: Option<i32>,
+    leader_epoch: Option<i64>,
     isr: Vec<i32>,
     role: Option<String>,
     high_watermark: Option<i64>,
@@ -728,6 +729,7 @@ fn seen(cluster: &Cluster, i: usize) -> Option<Vec<Seen>> {
             isr.sort();
             Seen {
                 leader: p["leader"].as_i64().map(|id| id as i32),
+                leader_epoch: p["leader_epoch"].as_i64(),
                 isr,
                 role: p["local"]["role"].as_str().map(str::to_owned),
                 high_watermark: p["local"]["high_watermark"].as_i64(),
@@ -1311,6 +1313,79 @@ fn two_down_and_back(
     })
 }
 
+/// 10 % of the packets on every link lost for `lossy` while writing: no broker may be declared
+/// failed (a leader epoch that moves is a false failover) and writes keep being acknowledged.
+/// Then, with the loss still on, the leader of partition 0 is killed: new leaders and
+/// acknowledgements must follow as without loss. Healed, the killed broker returns.
+fn lossy_network(
+    cluster: &mut Cluster,
+    run: &mut Run,
+    record: &Mutex<Recorded>,
+    lossy: Duration,
+) -> Option<String> {
+    let epochs = |cluster: &Cluster| -> Option<Vec<Option<i64>>> {
+        Some(seen(cluster, 0)?.iter().map(|p| p.leader_epoch).collect())
+    };
+    let before = epochs(cluster);
+    let acknowledged_before = acknowledged(record);
+    run.note(format!(
+        "10% loss on every link for {}s, {acknowledged_before} acknowledged so far: {}",
+        lossy.as_secs(),
+        show(seen(cluster, 0))
+    ));
+    cluster.lose(10);
+    std::thread::sleep(lossy);
+    let mut after = None;
+    // The admin port is lossy too: a read may need a few tries.
+    run.wait("the leader epochs under loss", || {
+        after = epochs(cluster);
+        after.is_some()
+    });
+    let acknowledged_lossy = acknowledged(record) - acknowledged_before;
+    run.note(format!(
+        "after {}s of loss: {acknowledged_lossy} acknowledged meanwhile: {}",
+        lossy.as_secs(),
+        show(seen(cluster, 0))
+    ));
+    let false_failover = (before.is_none() || before != after).then(|| {
+        format!("leader epochs moved under 10% loss without a fault: {before:?} then {after:?}")
+    });
+
+    let victim = leader_of(cluster, 0, 0);
+    let others: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != victim).collect();
+    run.note(format!(
+        "kill -9 broker {} (leads partition 0) under 10% loss",
+        id(victim)
+    ));
+    cluster.kill9(victim);
+    let took = run.wait("new leaders under loss", || {
+        led_without(cluster, &others, id(victim))
+    });
+    let at = acknowledged(record);
+    let resumed = run.wait("writes acknowledged under loss", || {
+        acknowledged(record) >= at + 50
+    });
+    run.note(format!(
+        "new leaders after {:.1}s, 50 more acknowledged {:.1}s later: {}",
+        took.as_secs_f64(),
+        resumed.as_secs_f64(),
+        show(seen(cluster, others[0]))
+    ));
+    cluster.heal();
+    cluster.restart(victim);
+    let took = run.wait_for("the killed broker back in every ISR", || {
+        out_of_sync(cluster)
+    });
+    run.note(format!(
+        "healed; every ISR full after {:.1}s, {} acknowledged so far",
+        took.as_secs_f64(),
+        acknowledged(record)
+    ));
+    false_failover.or_else(|| {
+        (acknowledged_lossy == 0).then(|| "nothing was acknowledged during the loss".to_string())
+    })
+}
+
 #[test]
 fn acknowledged_writes_survive_kills_cuts_and_pauses() {
     let mut cluster = Cluster::start_joined(
@@ -1374,6 +1449,8 @@ fn acknowledged_writes_survive_kills_cuts_and_pauses() {
     kill_controller(&mut cluster, &mut run, &record);
     let acknowledged_while_down =
         two_down_and_back(&mut cluster, &mut run, &record, Duration::from_secs(10));
+    // And a lossy network: no false failover, and a real one still works.
+    let lossy = lossy_network(&mut cluster, &mut run, &record, Duration::from_secs(30));
 
     // Calm: everything healed and running, writes are acknowledged again, then stop.
     cluster.heal();
@@ -1485,6 +1562,9 @@ fn acknowledged_writes_survive_kills_cuts_and_pauses() {
     }
     if let Some(acknowledged_while_down) = acknowledged_while_down {
         panic!("{acknowledged_while_down}");
+    }
+    if let Some(lossy) = lossy {
+        panic!("{lossy}");
     }
     assert!(
         recorded.fatal.is_empty(),

@@ -292,7 +292,32 @@ impl Cluster {
         self.drop_rule(i, "OUTPUT", &host).unwrap();
     }
 
-    /// Removes every cut.
+    /// Drops each packet arriving at any node from the network (other nodes and the host) with
+    /// probability `percent`/100 (iptables' statistic match; netem is not available here), so
+    /// every link loses about that share in each direction.
+    pub fn lose(&self, percent: u32) {
+        let probability = format!("{:.2}", f64::from(percent) / 100.0);
+        for node in &self.nodes {
+            node.exec(&[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-i",
+                "eth0",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &probability,
+                "-j",
+                "DROP",
+            ])
+            .unwrap();
+        }
+    }
+
+    /// Removes every cut and every loss.
     pub fn heal(&self) {
         for node in &self.nodes {
             node.exec(&["iptables", "-F", "INPUT"]).unwrap();

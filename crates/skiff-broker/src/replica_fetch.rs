@@ -14,7 +14,7 @@
 //!   `run_ticks` settles roles the image changed and shrinks the ISR of lagging followers.
 
 use std::collections::HashMap;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::replica_manager::{now_ms, LogGuard, Partition, ReplicaManager};
+use crate::replica_manager::{now_ms, LogGuard, LongPollWait, Partition, ReplicaManager};
 use crate::replication::Proposal;
 
 /// The Fetch version brokers speak to each other: topic ids, diverging epochs (KIP-320).
@@ -124,13 +124,25 @@ impl LeaderService {
         let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FOLLOWER_MAX_WAIT);
         let deadline = Instant::now() + wait;
         loop {
-            let mut appended = pin!(self.replicas.appended().notified());
-            appended.as_mut().enable();
+            let watched: Vec<_> = request
+                .topics
+                .iter()
+                .flat_map(|topic| {
+                    topic
+                        .partitions
+                        .iter()
+                        .filter_map(|p| self.replicas.get_by_id(topic.topic_id, p.partition))
+                })
+                .collect();
+            let changes = LongPollWait::of(&watched);
             let (response, bytes, has_error) = self.read(from as i32, &request).await;
             if bytes > 0 || has_error || Instant::now() >= deadline {
                 return response;
             }
-            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+            if tokio::time::timeout_at(deadline, changes.wait())
+                .await
+                .is_err()
+            {
                 return self.read(from as i32, &request).await.0;
             }
         }

@@ -18,10 +18,12 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use skiff_log::{Log, LogConfig, LogError};
+use tokio::sync::futures::Notified;
 use tokio::sync::{watch, Notify, OwnedMutexGuard, Semaphore};
 use tracing::{info, warn};
 
@@ -73,6 +75,9 @@ pub struct Partition {
     /// The replication role as last settled (`replication`); changed with the log held.
     pub(crate) replica: Mutex<Replica>,
     pub(crate) high_watermark: watch::Sender<i64>,
+    /// Woken by every append to this log and every rise of its high watermark: long-polling
+    /// fetches of this partition wait on it, so an append wakes only the fetches it concerns.
+    changed: Notify,
     pub(crate) context: Context,
 }
 
@@ -88,8 +93,14 @@ impl Partition {
             pending_config: Mutex::new(None),
             replica: Mutex::new(Replica::new()),
             high_watermark,
+            changed: Notify::new(),
             context,
         }
+    }
+
+    /// Wakes the long-polling fetches of this partition so they read again.
+    pub fn notify_changed(&self) {
+        self.changed.notify_waiters();
     }
 
     pub fn topic_id(&self) -> uuid::Uuid {
@@ -501,16 +512,6 @@ impl ReplicaManager {
         self.read_partitions().get(topic)?.get(index)?.clone()
     }
 
-    /// Wakes every long-polling fetch so it re-reads.
-    pub fn notify_appended(&self) {
-        self.context.appended.notify_waiters();
-    }
-
-    /// Woken by appends and by high watermark moves.
-    pub fn appended(&self) -> &Notify {
-        &self.context.appended
-    }
-
     /// Partition `index` of `topic` once it is served here, waiting until `deadline` for its log
     /// to be opened.
     pub async fn get_when_open(
@@ -624,6 +625,35 @@ impl ReplicaManager {
     }
 }
 
+/// A long poll's wait for any of its partitions to change (`Partition::notify_changed`).
+/// Made before the read it follows, so a change between the read and the wait still wakes it.
+pub struct LongPollWait<'a> {
+    waits: Vec<Pin<Box<Notified<'a>>>>,
+}
+
+impl<'a> LongPollWait<'a> {
+    pub fn of(partitions: impl IntoIterator<Item = &'a Arc<Partition>>) -> Self {
+        let waits = partitions
+            .into_iter()
+            .map(|partition| {
+                let mut wait = Box::pin(partition.changed.notified());
+                wait.as_mut().enable();
+                wait
+            })
+            .collect();
+        Self { waits }
+    }
+
+    /// Until one of the partitions changes; forever when there are none (the caller bounds
+    /// the wait).
+    pub async fn wait(self) {
+        if self.waits.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        futures_util::future::select_all(self.waits).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,5 +688,37 @@ mod tests {
         let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
         replicas.host_partition("t", 0, state(new)).unwrap();
         assert!(!replicas.dir_of("t", 0).join("leftover").exists());
+    }
+
+    #[test]
+    fn a_long_poll_wakes_for_its_own_partitions_only() {
+        use futures_util::FutureExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
+        let id = uuid::Uuid::new_v4();
+        for index in 0..3 {
+            replicas.host_partition("t", index, state(id)).unwrap();
+        }
+        let [p0, p1, p2] = [0, 1, 2].map(|index| replicas.get("t", index).unwrap());
+        let watched = [p0.clone(), p1.clone()];
+
+        let wait = LongPollWait::of(&watched);
+        p2.notify_changed();
+        let mut wait = Box::pin(wait.wait());
+        assert!(
+            (&mut wait).now_or_never().is_none(),
+            "woken by a partition it does not poll"
+        );
+        p1.notify_changed();
+        assert!(
+            wait.now_or_never().is_some(),
+            "not woken by its own partition"
+        );
+
+        // A change between the wait's creation and its first poll is not missed.
+        let wait = LongPollWait::of(&watched);
+        p0.notify_changed();
+        assert!(wait.wait().now_or_never().is_some());
     }
 }

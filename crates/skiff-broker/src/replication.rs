@@ -16,7 +16,7 @@ use skiff_replication::{
     Assignment, Changes, FetchAnswer, FetchError, FollowerFetch, IsrProposal, LeaderState,
     ProduceError, ReplicationConfig,
 };
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::replica_manager::{now_ms, Partition, PartitionState};
@@ -36,8 +36,6 @@ pub struct ReplicationContext {
     pub broker_id: i32,
     pub replica_lag_time_max_ms: i64,
     proposals: mpsc::UnboundedSender<Proposal>,
-    /// Woken by every append and every high watermark move: long-polling fetches wait on it.
-    pub(crate) appended: Notify,
 }
 
 impl ReplicationContext {
@@ -52,7 +50,6 @@ impl ReplicationContext {
                 broker_id,
                 replica_lag_time_max_ms,
                 proposals,
-                appended: Notify::new(),
             }),
             receiver,
         )
@@ -160,7 +157,7 @@ impl Partition {
                 rose
             });
             if rose {
-                self.context.appended.notify_waiters();
+                self.notify_changed();
             }
         }
         if let Some(proposal) = changes.proposal {

@@ -1,7 +1,7 @@
 //! Fetch: whole batches from the log, long-polling until `min_bytes` are there or `max_wait_ms`
 //! passes, woken by every append. Reading runs on the blocking pool.
 
-use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::{code, log_error_code, KafkaApis};
-use crate::replica_manager::Partition;
+use crate::replica_manager::{LongPollWait, Partition};
 
 /// The error for a request naming leader epoch `requested` of a partition at epoch `current`
 /// (-1 means the client does not know the epoch).
@@ -38,18 +38,37 @@ impl KafkaApis {
         let deadline = Instant::now() + max_wait;
         let min_bytes = request.min_bytes.max(0) as usize;
         loop {
-            // Registered before reading, so an append between the read and the wait still wakes us.
-            let mut appended = pin!(self.replicas.appended().notified());
-            appended.as_mut().enable();
+            let watched = self.requested_partitions(&request, version);
+            let changes = LongPollWait::of(&watched);
             let (response, bytes, has_error) =
                 self.read_for_fetch(&request, version, deadline).await;
             if bytes >= min_bytes || has_error || Instant::now() >= deadline {
                 return response;
             }
-            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+            if tokio::time::timeout_at(deadline, changes.wait())
+                .await
+                .is_err()
+            {
                 return self.read_for_fetch(&request, version, deadline).await.0;
             }
         }
+    }
+
+    /// The requested partitions served here, whose changes end the long poll.
+    fn requested_partitions(&self, request: &FetchRequest, version: i16) -> Vec<Arc<Partition>> {
+        request
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                topic.partitions.iter().filter_map(move |p| {
+                    if version >= 13 {
+                        self.replicas.get_by_id(topic.topic_id, p.partition)
+                    } else {
+                        self.replicas.get(topic.topic.as_str(), p.partition)
+                    }
+                })
+            })
+            .collect()
     }
 
     /// One pass over the requested partitions: the response, its record bytes and whether any

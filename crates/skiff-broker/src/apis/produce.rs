@@ -303,7 +303,7 @@ impl KafkaApis {
             }) => {
                 metrics::counter!("skiff_bytes_in_total", "topic" => topic.to_string())
                     .increment(appended_bytes as u64);
-                self.replicas.notify_appended();
+                partition.notify_changed();
                 let response = response
                     .with_base_offset(base_offset)
                     .with_log_append_time_ms(if log_append_time { now } else { -1 })

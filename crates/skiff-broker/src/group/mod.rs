@@ -606,7 +606,7 @@ fn persist(
             AppendOutcome::Appended { last_offset, .. }
             | AppendOutcome::Duplicate { last_offset, .. },
         ) => {
-            replicas.notify_appended();
+            partition.notify_changed();
             match confirm {
                 Confirm::Replicated => {
                     wait_replicated(&partition, shard.leader_epoch, last_offset + 1)

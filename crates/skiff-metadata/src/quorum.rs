@@ -50,6 +50,9 @@ pub struct GossipMember {
     pub kafka_addr: String,
     pub rack: Option<String>,
     pub health: MemberHealth,
+    /// The gossip identity's generation: new for every run of the process (its start time),
+    /// and for every rejoin after it was declared failed.
+    pub generation: u64,
 }
 
 /// The committed Raft configuration: node ids and their Raft addresses.
@@ -138,8 +141,12 @@ pub fn plan_quorum(
 /// one step per call (register, then unfence; or fence, then register again with its new
 /// address), and the caller plans again after the records commit.
 ///
-/// Broker ids are the node ids that fit an `i32`. Gossip carries no process incarnation, so
-/// registrations use the nil id. A member without a Kafka address is treated like a departed
+/// Broker ids are the node ids that fit an `i32`. A broker is registered with its gossip
+/// generation as its incarnation; a broker seen with another generation restarted (or was
+/// declared failed and rejoined), so it is fenced, which takes it out of every ISR, and
+/// registered again, as Kafka does with a new broker epoch (KIP-903): it returns to an ISR only
+/// after catching up in its new run, since a fast restart may have lost what its old run had
+/// (a replaced disk, an OS crash). A member without a Kafka address is treated like a departed
 /// one: placing replicas on a broker clients cannot reach would make its partitions unusable.
 ///
 /// `expired_sessions` are the brokers whose session with the controller expired (no Raft
@@ -205,17 +212,22 @@ fn broker_step(
         }
     }
     let endpoints = vec![member.kafka_addr.clone()];
+    let incarnation = incarnation_of(member.generation);
     let register = || {
         vec![MetadataRecord::RegisterBroker {
             id: broker_id,
             endpoints: endpoints.clone(),
             rack: member.rack.clone(),
-            incarnation: Uuid::nil(),
+            incarnation,
         }]
     };
     match image.broker(broker_id) {
         None => register(),
-        Some(broker) if broker.endpoints != endpoints || broker.rack != member.rack => {
+        Some(broker)
+            if broker.endpoints != endpoints
+                || broker.rack != member.rack
+                || broker.incarnation != incarnation =>
+        {
             if broker.fenced {
                 register()
             } else {
@@ -224,6 +236,11 @@ fn broker_step(
         }
         Some(_) => unfence_broker_records(image, broker_id),
     }
+}
+
+/// A broker's incarnation as registered: its gossip generation.
+fn incarnation_of(generation: u64) -> Uuid {
+    Uuid::from_u128(u128::from(generation))
 }
 
 /// The gossip members that take part in Raft, one per node id.
@@ -453,6 +470,8 @@ mod tests {
             kafka_addr: format!("10.0.0.{id}:9092"),
             rack: None,
             health,
+            // The nil incarnation the `register` records below carry.
+            generation: 0,
         }
     }
 
@@ -881,6 +900,37 @@ mod tests {
         apply(&mut image, &records);
         let records = plan_brokers(&image, &members, &BTreeSet::new());
         assert_eq!(records, vec![MetadataRecord::UnfenceBroker { id: 1 }]);
+    }
+
+    #[test]
+    fn a_restarted_broker_leaves_every_isr_and_is_registered_with_its_new_run() {
+        // Topic "t": one partition on brokers 1 and 2, both in sync.
+        let mut image = brokers();
+        let topic = Uuid::from_u128(7);
+        // Broker 2 restarted faster than any failure detection: only its generation tells.
+        let mut members = alive(&[1, 2]);
+        members[1].generation = 1_700_000_000_000;
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
+        assert_eq!(records, fence_broker_records(&image, 2));
+        apply(&mut image, &records);
+        assert_eq!(image.partition(topic, 0).unwrap().isr, vec![1]);
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
+        assert_eq!(
+            records,
+            vec![MetadataRecord::RegisterBroker {
+                id: 2,
+                endpoints: vec!["10.0.0.2:9092".into()],
+                rack: None,
+                incarnation: Uuid::from_u128(1_700_000_000_000),
+            }]
+        );
+        apply(&mut image, &records);
+        let records = plan_brokers(&image, &members, &BTreeSet::new());
+        assert_eq!(records, vec![MetadataRecord::UnfenceBroker { id: 2 }]);
+        apply(&mut image, &records);
+        // Back, but not in sync until its leader says it caught up.
+        assert!(plan_brokers(&image, &members, &BTreeSet::new()).is_empty());
+        assert_eq!(image.partition(topic, 0).unwrap().isr, vec![1]);
     }
 
     #[test]

@@ -62,6 +62,7 @@ fn to_planner_member(
             .unwrap_or_default(),
         rack: member.tags.get(tag::RACK).cloned(),
         health,
+        generation: member.generation,
     })
 }
 

@@ -645,8 +645,9 @@ fn consumer_groups_commit_offsets_for_partitions_led_by_any_broker() {
     }
     drop(members);
 
-    // The fault: the coordinator's broker is killed and restarts on its data dir. It replays
-    // its __consumer_offsets partition and answers every committed offset again.
+    // The fault: the coordinator's broker is killed and restarts at once on its data dir. Its
+    // new run is fenced first (KIP-903), so the group moves to its partition's new leader,
+    // which has every committed offset.
     let coordinator = coordinator_of(&brokers[0].bootstrap(), group);
     let killed = &mut brokers[coordinator as usize - 1];
     killed.kill9();
@@ -657,6 +658,19 @@ fn consumer_groups_commit_offsets_for_partitions_led_by_any_broker() {
             .iter()
             .all(|(_, leader)| *leader > 0)
     });
+    assert_eq!(committed(&all, group, topic, partitions), [100; 6]);
+    // Back in sync and preferred leader again, the restarted broker replays its
+    // __consumer_offsets partition and answers every committed offset too.
+    wait_until(
+        "the restarted broker in sync",
+        Duration::from_secs(60),
+        || {
+            placement(&brokers[0].bootstrap(), "__consumer_offsets")
+                .iter()
+                .all(|(_, _, isr)| isr.contains(&coordinator))
+        },
+    );
+    elect_preferred(&brokers[0].bootstrap(), "__consumer_offsets", None);
     assert_eq!(coordinator_of(&brokers[1].bootstrap(), group), coordinator);
     assert_eq!(committed(&all, group, topic, partitions), [100; 6]);
 
@@ -1648,4 +1662,47 @@ fn an_unclean_election_keeps_the_partition_available_and_the_replicas_consistent
         placement(&third_addr, topic)[0].0 == leader
     });
     assert_eq!(consume_all(&all, topic, 1, 130), expected);
+}
+
+/// The partition epoch of partition 0 of `topic`, as the broker's HTTP admin shows it.
+fn partition_epoch(broker: &Broker, topic: &str) -> Option<i64> {
+    let body = broker.http_get(&format!("/v1/partitions?topic={topic}"))?;
+    let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+    list[0]["partition_epoch"].as_i64()
+}
+
+/// KIP-903's case: a follower killed and restarted faster than its session expires may have
+/// lost what its old run had (an OS crash, a replaced disk), so it must not stay in the ISR on
+/// the strength of its old run's fetches. The controller sees the new run (its gossip
+/// generation), takes it out of the ISR and registers it again; it returns to the ISR after
+/// catching up. Each of those two ISR changes bumps the partition epoch.
+#[test]
+fn a_fast_restarted_follower_rejoins_the_isr_only_from_its_new_run() {
+    let mut brokers = start_three();
+    let addr = brokers[0].bootstrap();
+    let topic = "restarted";
+    assert_eq!(create_replicated_topic(&addr, topic, 1, 3, &[]), 0);
+    let (leader, _, _) = placement(&addr, topic)[0].clone();
+    let follower = (1..=3).find(|&b| b != leader).unwrap();
+    let observer = (1..=3).find(|&b| b != follower).unwrap() as usize - 1;
+    let all = brokers
+        .iter()
+        .map(|b| b.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    produce(&all, topic, 1, 100);
+    let before = partition_epoch(&brokers[observer], topic).unwrap();
+
+    brokers[follower as usize - 1].kill9();
+    brokers[follower as usize - 1].restart();
+    wait_until(
+        "the restarted follower out of the ISR and back",
+        Duration::from_secs(60),
+        || {
+            partition_epoch(&brokers[observer], topic).is_some_and(|now| now >= before + 2)
+                && placement(&addr, topic)[0].2.len() == 3
+        },
+    );
+    produce(&all, topic, 1, 100);
+    assert_eq!(consume_all(&all, topic, 1, 200).len(), 200);
 }

@@ -1,10 +1,15 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs. Topic configs are dynamic; broker
-//! configs are read-only here (they come from flags, environment and the config file).
+//! configs are read-only here (they come from flags, environment and the config file), so none
+//! has a dynamic value: IncrementalAlterConfigs may DELETE one (there is nothing to delete), not
+//! set it.
+
+use std::collections::HashSet;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
+use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
@@ -372,6 +377,11 @@ impl KafkaApis {
         for (index, resource) in request.resources.into_iter().enumerate() {
             let outcome = match self.past_resource_limit(index) {
                 Err(refused) => Err(refused),
+                Ok(()) if resource.resource_type == RESOURCE_BROKER => check_broker_ops(
+                    self.config.node_id,
+                    resource.resource_name.as_str(),
+                    &resource.configs,
+                ),
                 Ok(()) => {
                     self.alter_topic_configs(
                         resource.resource_type,
@@ -405,6 +415,70 @@ impl KafkaApis {
         }
         IncrementalAlterConfigsResponse::default().with_responses(responses)
     }
+}
+
+/// IncrementalAlterConfigs on a broker resource, checked as Kafka's brokers check it: no config
+/// named twice, a value for every operation but DELETE, the resource this broker (by id) or,
+/// named "", the cluster's default, known operations. Broker configs are static here, so none
+/// has a dynamic value: DELETE, which removes a dynamic value, has nothing to remove and
+/// succeeds with nothing changed, as Kafka answers a DELETE of a config without a dynamic value
+/// (kafka-reassign-partitions --verify and --cancel delete the replication throttles,
+/// `leader.replication.throttled.rate` and the like, of every broker this way). SET, APPEND and
+/// SUBTRACT, which would give a config a dynamic value, are refused.
+fn check_broker_ops(
+    node_id: i32,
+    resource_name: &str,
+    ops: &[AlterableConfig],
+) -> Result<(), Failure> {
+    let invalid = |text: String| failure(ResponseError::InvalidRequest, text);
+    let mut names = HashSet::new();
+    if !ops.iter().all(|op| names.insert(op.name.as_str())) {
+        return Err(invalid("Error due to duplicate config keys".into()));
+    }
+    let without_value: Vec<&str> = ops
+        .iter()
+        .filter(|op| op.config_operation != OP_DELETE && op.value.is_none())
+        .map(|op| op.name.as_str())
+        .collect();
+    if !without_value.is_empty() {
+        return Err(invalid(format!(
+            "Null value not supported for : {}",
+            without_value.join(", ")
+        )));
+    }
+    if !resource_name.is_empty() {
+        let id: i32 = resource_name.parse().map_err(|_| {
+            invalid(format!(
+                "Node id must be an integer, but it is: {resource_name}"
+            ))
+        })?;
+        if id != node_id {
+            return Err(invalid(format!(
+                "Unexpected broker id, expected {node_id}, but received {resource_name}"
+            )));
+        }
+    }
+    if let Some(op) = ops
+        .iter()
+        .find(|op| !(OP_SET..=OP_SUBTRACT).contains(&op.config_operation))
+    {
+        return Err(invalid(format!(
+            "Unknown operations type {}",
+            op.config_operation
+        )));
+    }
+    let set: Vec<&str> = ops
+        .iter()
+        .filter(|op| op.config_operation != OP_DELETE)
+        .map(|op| op.name.as_str())
+        .collect();
+    if !set.is_empty() {
+        return Err(invalid(format!(
+            "broker configs are static: set them with flags, SKIFF_* variables or the config file, not {}",
+            set.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn apply_incremental(
@@ -452,4 +526,100 @@ fn apply_incremental(
         (other, _) => return Err(invalid(format!("unknown config operation {other}"))),
     };
     result.map_err(|e| invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(name: &'static str, operation: i8, value: Option<&'static str>) -> AlterableConfig {
+        AlterableConfig::default()
+            .with_name(StrBytes::from_static_str(name))
+            .with_config_operation(operation)
+            .with_value(value.map(StrBytes::from_static_str))
+    }
+
+    /// What kafka-reassign-partitions sends to each broker once the moves are done.
+    fn throttle_deletes() -> Vec<AlterableConfig> {
+        [
+            "leader.replication.throttled.rate",
+            "follower.replication.throttled.rate",
+            "replica.alter.log.dirs.io.max.bytes.per.second",
+        ]
+        .into_iter()
+        .map(|name| op(name, OP_DELETE, None))
+        .collect()
+    }
+
+    fn refusal(result: Result<(), Failure>) -> (i16, String) {
+        let failure = result.expect_err("refused");
+        (failure.error_code, failure.message)
+    }
+
+    #[test]
+    fn deleting_a_broker_config_finds_no_dynamic_value_and_succeeds() {
+        assert!(check_broker_ops(3, "3", &throttle_deletes()).is_ok());
+        // "" is the cluster-wide default, which has no dynamic values either.
+        assert!(check_broker_ops(3, "", &throttle_deletes()).is_ok());
+        assert!(check_broker_ops(3, "3", &[op("log.dirs", OP_DELETE, None)]).is_ok());
+        assert!(check_broker_ops(3, "3", &[]).is_ok());
+    }
+
+    #[test]
+    fn setting_a_broker_config_is_refused_naming_it() {
+        let invalid = code(ResponseError::InvalidRequest);
+        for operation in [OP_SET, OP_APPEND, OP_SUBTRACT] {
+            let mut ops = throttle_deletes();
+            ops.push(op("num.partitions", operation, Some("3")));
+            let (error, text) = refusal(check_broker_ops(1, "1", &ops));
+            assert_eq!(error, invalid);
+            assert!(
+                text.starts_with("broker configs are static")
+                    && text.ends_with("not num.partitions"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn broker_resources_are_checked_as_kafka_checks_them() {
+        let invalid = code(ResponseError::InvalidRequest);
+        let cases: [(&str, Vec<AlterableConfig>, &str); 5] = [
+            (
+                "2",
+                throttle_deletes(),
+                "Unexpected broker id, expected 1, but received 2",
+            ),
+            (
+                "one",
+                throttle_deletes(),
+                "Node id must be an integer, but it is: one",
+            ),
+            (
+                "1",
+                vec![
+                    op("leader.replication.throttled.rate", OP_DELETE, None),
+                    op("leader.replication.throttled.rate", OP_DELETE, None),
+                ],
+                "Error due to duplicate config keys",
+            ),
+            (
+                "1",
+                vec![op("leader.replication.throttled.rate", OP_SET, None)],
+                "Null value not supported for : leader.replication.throttled.rate",
+            ),
+            (
+                "1",
+                vec![op("leader.replication.throttled.rate", 4, Some("10"))],
+                "Unknown operations type 4",
+            ),
+        ];
+        for (name, ops, expected) in cases {
+            assert_eq!(
+                refusal(check_broker_ops(1, name, &ops)),
+                (invalid, expected.to_string()),
+                "resource {name:?}"
+            );
+        }
+    }
 }

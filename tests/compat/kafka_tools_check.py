@@ -67,7 +67,13 @@ def tool(what, main_class, bs, *args, stdin=None):
         print("  | " + line)
     if p.returncode != 0:
         tail = " / ".join(l.strip() for l in p.stderr.splitlines()[-3:] if l.strip())
-        fail("%s: %s exited with %d: %s" % (what, main_class.rsplit(".", 1)[-1], p.returncode, tail or p.stdout[-300:]))
+        if not tail:
+            # some tools (kafka-reassign-partitions) print their error and its stack trace on stdout
+            for line in p.stdout.splitlines()[-15:]:
+                print("  | " + line)
+            errors = [l.strip() for l in p.stdout.splitlines() if l.startswith("Error")]
+            tail = errors[0] if errors else " / ".join(l.strip() for l in p.stdout.splitlines()[-3:] if l.strip())
+        fail("%s: %s exited with %d: %s" % (what, main_class.rsplit(".", 1)[-1], p.returncode, tail))
     return p.stdout
 
 

@@ -15,12 +15,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from compat_common import (
     GROUP_PARTITIONS,
     check,
     check_leader_spread,
     compare_committed,
+    expected_brokers,
     fail,
     log,
     main,
@@ -43,6 +45,7 @@ LOG_DIRS = "org.apache.kafka.tools.LogDirsCommand"
 CONSUMER_GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 VERIFIABLE_PRODUCER = "org.apache.kafka.tools.VerifiableProducer"
 VERIFIABLE_CONSUMER = "org.apache.kafka.tools.VerifiableConsumer"
+REASSIGN = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
 
 
 def classpath():
@@ -377,6 +380,192 @@ def verifiable_consumer(bs):
     compare_committed("verifiable-consumer's last commits", committed, ends, leaders)
     rows = describe_group(bs, group, t)
     compare_committed("consumer-groups --describe", {p: r[0] for p, r in rows.items()}, ends, leaders)
+
+
+def broker_list(text):
+    return [int(b) for b in text.split(",") if b.strip()]
+
+
+def list_reassignments(bs):
+    """kafka-reassign-partitions --list: {(topic, partition): (replicas, adding, removing)} of
+    the moves in progress, from its lines "T-P: replicas: 1,2,3. adding: 2,3. removing: 1."."""
+    out = tool("reassign --list", REASSIGN, bs, "--list")
+    if "No partition reassignments found." in out:
+        return {}
+    check("Current partition reassignments:" in out, "reassign --list printed %r" % out.strip())
+    moves = {}
+    for line in out.splitlines()[out.splitlines().index("Current partition reassignments:") + 1:]:
+        m = re.fullmatch(r"(.+)-(\d+): replicas: ([\d,]*)\.(?: adding: ([\d,]+)\.)?(?: removing: ([\d,]+)\.)?", line.strip())
+        check(m, "reassign --list: unexpected line %r" % line)
+        moves[(m.group(1), int(m.group(2)))] = tuple(broker_list(g or "") for g in m.group(3, 4, 5))
+    return moves
+
+
+def wait_or_fail(fn, timeout, what):
+    """Calls fn every second until it returns true; after timeout seconds fails with what(),
+    made then, so that it can show the last state fn saw. A failure inside fn fails at once."""
+    deadline = time.monotonic() + timeout
+    while not fn():
+        if time.monotonic() >= deadline:
+            fail("timed out after %ss waiting for %s" % (timeout, what()))
+        time.sleep(1)
+
+
+def log_dir_placement(bs, topic):
+    """kafka-log-dirs --describe: {partition: {broker: size}} of topic's replicas, as each
+    broker's DescribeLogDirs reports them."""
+    out = tool("log-dirs --describe", LOG_DIRS, bs, "--describe", "--topic-list", topic)
+    doc = next((json.loads(l) for l in out.splitlines() if l.startswith("{")), None)
+    check(doc is not None, "log-dirs printed no JSON: %r" % out)
+    placement = {}
+    for b in doc.get("brokers", []):
+        for d in b.get("logDirs", []):
+            check(d.get("error") is None, "log-dirs: broker %s dir %s: error %s" % (b.get("broker"), d.get("logDir"), d.get("error")))
+            for p in d.get("partitions", []):
+                name, _, index = p["partition"].rpartition("-")
+                if name == topic:
+                    placement.setdefault(int(index), {})[b["broker"]] = p["size"]
+    return placement
+
+
+@step("kafka-tools-reassign-partitions", groups=True)
+def reassign_partitions(bs):
+    """kafka-reassign-partitions --execute / --verify / --cancel / --list: both partitions of a
+    topic with one replica each move, with their records, to the two brokers that do not hold
+    them (replication factor 1 -> 2, the leader removed)."""
+    t = topic_name("kafka-tools-reassign-partitions")
+    brokers = broker_ids(bs)
+    want = expected_brokers()
+    check(len(brokers) >= 3 and (want is None or len(brokers) == want),
+          "setup: brokers %s; moving a replica to two other brokers needs 3%s"
+          % (sorted(brokers), "" if want is None else " (run.sh started %d)" % want))
+    create_topic(bs, t, 2)
+    _, parts = describe_topic(bs, t)
+    before = {int(p["Partition"]): broker_list(p["Replicas"]) for p in parts}
+    check(sorted(before) == [0, 1] and all(len(r) == 1 for r in before.values()),
+          "describe after create: replicas %s, expected one replica on each of partitions 0 and 1" % before)
+    # each partition to the two brokers that do not hold it: its only replica, the leader, goes
+    target = {p: sorted(b for b in brokers if b not in r)[:2] for p, r in before.items()}
+    log("moving %s: replicas %s -> %s" % (t, before, target))
+
+    sent = ["k%d:v%d" % (i % 20, i) for i in range(60)]
+    console_produce(bs, t, sent)
+    ends = get_offsets(bs, t)
+    check(sum(ends.values()) == len(sent) and all(ends.values()),
+          "get-offsets: ends %s; expected %d records, some on both partitions" % (ends, len(sent)))
+
+    # --execute refuses to start while any reassignment is in progress (without --additional):
+    # wait for the cluster's own moves (__consumer_offsets grown to 3 replicas when brokers 2
+    # and 3 joined) to finish
+    moving = {}
+
+    def none_in_progress():
+        moving.clear()
+        moving.update(list_reassignments(bs))
+        return not moving
+
+    wait_or_fail(none_in_progress, 30, lambda: "reassign --list to show no reassignment in progress before "
+                 "--execute (in progress: %s)" % moving)
+
+    spec = os.path.join(os.environ.get("SKIFF_COMPAT_WORK", "/tmp"), t + "-reassign.json")
+    with open(spec, "w") as f:
+        json.dump({"version": 1, "partitions": [{"topic": t, "partition": p, "replicas": target[p]} for p in sorted(target)]}, f)
+    out = tool("reassign --execute", REASSIGN, bs, "--execute", "--reassignment-json-file", spec)
+    # it prints the current assignment (as JSON, to save for a rollback) before it starts the moves
+    rollback = next((json.loads(l) for l in out.splitlines() if l.startswith("{")), None)
+    check(rollback is not None, "reassign --execute printed no current assignment: %r" % out.strip())
+    current = {p["partition"]: p["replicas"] for p in rollback.get("partitions", []) if p.get("topic") == t}
+    check(current == before, "reassign --execute: current assignment %s, kafka-topics described %s" % (current, before))
+    started = "Successfully started partition reassignments for %s" % ",".join("%s-%d" % (t, p) for p in sorted(target))
+    check(started in out, "reassign --execute printed %r, expected %r" % (out.strip()[-400:], started))
+    log("execute: %s" % started)
+
+    # a move still in progress is listed with its full replica set and what is added and removed
+    for (topic, p), (replicas, adding, removing) in list_reassignments(bs).items():
+        if topic != t:
+            continue
+        want_adding = [b for b in target[p] if b not in before[p]]
+        want_removing = [b for b in before[p] if b not in target[p]]
+        check(sorted(replicas) == sorted(target[p] + want_removing) and sorted(adding) == sorted(want_adding)
+              and sorted(removing) == sorted(want_removing),
+              "reassign --list during the move of partition %d: replicas %s adding %s removing %s; expected replicas "
+              "%s adding %s removing %s" % (p, replicas, adding, removing, target[p] + want_removing, want_adding,
+                                             want_removing))
+        log("in progress: partition %d replicas %s adding %s removing %s" % (p, replicas, adding, removing))
+
+    # --verify until every move is complete and, no reassignment being left in the cluster, it
+    # clears the replication throttles (IncrementalAlterConfigs DELETE on every broker and the topic)
+    verified = []
+
+    def complete():
+        out = tool("reassign --verify", REASSIGN, bs, "--verify", "--reassignment-json-file", spec)
+        status = {}
+        for line in out.splitlines():
+            m = re.fullmatch(r"Reassignment of partition (.+)-(\d+) is (completed|still in progress)\.", line.strip())
+            if m and m.group(1) == t:
+                status[int(m.group(2))] = m.group(3)
+            check("There is no active reassignment" not in line, "reassign --verify: %s (target %s)" % (line.strip(), target))
+        check(sorted(status) == sorted(target), "reassign --verify printed the status of partitions %s, expected %s: %r"
+              % (sorted(status), sorted(target), out.strip()))
+        verified[:] = [out]
+        if any(s != "completed" for s in status.values()):
+            return False
+        cleared = re.search(r"^Clearing broker-level throttles on brokers ([\d,]+)$", out, re.M)
+        if not cleared:
+            return False  # another reassignment in the cluster: throttles stay until all are done
+        check(set(broker_list(cleared.group(1))) == brokers,
+              "reassign --verify cleared broker throttles on brokers %s, the cluster has %s" % (cleared.group(1), sorted(brokers)))
+        check(re.search(r"^Clearing topic-level throttles on topic %s$" % re.escape(t), out, re.M),
+              "reassign --verify did not clear the topic-level throttles of %s: %r" % (t, out.strip()))
+        return True
+
+    wait_or_fail(complete, 45, lambda: "reassign --verify to report every move of %s completed and clear the "
+                 "throttles (last output: %r)" % (t, verified[0] if verified else None))
+    log("verify: %s" % " / ".join(l.strip() for l in verified[0].splitlines() if l.startswith(("Reassignment", "Clearing"))))
+
+    # Cancelling needs a move that cannot complete, i.e. a target broker that is down: every
+    # broker of run.sh's cluster is up (and must stay up for the checks after this one), and
+    # Skiff does not throttle replication, so a move between live brokers completes within
+    # moments (crates/skiff/tests/cluster.rs cancels a move to a stopped broker). Here --cancel
+    # runs once the moves are done: it must find none active and leave the new replicas as they are.
+    out = tool("reassign --cancel", REASSIGN, bs, "--cancel", "--reassignment-json-file", spec)
+    check("None of the specified partition reassignments are active." in out,
+          "reassign --cancel after the moves completed printed %r" % out.strip())
+
+    _, parts = describe_topic(bs, t)
+    got = {int(p["Partition"]): (broker_list(p["Replicas"]), sorted(broker_list(p["Isr"])), p.get("Leader")) for p in parts}
+    for p in sorted(target):
+        replicas, isr, leader = got.get(p, (None, None, None))
+        check(replicas == target[p] and isr == sorted(target[p]) and leader is not None and leader.isdigit()
+              and int(leader) in target[p],
+              "describe after the move: partition %d Replicas %s Isr %s Leader %s, expected Replicas = Isr = %s "
+              "and a leader among them" % (p, replicas, isr, leader, target[p]))
+
+    # the records are on the new replicas only: each target broker's log dir holds the
+    # partition (non-empty), the old broker's no longer does
+    placement = {}
+
+    def moved():
+        placement.clear()
+        placement.update(log_dir_placement(bs, t))
+        return all(sorted(placement.get(p, {})) == sorted(target[p]) for p in target)
+
+    wait_or_fail(moved, 20, lambda: "kafka-log-dirs to show each partition of %s on exactly its new brokers %s "
+                 "(partition: {broker: size} %s)" % (t, target, placement))
+    check(all(size > 0 for p in target for size in placement[p].values()),
+          "log-dirs after the move: sizes %s; every new replica should hold the records" % placement)
+
+    after = get_offsets(bs, t)
+    check(after == ends, "get-offsets after the move: ends %s, before it %s" % (after, ends))
+    read = []
+    for p in sorted(target):
+        got = console_consume(bs, t, ends[p], "--partition", str(p), "--offset", "earliest")
+        check(len(got) == ends[p], "console-consumer --partition %d read %d records, its end is %d" % (p, len(got), ends[p]))
+        read += got
+    check(sorted(read) == sorted(sent), "console-consumer read back %s after the move, produced %s" % (sorted(read), sorted(sent)))
+
+    left = list_reassignments(bs)
+    check(not left, "reassign --list after the moves: still in progress %s" % left)
 
 
 if __name__ == "__main__":

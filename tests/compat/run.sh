@@ -9,11 +9,13 @@
 # (*-group-*) run against the 3-broker cluster (bootstrap = all three Kafka addresses), on topics
 # with 6 partitions whose leaders are spread over the three brokers; each verifies that the
 # group's committed offset on EVERY partition is that partition's end, whichever broker leads it
-# (OffsetCommit goes to the group coordinator, which leads only some of them). With the group
-# checks skipped or filtered out, the two extra brokers are not started.
+# (OffsetCommit goes to the group coordinator, which leads only some of them). Last on the
+# cluster, kafka-tools-reassign-partitions moves a topic's replicas to other brokers with
+# kafka-reassign-partitions. With these 3-broker checks skipped or filtered out, the two extra
+# brokers are not started.
 #
 # Env:
-#   SKIFF_COMPAT_GROUPS=0     skip the consumer-group checks (and the 3-broker cluster)
+#   SKIFF_COMPAT_GROUPS=0     skip the 3-broker checks (consumer groups, reassignment) and the cluster
 #   SKIFF_COMPAT_ONLY=REGEX   run only the checks whose names match (grep -E)
 #   SKIFF_COMPAT_KEEP=1       keep the work dir (logs, broker data) instead of removing it
 #   SKIFF_COMPAT_TIMEOUT=120  per-check time limit in seconds
@@ -46,10 +48,11 @@ GOSSIP_ADDRS=("${SKIFF_COMPAT_GOSSIP_ADDR:-127.0.0.1:19946}" "${SKIFF_COMPAT_GOS
 CHECK_TIMEOUT="${SKIFF_COMPAT_TIMEOUT:-120}"
 CLUSTER_TIMEOUT="${SKIFF_COMPAT_CLUSTER_TIMEOUT:-60}"
 PY="$HERE/.venv/bin/python"
-# the consumer-group checks; they run last, on the 3-broker cluster
+# the checks that need the 3-broker cluster (the consumer-group checks and the partition
+# reassignment); they run last
 GROUP_CHECKS=(kcat-group-consume confluent-group-subscribe kafka-python-group-consume kafkajs-group-consume
     java-group-consume java-group-admin kafka-tools-consumer-groups kafka-tools-verifiable-consumer
-    franz-go-group-consume sarama-group-consume)
+    franz-go-group-consume sarama-group-consume kafka-tools-reassign-partitions)
 
 # Known broker gaps: checks that fail because Skiff lacks what they test. Each still runs; a
 # failure prints "SKIP name: known broker gap: <reason> (<its failure>)" and counts as skipped,
@@ -225,7 +228,7 @@ echo "broker 1 up (pid ${BROKER_PIDS[0]}): health $(curl -s --max-time 2 "http:/
 # are not all healthy and registered within CLUSTER_TIMEOUT
 start_cluster() {
     local t0=$SECONDS i view
-    echo "---- starting brokers 2 and 3 (joining broker 1 at ${GOSSIP_ADDRS[0]}) for the consumer-group checks"
+    echo "---- starting brokers 2 and 3 (joining broker 1 at ${GOSSIP_ADDRS[0]}) for the 3-broker checks"
     if [ ! -x "$PY" ]; then
         fail_start cluster-start "$PY missing (run tests/compat/install.sh): needed to see the cluster form"
         return 1
@@ -407,7 +410,7 @@ for s in franz-go-admin franz-go-produce sarama-admin sarama-produce; do
     run_check "$s" plain go "$GO" --step "$s"
 done
 
-# -- consumer-group checks: brokers 2 and 3 join, 3-broker cluster --
+# -- consumer-group checks and partition reassignment: brokers 2 and 3 join, 3-broker cluster --
 
 if [ "$want_cluster" = 1 ]; then
     note_dead
@@ -434,6 +437,8 @@ run_check kafka-tools-consumer-groups groups tools "$PY" "$KT" --step kafka-tool
 run_check kafka-tools-verifiable-consumer groups tools "$PY" "$KT" --step kafka-tools-verifiable-consumer
 run_check franz-go-group-consume groups go "$GO" --step franz-go-group-consume
 run_check sarama-group-consume groups go "$GO" --step sarama-group-consume
+# kafka-reassign-partitions moves a topic's replicas to the other brokers
+run_check kafka-tools-reassign-partitions groups tools "$PY" "$KT" --step kafka-tools-reassign-partitions
 if [ "$cluster_state" = up ]; then
     echo "group checks took $((SECONDS - groups_t0))s on the 3-broker cluster"
 fi

@@ -62,7 +62,9 @@ impl KafkaApis {
                 DescribeLogDirsPartition::default()
                     .with_partition_index(index)
                     .with_partition_size(size as i64)
-                    // Every log here is the partition's only, current copy.
+                    // Kafka's lag is how far a log's end is behind its own high watermark,
+                    // which a leader's or follower's log never is; only the future logs of
+                    // AlterReplicaLogDirs lag, and there are none here.
                     .with_offset_lag(0)
                     .with_is_future_key(false),
             );

@@ -382,25 +382,28 @@ impl KafkaApis {
                     resource.resource_name.as_str(),
                     &resource.configs,
                 ),
-                Ok(()) => {
-                    self.alter_topic_configs(
-                        resource.resource_type,
-                        resource.resource_name.as_str(),
-                        request.validate_only,
-                        |configs| {
-                            for op in &resource.configs {
-                                apply_incremental(
-                                    configs,
-                                    op.name.as_str(),
-                                    op.config_operation,
-                                    op.value.as_ref().map(|v| v.as_str()),
-                                )?;
-                            }
-                            Ok(())
-                        },
-                    )
-                    .await
-                }
+                Ok(()) => match check_op_shapes(&resource.configs) {
+                    Err(refused) => Err(refused),
+                    Ok(()) => {
+                        self.alter_topic_configs(
+                            resource.resource_type,
+                            resource.resource_name.as_str(),
+                            request.validate_only,
+                            |configs| {
+                                for op in &resource.configs {
+                                    apply_incremental(
+                                        configs,
+                                        op.name.as_str(),
+                                        op.config_operation,
+                                        op.value.as_ref().map(|v| v.as_str()),
+                                    )?;
+                                }
+                                Ok(())
+                            },
+                        )
+                        .await
+                    }
+                },
             };
             let response =
                 incremental_alter_configs_response::AlterConfigsResourceResponse::default()
@@ -431,21 +434,7 @@ fn check_broker_ops(
     ops: &[AlterableConfig],
 ) -> Result<(), Failure> {
     let invalid = |text: String| failure(ResponseError::InvalidRequest, text);
-    let mut names = HashSet::new();
-    if !ops.iter().all(|op| names.insert(op.name.as_str())) {
-        return Err(invalid("Error due to duplicate config keys".into()));
-    }
-    let without_value: Vec<&str> = ops
-        .iter()
-        .filter(|op| op.config_operation != OP_DELETE && op.value.is_none())
-        .map(|op| op.name.as_str())
-        .collect();
-    if !without_value.is_empty() {
-        return Err(invalid(format!(
-            "Null value not supported for : {}",
-            without_value.join(", ")
-        )));
-    }
+    check_op_shapes(ops)?;
     if !resource_name.is_empty() {
         let id: i32 = resource_name.parse().map_err(|_| {
             invalid(format!(
@@ -476,6 +465,28 @@ fn check_broker_ops(
         return Err(invalid(format!(
             "broker configs are static: set them with flags, SKIFF_* variables or the config file, not {}",
             set.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Kafka's first checks of an IncrementalAlterConfigs resource, broker or topic alike
+/// (INVALID_REQUEST): no config named twice, and a value for every operation but DELETE.
+fn check_op_shapes(ops: &[AlterableConfig]) -> Result<(), Failure> {
+    let invalid = |text: String| failure(ResponseError::InvalidRequest, text);
+    let mut names = HashSet::new();
+    if !ops.iter().all(|op| names.insert(op.name.as_str())) {
+        return Err(invalid("Error due to duplicate config keys".into()));
+    }
+    let without_value: Vec<&str> = ops
+        .iter()
+        .filter(|op| op.config_operation != OP_DELETE && op.value.is_none())
+        .map(|op| op.name.as_str())
+        .collect();
+    if !without_value.is_empty() {
+        return Err(invalid(format!(
+            "Null value not supported for : {}",
+            without_value.join(", ")
         )));
     }
     Ok(())
@@ -518,11 +529,7 @@ fn apply_incremental(
                 "{name} is not a list; APPEND and SUBTRACT need a list config"
             )))
         }
-        (OP_SET | OP_APPEND | OP_SUBTRACT, None) => {
-            return Err(invalid(format!(
-                "operation {operation} on {name} needs a value"
-            )))
-        }
+        // A missing value was refused before (`check_op_shapes`).
         (other, _) => return Err(invalid(format!("unknown config operation {other}"))),
     };
     result.map_err(|e| invalid(e.to_string()))
@@ -579,6 +586,26 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn topic_operations_are_refused_for_duplicate_keys_and_missing_values() {
+        let invalid = code(ResponseError::InvalidRequest);
+        let twice = [
+            op("retention.ms", OP_SET, Some("1000")),
+            op("retention.ms", OP_DELETE, None),
+        ];
+        let refused = check_op_shapes(&twice).unwrap_err();
+        assert_eq!(
+            (refused.error_code, refused.message.as_str()),
+            (invalid, "Error due to duplicate config keys")
+        );
+        let refused = check_op_shapes(&[op("cleanup.policy", OP_APPEND, None)]).unwrap_err();
+        assert_eq!(
+            (refused.error_code, refused.message.as_str()),
+            (invalid, "Null value not supported for : cleanup.policy")
+        );
+        assert!(check_op_shapes(&[op("retention.ms", OP_DELETE, None)]).is_ok());
     }
 
     #[test]

@@ -95,4 +95,5 @@ served_apis! {
     ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
     AlterPartitionReassignments => AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
     ListPartitionReassignments => ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
+    DescribeTopicPartitions => DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse;
 }

@@ -979,3 +979,82 @@ async fn compression_type_and_timestamp_bounds_are_enforced_on_produce() {
     }
     assert_eq!(c.fetch_watermarks("recent-only", 0, TIMEOUT).unwrap().1, 1);
 }
+
+/// DescribeTopicPartitions (what the Java admin's describeTopics sends from Kafka 3.8), paged:
+/// every partition of the named topics exactly once, in order, following the cursors; a topic
+/// that does not exist is named with UNKNOWN_TOPIC_OR_PARTITION; a cursor outside the request
+/// is refused.
+#[test]
+fn topic_partitions_are_described_page_by_page() {
+    use common::wire::{create_topic, Client};
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    use kafka_protocol::messages::{
+        ApiKey, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let broker = Broker::start();
+    assert_eq!(create_topic(&broker.bootstrap(), "paged-b", 3), 0);
+    assert_eq!(create_topic(&broker.bootstrap(), "paged-a", 5), 0);
+    let name = |n: &str| TopicName(StrBytes::from_string(n.to_owned()));
+    let requested = ["paged-b", "paged-a", "paged-none"]
+        .map(|n| TopicRequest::default().with_name(name(n)))
+        .to_vec();
+    let mut client = Client::connect(&broker.bootstrap());
+    let mut seen = Vec::new();
+    let mut unknown = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let request = DescribeTopicPartitionsRequest::default()
+            .with_topics(requested.clone())
+            .with_response_partition_limit(3)
+            .with_cursor(cursor.take());
+        let response: DescribeTopicPartitionsResponse =
+            client.call(ApiKey::DescribeTopicPartitions, 0, &request);
+        pages += 1;
+        for topic in &response.topics {
+            let topic_name = topic.name.as_ref().unwrap().to_string();
+            if topic.error_code != 0 {
+                unknown.push((topic_name, topic.error_code));
+                continue;
+            }
+            for p in &topic.partitions {
+                assert_eq!(p.error_code, 0);
+                assert_eq!(p.leader_id.0, 1);
+                seen.push((topic_name.clone(), p.partition_index));
+            }
+        }
+        match response.next_cursor {
+            Some(next) => {
+                cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(next.topic_name)
+                        .with_partition_index(next.partition_index),
+                )
+            }
+            None => break,
+        }
+        assert!(pages < 10, "the cursor does not advance: {seen:?}");
+    }
+    let expected: Vec<(String, i32)> = (0..5)
+        .map(|p| ("paged-a".to_string(), p))
+        .chain((0..3).map(|p| ("paged-b".to_string(), p)))
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(pages, 3);
+    assert_eq!(unknown, [("paged-none".to_string(), 3)]);
+
+    let astray = DescribeTopicPartitionsRequest::default()
+        .with_topics(vec![TopicRequest::default().with_name(name("paged-a"))])
+        .with_response_partition_limit(10)
+        .with_cursor(Some(
+            Cursor::default()
+                .with_topic_name(name("paged-b"))
+                .with_partition_index(0),
+        ));
+    let response: DescribeTopicPartitionsResponse =
+        client.call(ApiKey::DescribeTopicPartitions, 0, &astray);
+    assert_eq!(response.topics.len(), 1);
+    assert_eq!(response.topics[0].error_code, 42);
+}

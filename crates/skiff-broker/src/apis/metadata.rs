@@ -1,16 +1,20 @@
-//! Metadata and DescribeCluster, answered from this broker's metadata image.
+//! Metadata, DescribeTopicPartitions and DescribeCluster, answered from this broker's metadata
+//! image.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    self, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
-    TopicName,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use skiff_metadata::MetadataImage;
+use skiff_metadata::{MetadataImage, PartitionRegistration};
 use uuid::Uuid;
 
 use super::{code, KafkaApis};
@@ -19,6 +23,16 @@ use crate::topics::TopicMeta;
 
 /// Kafka's "authorized operations not requested" marker.
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+/// Without an authorizer every topic operation is allowed, which Kafka reports as the bits of
+/// READ (3), WRITE (4), CREATE (5), DELETE (6), ALTER (7), DESCRIBE (8), DESCRIBE_CONFIGS (10)
+/// and ALTER_CONFIGS (11).
+const ALL_TOPIC_OPERATIONS: i32 =
+    1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 10 | 1 << 11;
+
+/// Kafka's `max.request.partition.size.limit`: most partitions one DescribeTopicPartitions
+/// response describes.
+const MAX_DESCRIBED_PARTITIONS: i32 = 2000;
 
 /// Splits a registered `host:port` endpoint; IPv6 hosts keep their brackets off.
 fn split_endpoint(endpoint: &str) -> Option<(String, i32)> {
@@ -39,8 +53,29 @@ fn live_brokers(image: &MetadataImage) -> Vec<(i32, String, i32, Option<String>)
         .collect()
 }
 
+fn broker_ids(ids: &[i32]) -> Vec<BrokerId> {
+    ids.iter().copied().map(BrokerId).collect()
+}
+
+/// Replicas on brokers that are fenced or gone, which Kafka reports as offline.
+fn offline_replicas(image: &MetadataImage, reg: &PartitionRegistration) -> Vec<BrokerId> {
+    reg.replicas
+        .iter()
+        .filter(|id| image.broker(**id).is_none_or(|b| b.fenced))
+        .copied()
+        .map(BrokerId)
+        .collect()
+}
+
+/// A partition's error in topic descriptions: LEADER_NOT_AVAILABLE while it is offline.
+fn leader_error(reg: &PartitionRegistration) -> i16 {
+    match reg.leader {
+        Some(_) => 0,
+        None => code(ResponseError::LeaderNotAvailable),
+    }
+}
+
 fn topic_metadata(image: &MetadataImage, topic: &TopicMeta) -> MetadataResponseTopic {
-    let fenced = |id: &i32| image.broker(*id).is_none_or(|b| b.fenced);
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
@@ -50,25 +85,14 @@ fn topic_metadata(image: &MetadataImage, topic: &TopicMeta) -> MetadataResponseT
             image
                 .partitions_of(topic.id)
                 .map(|(index, reg)| {
-                    let ids = |list: &[i32]| list.iter().copied().map(BrokerId).collect();
                     MetadataResponsePartition::default()
-                        .with_error_code(match reg.leader {
-                            Some(_) => 0,
-                            None => code(ResponseError::LeaderNotAvailable),
-                        })
+                        .with_error_code(leader_error(reg))
                         .with_partition_index(index)
                         .with_leader_id(BrokerId(reg.leader.unwrap_or(-1)))
                         .with_leader_epoch(reg.leader_epoch)
-                        .with_replica_nodes(ids(&reg.replicas))
-                        .with_isr_nodes(ids(&reg.isr))
-                        .with_offline_replicas(
-                            reg.replicas
-                                .iter()
-                                .filter(|id| fenced(id))
-                                .copied()
-                                .map(BrokerId)
-                                .collect(),
-                        )
+                        .with_replica_nodes(broker_ids(&reg.replicas))
+                        .with_isr_nodes(broker_ids(&reg.isr))
+                        .with_offline_replicas(offline_replicas(image, reg))
                 })
                 .collect(),
         )
@@ -198,6 +222,120 @@ impl KafkaApis {
                 }
             }
         }
+    }
+
+    /// KIP-966's paginated topic description (the Java admin's describeTopics from 3.8): the
+    /// named topics, or every topic when none are named, in name order from the cursor, at most
+    /// `response_partition_limit` partitions (and Kafka's 2000) per response, with the cursor
+    /// to continue from when more remain. A named topic that does not exist gets
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub(super) fn describe_topic_partitions(
+        &self,
+        request: DescribeTopicPartitionsRequest,
+    ) -> DescribeTopicPartitionsResponse {
+        let image = self.cluster.image();
+        let all = request.topics.is_empty();
+        let (cursor_topic, mut first_partition) = match &request.cursor {
+            Some(cursor) => (
+                cursor.topic_name.as_str().to_owned(),
+                cursor.partition_index.max(0),
+            ),
+            None => (String::new(), 0),
+        };
+        let mut names: Vec<String> = if all {
+            image.topics().map(|t| t.name.clone()).collect()
+        } else {
+            request.topics.iter().map(|t| t.name.to_string()).collect()
+        };
+        names.retain(|name| *name >= cursor_topic);
+        names.sort();
+        names.dedup();
+        if !all && request.cursor.is_some() && names.first() != Some(&cursor_topic) {
+            // As Kafka: the cursor must name one of the requested topics, else every requested
+            // topic is answered INVALID_REQUEST.
+            return DescribeTopicPartitionsResponse::default().with_topics(
+                request
+                    .topics
+                    .into_iter()
+                    .map(|t| {
+                        DescribeTopicPartitionsResponseTopic::default()
+                            .with_error_code(code(ResponseError::InvalidRequest))
+                            .with_name(Some(t.name))
+                            .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
+                    })
+                    .collect(),
+            );
+        }
+        let mut budget = request
+            .response_partition_limit
+            .clamp(1, MAX_DESCRIBED_PARTITIONS) as usize;
+        let mut topics = Vec::new();
+        let mut next_cursor = None;
+        for name in names {
+            let Some(topic) = image.topic_by_name(&name) else {
+                if !all {
+                    topics.push(
+                        DescribeTopicPartitionsResponseTopic::default()
+                            .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+                            .with_name(Some(TopicName(StrBytes::from_string(name))))
+                            .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
+                    );
+                }
+                first_partition = 0;
+                continue;
+            };
+            if budget == 0 {
+                next_cursor = Some(
+                    describe_topic_partitions_response::Cursor::default()
+                        .with_topic_name(TopicName(StrBytes::from_string(name)))
+                        .with_partition_index(0),
+                );
+                break;
+            }
+            let mut partitions = Vec::new();
+            for (index, reg) in image.partitions_of(topic.topic_id) {
+                if index < first_partition {
+                    continue;
+                }
+                if budget == 0 {
+                    next_cursor = Some(
+                        describe_topic_partitions_response::Cursor::default()
+                            .with_topic_name(TopicName(StrBytes::from_string(name.clone())))
+                            .with_partition_index(index),
+                    );
+                    break;
+                }
+                budget -= 1;
+                partitions.push(
+                    DescribeTopicPartitionsResponsePartition::default()
+                        .with_error_code(leader_error(reg))
+                        .with_partition_index(index)
+                        .with_leader_id(BrokerId(reg.leader.unwrap_or(-1)))
+                        .with_leader_epoch(reg.leader_epoch)
+                        .with_replica_nodes(broker_ids(&reg.replicas))
+                        .with_isr_nodes(broker_ids(&reg.isr))
+                        // No eligible leader replicas (KIP-966's ELR) are kept.
+                        .with_eligible_leader_replicas(None)
+                        .with_last_known_elr(None)
+                        .with_offline_replicas(offline_replicas(&image, reg)),
+                );
+            }
+            first_partition = 0;
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                    .with_topic_id(topic.topic_id)
+                    .with_is_internal(name == OFFSETS_TOPIC)
+                    .with_partitions(partitions)
+                    .with_topic_authorized_operations(ALL_TOPIC_OPERATIONS),
+            );
+            if next_cursor.is_some() {
+                break;
+            }
+        }
+        DescribeTopicPartitionsResponse::default()
+            .with_topics(topics)
+            .with_next_cursor(next_cursor)
     }
 
     pub(super) fn describe_cluster(

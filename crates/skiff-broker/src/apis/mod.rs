@@ -284,6 +284,9 @@ impl KafkaApis {
             RequestBody::ListPartitionReassignments(r) => {
                 ResponseBody::ListPartitionReassignments(self.list_partition_reassignments(r))
             }
+            RequestBody::DescribeTopicPartitions(r) => {
+                ResponseBody::DescribeTopicPartitions(self.describe_topic_partitions(r))
+            }
             RequestBody::DescribeCluster(r) => {
                 ResponseBody::DescribeCluster(self.describe_cluster(r))
             }

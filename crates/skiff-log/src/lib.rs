@@ -60,3 +60,4 @@ pub use crate::log::{
     RecoveryReport, CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_FILE, LOG_START_FILE, PRODUCER_SNAPSHOT_FILE,
     RECOVERY_POINT_FILE,
 };
+pub use crate::producer::ActiveProducer;

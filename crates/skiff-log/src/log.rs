@@ -12,7 +12,7 @@ use crate::batch::{
     set_base_offset, set_partition_leader_epoch, BatchError, BatchHeader, BatchIter, MAGIC_V2,
 };
 use crate::epochs::{EpochEnd, LeaderEpochs};
-use crate::producer::{Check, ProducerStates, Staged};
+use crate::producer::{ActiveProducer, Check, ProducerStates, Staged};
 use crate::records::{BatchRecords, RecordsError};
 use crate::segment::{self, segment_path, LogSegment};
 
@@ -652,6 +652,11 @@ impl Log {
     /// Number of producer ids with retained state.
     pub fn producer_count(&self) -> usize {
         self.producers.len()
+    }
+
+    /// The producers with retained state, by id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.producers.active()
     }
 
     fn active(&self) -> &LogSegment {

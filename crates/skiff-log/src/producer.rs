@@ -54,6 +54,17 @@ impl ProducerEntry {
     }
 }
 
+/// One idempotent producer's state in a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The sequence number of its last batch's last record; -1 before any.
+    pub last_sequence: i32,
+    /// The largest batch timestamp seen from it; -1 before any.
+    pub last_timestamp: i64,
+}
+
 /// Outcome of checking one batch against the producer state.
 pub(crate) enum Check {
     Append,
@@ -159,6 +170,22 @@ impl ProducerStates {
         self.producers
             .get(&producer_id)
             .is_some_and(|e| e.last_offset() == last_offset)
+    }
+
+    /// Every producer with retained state, by id, as Kafka's DescribeProducers reports them.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.last_seq(),
+                last_timestamp: e.last_timestamp,
+            })
+            .collect();
+        active.sort_by_key(|p| p.producer_id);
+        active
     }
 
     /// Forgets producers whose last batch is below the log start offset, as Kafka does when

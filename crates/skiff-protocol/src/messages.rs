@@ -95,5 +95,6 @@ served_apis! {
     ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
     AlterPartitionReassignments => AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
     ListPartitionReassignments => ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
+    DescribeProducers => DescribeProducersRequest, DescribeProducersResponse;
     DescribeTopicPartitions => DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse;
 }

@@ -1058,3 +1058,64 @@ fn topic_partitions_are_described_page_by_page() {
     assert_eq!(response.topics.len(), 1);
     assert_eq!(response.topics[0].error_code, 42);
 }
+
+/// DescribeProducers (`kafka-transactions describe-producers`): the partition's leader lists
+/// the idempotent producer that wrote to it, at the sequence of its last record; a plain
+/// producer leaves no state, and a topic that does not exist is named as such.
+#[test]
+fn the_leader_describes_the_idempotent_producers_of_a_partition() {
+    use common::wire::{create_topic, Client};
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{
+        ApiKey, DescribeProducersRequest, DescribeProducersResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let broker = Broker::start();
+    assert_eq!(create_topic(&broker.bootstrap(), "described", 2), 0);
+    let idempotent = producer(&broker, &[("enable.idempotence", "true")]);
+    for i in 0..10 {
+        let value = format!("v{i}");
+        idempotent
+            .send(
+                BaseRecord::<(), _>::to("described")
+                    .payload(&value)
+                    .partition(0),
+            )
+            .unwrap();
+    }
+    idempotent.flush(TIMEOUT).unwrap();
+    let plain = producer(&broker, &[("enable.idempotence", "false"), ("acks", "1")]);
+    plain
+        .send(
+            BaseRecord::<(), _>::to("described")
+                .payload("p")
+                .partition(1),
+        )
+        .unwrap();
+    plain.flush(TIMEOUT).unwrap();
+
+    let topic = |name: &str, partitions: Vec<i32>| {
+        TopicRequest::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+            .with_partition_indexes(partitions)
+    };
+    let request = DescribeProducersRequest::default().with_topics(vec![
+        topic("described", vec![0, 1]),
+        topic("nowhere", vec![0]),
+    ]);
+    let response: DescribeProducersResponse =
+        Client::connect(&broker.bootstrap()).call(ApiKey::DescribeProducers, 0, &request);
+    let described = &response.topics[0].partitions;
+    assert_eq!(described[0].error_code, 0);
+    assert_eq!(described[0].active_producers.len(), 1);
+    let state = &described[0].active_producers[0];
+    assert!(state.producer_id.0 >= 0);
+    assert_eq!((state.producer_epoch, state.last_sequence), (0, 9));
+    assert!(state.last_timestamp > 0);
+    assert_eq!(
+        (described[1].error_code, described[1].active_producers.len()),
+        (0, 0)
+    );
+    assert_eq!(response.topics[1].partitions[0].error_code, 3);
+}

@@ -10,6 +10,7 @@ mod log_dirs;
 mod metadata;
 mod offsets;
 mod produce;
+mod producers;
 mod reassignments;
 
 use std::sync::Arc;
@@ -283,6 +284,9 @@ impl KafkaApis {
             }
             RequestBody::ListPartitionReassignments(r) => {
                 ResponseBody::ListPartitionReassignments(self.list_partition_reassignments(r))
+            }
+            RequestBody::DescribeProducers(r) => {
+                ResponseBody::DescribeProducers(self.describe_producers(r).await)
             }
             RequestBody::DescribeTopicPartitions(r) => {
                 ResponseBody::DescribeTopicPartitions(self.describe_topic_partitions(r))

@@ -1022,6 +1022,9 @@ fn topic_partitions_are_described_page_by_page() {
             for p in &topic.partitions {
                 assert_eq!(p.error_code, 0);
                 assert_eq!(p.leader_id.0, 1);
+                // Kafka's Java admin reads both lists without a null check.
+                assert_eq!(p.eligible_leader_replicas, Some(Vec::new()));
+                assert_eq!(p.last_known_elr, Some(Vec::new()));
                 seen.push((topic_name.clone(), p.partition_index));
             }
         }

@@ -314,9 +314,10 @@ impl KafkaApis {
                         .with_leader_epoch(reg.leader_epoch)
                         .with_replica_nodes(broker_ids(&reg.replicas))
                         .with_isr_nodes(broker_ids(&reg.isr))
-                        // No eligible leader replicas (KIP-966's ELR) are kept.
-                        .with_eligible_leader_replicas(None)
-                        .with_last_known_elr(None)
+                        // No eligible leader replicas (KIP-966's ELR) are kept: empty lists,
+                        // not null, which the Java admin client reads without a check.
+                        .with_eligible_leader_replicas(Some(Vec::new()))
+                        .with_last_known_elr(Some(Vec::new()))
                         .with_offline_replicas(offline_replicas(&image, reg)),
                 );
             }

@@ -46,6 +46,8 @@ CONSUMER_GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 VERIFIABLE_PRODUCER = "org.apache.kafka.tools.VerifiableProducer"
 VERIFIABLE_CONSUMER = "org.apache.kafka.tools.VerifiableConsumer"
 REASSIGN = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+LEADER_ELECTION = "org.apache.kafka.tools.LeaderElectionCommand"
+TRANSACTIONS = "org.apache.kafka.tools.TransactionsCommand"
 
 
 def classpath():
@@ -566,6 +568,70 @@ def reassign_partitions(bs):
 
     left = list_reassignments(bs)
     check(not left, "reassign --list after the moves: still in progress %s" % left)
+
+
+@step("kafka-tools-leader-election", groups=True)
+def leader_election(bs):
+    """kafka-leader-election --election-type PREFERRED: a partition whose replicas were reordered
+    (kafka-reassign-partitions with the same brokers, which completes at once and keeps the
+    leader) is led by its new first replica after the election; a second one is not needed."""
+    t = topic_name("kafka-tools-leader-election")
+    brokers = broker_ids(bs)
+    check(len(brokers) >= 3, "setup: brokers %s; a replication factor of 3 needs 3" % sorted(brokers))
+    out = tool("create", TOPICS, bs, "--create", "--topic", t, "--partitions", "1", "--replication-factor", "3")
+    check("Created topic %s." % t in out, "create: kafka-topics printed %r" % out.strip())
+    state = {}
+
+    def settled():
+        _, parts = describe_topic(bs, t)
+        state.update(parts[0])
+        return parts[0].get("Leader", "none").isdigit() and len(broker_list(parts[0].get("Isr", ""))) == 3
+
+    wait_or_fail(settled, 60, lambda: "a leader and 3 in-sync replicas of %s (describe: %s)" % (t, state))
+    replicas, leader = broker_list(state["Replicas"]), int(state["Leader"])
+    check(replicas[0] == leader, "describe after create: leader %d is not the first replica of %s" % (leader, replicas))
+    # the same replicas, another broker first: the leader stays, and is no longer preferred
+    reordered = [b for b in replicas if b != leader][:1] + [leader] + [b for b in replicas if b != leader][1:]
+    spec = os.path.join(os.environ.get("SKIFF_COMPAT_WORK", "/tmp"), t + "-reorder.json")
+    with open(spec, "w") as f:
+        json.dump({"version": 1, "partitions": [{"topic": t, "partition": 0, "replicas": reordered}]}, f)
+    tool("reassign --execute", REASSIGN, bs, "--execute", "--reassignment-json-file", spec)
+
+    def reordered_only():
+        _, parts = describe_topic(bs, t)
+        state.clear()
+        state.update(parts[0])
+        return broker_list(parts[0]["Replicas"]) == reordered
+
+    wait_or_fail(reordered_only, 30, lambda: "replicas %s after the reorder (describe: %s)" % (reordered, state))
+    check(int(state["Leader"]) == leader, "the reorder moved the leader: describe %s, leader was %d" % (state, leader))
+
+    out = tool("leader-election", LEADER_ELECTION, bs, "--election-type", "PREFERRED", "--topic", t, "--partition", "0")
+    done = "Successfully completed leader election (PREFERRED) for partitions %s-0" % t
+    check(done in out, "leader-election printed %r, expected %r" % (out.strip(), done))
+    _, parts = describe_topic(bs, t)
+    check(int(parts[0]["Leader"]) == reordered[0],
+          "after the preferred election the leader is %s, expected the first replica %d" % (parts[0]["Leader"], reordered[0]))
+    out = tool("leader-election again", LEADER_ELECTION, bs, "--election-type", "PREFERRED", "--topic", t, "--partition", "0")
+    check("Valid replica already elected for partitions %s-0" % t in out,
+          "a second preferred election printed %r, expected that none was needed" % out.strip())
+
+
+@step("kafka-tools-describe-producers")
+def describe_producers(bs):
+    """kafka-transactions describe-producers: the console producer (idempotent, the Java
+    client's default) is listed by the partition's leader at the sequence of its last record."""
+    t = topic_name("kafka-tools-describe-producers")
+    create_topic(bs, t, 1)
+    console_produce(bs, t, ["k%d:v%d" % (i, i) for i in range(25)])
+    out = tool("describe-producers", TRANSACTIONS, bs, "describe-producers", "--topic", t, "--partition", "0")
+    lines = [l.split() for l in out.splitlines() if l.strip()]
+    check(lines and lines[0][:4] == ["ProducerId", "ProducerEpoch", "LatestCoordinatorEpoch", "LastSequence"],
+          "describe-producers printed %r, expected its table" % out.strip())
+    rows = [dict(zip(lines[0], l)) for l in lines[1:]]
+    check(len(rows) == 1, "describe-producers listed %d producers, expected the console producer: %r" % (len(rows), out.strip()))
+    check(rows[0]["LastSequence"] == "24" and rows[0]["ProducerEpoch"] == "0",
+          "describe-producers: %s; expected epoch 0 and last sequence 24 after 25 records" % rows[0])
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ PY="$HERE/.venv/bin/python"
 # reassignment); they run last
 GROUP_CHECKS=(kcat-group-consume confluent-group-subscribe kafka-python-group-consume kafkajs-group-consume
     java-group-consume java-group-admin kafka-tools-consumer-groups kafka-tools-verifiable-consumer
-    franz-go-group-consume sarama-group-consume kafka-tools-reassign-partitions)
+    franz-go-group-consume sarama-group-consume kafka-tools-reassign-partitions kafka-tools-leader-election)
 
 # Known broker gaps: checks that fail because Skiff lacks what they test. Each still runs; a
 # failure prints "SKIP name: known broker gap: <reason> (<its failure>)" and counts as skipped,
@@ -401,7 +401,7 @@ done
 
 # Apache Kafka's CLI tools (4.1)
 for s in kafka-tools-topics kafka-tools-console kafka-tools-configs kafka-tools-offsets kafka-tools-log-dirs \
-    kafka-tools-verifiable-producer; do
+    kafka-tools-verifiable-producer kafka-tools-describe-producers; do
     run_check "$s" plain tools "$PY" "$KT" --step "$s"
 done
 
@@ -439,6 +439,8 @@ run_check franz-go-group-consume groups go "$GO" --step franz-go-group-consume
 run_check sarama-group-consume groups go "$GO" --step sarama-group-consume
 # kafka-reassign-partitions moves a topic's replicas to the other brokers
 run_check kafka-tools-reassign-partitions groups tools "$PY" "$KT" --step kafka-tools-reassign-partitions
+# kafka-leader-election moves a reordered partition's leadership to its new preferred replica
+run_check kafka-tools-leader-election groups tools "$PY" "$KT" --step kafka-tools-leader-election
 if [ "$cluster_state" = up ]; then
     echo "group checks took $((SECONDS - groups_t0))s on the 3-broker cluster"
 fi

@@ -159,7 +159,9 @@ impl Partition {
         log
     }
 
-    /// Updates what the image says about this partition, in memory only.
+    /// Updates what the image says about this partition, in memory only. A change of
+    /// leadership wakes the long polls, which then answer NOT_LEADER_OR_FOLLOWER or
+    /// FENCED_LEADER_EPOCH at once instead of at their deadline.
     pub fn set_state(&self, state: PartitionState) {
         let mut current = self.state.write().unwrap_or_else(|p| p.into_inner());
         if current.configs != state.configs {
@@ -168,7 +170,13 @@ impl Partition {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(state.configs.log_config());
         }
+        let leadership_changed =
+            current.leading != state.leading || current.leader_epoch != state.leader_epoch;
         *current = state;
+        drop(current);
+        if leadership_changed {
+            self.notify_changed();
+        }
     }
 }
 
@@ -412,25 +420,35 @@ impl ReplicaManager {
     }
 
     /// Stops serving every partition of `topic`, in memory; `delete_logs` removes their files.
+    /// Long polls waiting on them wake and find them gone.
     pub fn take_topic(&self, topic: &str) -> Vec<Arc<Partition>> {
         self.names
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, name| name != topic);
-        self.write_partitions()
+        let taken: Vec<Arc<Partition>> = self
+            .write_partitions()
             .remove(topic)
             .unwrap_or_default()
             .into_iter()
             .flatten()
-            .collect()
+            .collect();
+        taken.iter().for_each(|p| p.notify_changed());
+        taken
     }
 
-    /// Stops serving one partition, in memory; `delete_logs` removes its files.
+    /// Stops serving one partition, in memory; `delete_logs` removes its files. Long polls
+    /// waiting on it wake and find it gone.
     pub fn take_partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         let slot = usize::try_from(index).ok()?;
-        self.write_partitions()
+        let taken = self
+            .write_partitions()
             .get_mut(topic)
-            .and_then(|logs| logs.get_mut(slot).and_then(Option::take))
+            .and_then(|logs| logs.get_mut(slot).and_then(Option::take));
+        if let Some(p) = &taken {
+            p.notify_changed();
+        }
+        taken
     }
 
     /// Deletes the files of partitions no longer served. Blocking file I/O.
@@ -720,5 +738,37 @@ mod tests {
         let wait = LongPollWait::of(&watched);
         p0.notify_changed();
         assert!(wait.wait().now_or_never().is_some());
+    }
+
+    #[test]
+    fn a_long_poll_wakes_when_its_partition_changes_leader_or_goes() {
+        use futures_util::FutureExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = ReplicaManager::new(dir.path(), crate::replication::standalone(1));
+        let id = uuid::Uuid::new_v4();
+        replicas.host_partition("t", 0, state(id)).unwrap();
+        let p0 = replicas.get("t", 0).unwrap();
+        let watched = [p0.clone()];
+
+        // Same leadership (a config or ISR change): no wake-up.
+        let wait = LongPollWait::of(&watched);
+        p0.set_state(PartitionState {
+            isr: vec![],
+            ..state(id)
+        });
+        assert!(wait.wait().now_or_never().is_none());
+
+        let wait = LongPollWait::of(&watched);
+        p0.set_state(PartitionState {
+            leading: false,
+            leader_epoch: 1,
+            ..state(id)
+        });
+        assert!(wait.wait().now_or_never().is_some(), "leadership moved");
+
+        let wait = LongPollWait::of(&watched);
+        assert!(replicas.take_partition("t", 0).is_some());
+        assert!(wait.wait().now_or_never().is_some(), "partition removed");
     }
 }

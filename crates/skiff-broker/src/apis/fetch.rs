@@ -1,5 +1,6 @@
 //! Fetch: whole batches from the log, long-polling until `min_bytes` are there or `max_wait_ms`
-//! passes, woken by every append. Reading runs on the blocking pool.
+//! passes, woken by appends, high watermark rises and leadership changes of the requested
+//! partitions. Reading runs on the blocking pool.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,10 @@ impl KafkaApis {
                 self.read_for_fetch(&request, version, deadline).await;
             if bytes >= min_bytes || has_error || Instant::now() >= deadline {
                 return response;
+            }
+            // A partition whose log opened during the read is not watched yet: watch it too.
+            if self.requested_partitions(&request, version).len() != watched.len() {
+                continue;
             }
             if tokio::time::timeout_at(deadline, changes.wait())
                 .await

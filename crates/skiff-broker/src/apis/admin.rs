@@ -1,6 +1,9 @@
 //! CreateTopics, DeleteTopics and CreatePartitions, and the per-partition controller requests
 //! reassignments and elections share.
 
+use std::sync::Mutex;
+use std::time::Duration;
+
 use futures_util::stream::{self, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -16,7 +19,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use skiff_metadata::ControllerRequest;
 use skiff_raft::{ForwardRequest, SubmitError};
-use tracing::info;
+use tokio::time::Instant;
+use tracing::{debug, info};
 use uuid::Uuid;
 
 use super::{code, message, KafkaApis};
@@ -122,16 +126,31 @@ pub(super) type PartitionRequest = ((TopicName, i32), Result<ControllerRequest, 
 pub(super) type PartitionOutcomes = Vec<(TopicName, Vec<(i32, Result<(), Failure>)>)>;
 
 impl KafkaApis {
-    /// Sends one controller request per partition, a few at a time, and waits for them all.
+    /// Sends one controller request per partition, a few at a time, and waits for them all,
+    /// up to the request's `timeout_ms` (at most the broker's request timeout). Partitions not
+    /// decided by then, or left when the controller could not be reached or moved, are
+    /// answered with that error without being sent.
     pub(super) async fn submit_per_partition(
         &self,
         requests: Vec<PartitionRequest>,
+        timeout_ms: i32,
     ) -> PartitionOutcomes {
+        let wait = Duration::from_millis(timeout_ms.max(0) as u64).min(self.config.request_timeout);
+        let deadline = Instant::now() + wait;
+        let gave_up: Mutex<Option<(i16, String)>> = Mutex::new(None);
         let outcomes: Vec<((TopicName, i32), Result<(), Failure>)> = stream::iter(requests)
-            .map(|(key, request)| self.submit_partition(key, request))
+            .map(|(key, request)| self.submit_partition(key, request, deadline, &gave_up))
             .buffered(CONCURRENT_DECISIONS)
             .collect()
             .await;
+        let decided = outcomes.iter().filter(|(_, o)| o.is_ok()).count();
+        if decided > 0 {
+            info!(
+                decided,
+                refused = outcomes.len() - decided,
+                "per-partition controller decisions made"
+            );
+        }
         let mut grouped: PartitionOutcomes = Vec::new();
         for ((topic, partition), outcome) in outcomes {
             match grouped.last_mut() {
@@ -146,17 +165,43 @@ impl KafkaApis {
         &self,
         (topic, partition): (TopicName, i32),
         request: Result<ControllerRequest, Failure>,
+        deadline: Instant,
+        gave_up: &Mutex<Option<(i16, String)>>,
     ) -> ((TopicName, i32), Result<(), Failure>) {
-        let outcome = match request {
-            Ok(request) => {
-                let outcome = self.submit(request.clone(), false).await;
-                if outcome.is_ok() {
-                    info!(topic = topic.as_str(), partition, ?request, "decided");
-                }
-                outcome
-            }
-            Err(failure) => Err(failure),
+        let request = match request {
+            Ok(request) => request,
+            Err(failure) => return ((topic, partition), Err(failure)),
         };
+        if let Some((error_code, message)) =
+            gave_up.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        {
+            return (
+                (topic, partition),
+                Err(Failure {
+                    error_code,
+                    message,
+                }),
+            );
+        }
+        let outcome =
+            match tokio::time::timeout_at(deadline, self.submit(request.clone(), false)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(fail(
+                    ResponseError::RequestTimedOut,
+                    "the request timed out before this partition was decided",
+                )),
+            };
+        match &outcome {
+            Ok(()) => debug!(topic = topic.as_str(), partition, ?request, "decided"),
+            Err(f)
+                if f.error_code == code(ResponseError::RequestTimedOut)
+                    || f.error_code == code(ResponseError::NotController) =>
+            {
+                *gave_up.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((f.error_code, f.message.clone()));
+            }
+            Err(_) => {}
+        }
         ((topic, partition), outcome)
     }
 

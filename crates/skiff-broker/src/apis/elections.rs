@@ -6,13 +6,17 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use skiff_metadata::{ControllerError, ControllerRequest, ElectionType};
+use skiff_metadata::{ControllerRequest, ElectionType};
 
 use super::admin::{fail, PartitionRequest, MAX_PARTITIONS_PER_REQUEST};
 use super::{code, message, KafkaApis};
 
 impl KafkaApis {
-    pub(super) async fn elect_leaders(&self, request: ElectLeadersRequest) -> ElectLeadersResponse {
+    pub(super) async fn elect_leaders(
+        &self,
+        request: ElectLeadersRequest,
+        version: i16,
+    ) -> ElectLeadersResponse {
         let election = match request.election_type {
             0 => ElectionType::Preferred,
             1 => ElectionType::Unclean,
@@ -72,9 +76,13 @@ impl KafkaApis {
                                 .with_topic(topic.topic)
                         })
                         .collect();
-                    return ElectLeadersResponse::default()
-                        .with_error_code(code(ResponseError::InvalidRequest))
-                        .with_replica_election_results(refused);
+                    let response =
+                        ElectLeadersResponse::default().with_replica_election_results(refused);
+                    return if version >= 1 {
+                        response.with_error_code(code(ResponseError::InvalidRequest))
+                    } else {
+                        response
+                    };
                 }
                 wanted
                     .into_iter()
@@ -101,9 +109,9 @@ impl KafkaApis {
                     .collect()
             }
         };
-        let not_needed = ControllerError::ElectionNotNeeded(String::new()).kafka_error_code();
+        let not_needed = code(ResponseError::ElectionNotNeeded);
         let results = self
-            .submit_per_partition(requests)
+            .submit_per_partition(requests, request.timeout_ms)
             .await
             .into_iter()
             .filter_map(|(topic, partitions)| {

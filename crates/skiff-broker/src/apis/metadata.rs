@@ -53,7 +53,7 @@ fn live_brokers(image: &MetadataImage) -> Vec<(i32, String, i32, Option<String>)
         .collect()
 }
 
-fn broker_ids(ids: &[i32]) -> Vec<BrokerId> {
+pub(super) fn broker_ids(ids: &[i32]) -> Vec<BrokerId> {
     ids.iter().copied().map(BrokerId).collect()
 }
 

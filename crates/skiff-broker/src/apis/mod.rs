@@ -276,7 +276,9 @@ impl KafkaApis {
             RequestBody::IncrementalAlterConfigs(r) => {
                 ResponseBody::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
             }
-            RequestBody::ElectLeaders(r) => ResponseBody::ElectLeaders(self.elect_leaders(r).await),
+            RequestBody::ElectLeaders(r) => {
+                ResponseBody::ElectLeaders(self.elect_leaders(r, version).await)
+            }
             RequestBody::AlterPartitionReassignments(r) => {
                 ResponseBody::AlterPartitionReassignments(
                     self.alter_partition_reassignments(r).await,

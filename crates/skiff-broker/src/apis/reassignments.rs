@@ -10,17 +10,14 @@ use kafka_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,
 };
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
 };
 use skiff_metadata::{ControllerRequest, PartitionRegistration};
 
 use super::admin::{fail, PartitionRequest, MAX_PARTITIONS_PER_REQUEST};
+use super::metadata::broker_ids;
 use super::{code, message, KafkaApis};
-
-fn broker_ids(ids: &[i32]) -> Vec<BrokerId> {
-    ids.iter().copied().map(BrokerId).collect()
-}
 
 impl KafkaApis {
     pub(super) async fn alter_partition_reassignments(
@@ -28,15 +25,40 @@ impl KafkaApis {
         request: AlterPartitionReassignmentsRequest,
     ) -> AlterPartitionReassignmentsResponse {
         let allow_replication_factor_change = request.allow_replication_factor_change;
+        let request_timeout_ms = request.timeout_ms;
         let response = AlterPartitionReassignmentsResponse::default()
             .with_allow_replication_factor_change(allow_replication_factor_change);
         let count: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
         if count > MAX_PARTITIONS_PER_REQUEST {
+            // Every partition is answered too: the Java admin client fails a partition it
+            // asked for and finds no result for with an unrelated error.
+            let refused = format!(
+                "one request moves at most {MAX_PARTITIONS_PER_REQUEST} partitions, not {count}"
+            );
+            let responses = request
+                .topics
+                .into_iter()
+                .map(|topic| {
+                    ReassignableTopicResponse::default()
+                        .with_partitions(
+                            topic
+                                .partitions
+                                .iter()
+                                .map(|p| {
+                                    ReassignablePartitionResponse::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code(ResponseError::InvalidRequest))
+                                        .with_error_message(message(refused.clone()))
+                                })
+                                .collect(),
+                        )
+                        .with_name(topic.name)
+                })
+                .collect();
             return response
                 .with_error_code(code(ResponseError::InvalidRequest))
-                .with_error_message(message(format!(
-                    "one request moves at most {MAX_PARTITIONS_PER_REQUEST} partitions, not {count}"
-                )));
+                .with_error_message(message(refused))
+                .with_responses(responses);
         }
         let topics = self.topics();
         let requests: Vec<PartitionRequest> = request
@@ -65,7 +87,7 @@ impl KafkaApis {
             })
             .collect();
         let responses = self
-            .submit_per_partition(requests)
+            .submit_per_partition(requests, request_timeout_ms)
             .await
             .into_iter()
             .map(|(name, partitions)| {

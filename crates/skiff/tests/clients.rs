@@ -1060,6 +1060,35 @@ fn topic_partitions_are_described_page_by_page() {
         client.call(ApiKey::DescribeTopicPartitions, 0, &astray);
     assert_eq!(response.topics.len(), 1);
     assert_eq!(response.topics[0].error_code, 42);
+
+    let negative = DescribeTopicPartitionsRequest::default()
+        .with_topics(vec![TopicRequest::default().with_name(name("paged-a"))])
+        .with_cursor(Some(
+            Cursor::default()
+                .with_topic_name(name("paged-a"))
+                .with_partition_index(-1),
+        ));
+    let response: DescribeTopicPartitionsResponse =
+        client.call(ApiKey::DescribeTopicPartitions, 0, &negative);
+    assert_eq!(response.topics[0].error_code, 42);
+
+    // Every topic, from a cursor whose topic is gone: its partition index does not skip the
+    // first partitions of the next topic.
+    let from_gone = DescribeTopicPartitionsRequest::default()
+        .with_response_partition_limit(100)
+        .with_cursor(Some(
+            Cursor::default()
+                .with_topic_name(name("paged-aa"))
+                .with_partition_index(2),
+        ));
+    let response: DescribeTopicPartitionsResponse =
+        client.call(ApiKey::DescribeTopicPartitions, 0, &from_gone);
+    let paged_b = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "paged-b"))
+        .expect("paged-b follows the cursor");
+    assert_eq!(paged_b.partitions.len(), 3);
 }
 
 /// DescribeProducers (`kafka-transactions describe-producers`): the partition's leader lists

@@ -235,10 +235,10 @@ impl KafkaApis {
     ) -> DescribeTopicPartitionsResponse {
         let image = self.cluster.image();
         let all = request.topics.is_empty();
-        let (cursor_topic, mut first_partition) = match &request.cursor {
+        let (cursor_topic, cursor_partition) = match &request.cursor {
             Some(cursor) => (
                 cursor.topic_name.as_str().to_owned(),
-                cursor.partition_index.max(0),
+                cursor.partition_index,
             ),
             None => (String::new(), 0),
         };
@@ -250,9 +250,11 @@ impl KafkaApis {
         names.retain(|name| *name >= cursor_topic);
         names.sort();
         names.dedup();
-        if !all && request.cursor.is_some() && names.first() != Some(&cursor_topic) {
-            // As Kafka: the cursor must name one of the requested topics, else every requested
-            // topic is answered INVALID_REQUEST.
+        // As Kafka: a cursor with a negative partition, or one not naming a requested topic,
+        // answers every requested topic INVALID_REQUEST.
+        if cursor_partition < 0
+            || (!all && request.cursor.is_some() && names.first() != Some(&cursor_topic))
+        {
             return DescribeTopicPartitionsResponse::default().with_topics(
                 request
                     .topics
@@ -281,8 +283,13 @@ impl KafkaApis {
                             .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED),
                     );
                 }
-                first_partition = 0;
                 continue;
+            };
+            // The cursor's partition applies to its own topic only, which may be gone.
+            let first_partition = if name == cursor_topic {
+                cursor_partition
+            } else {
+                0
             };
             if budget == 0 {
                 next_cursor = Some(
@@ -321,7 +328,6 @@ impl KafkaApis {
                         .with_offline_replicas(offline_replicas(&image, reg)),
                 );
             }
-            first_partition = 0;
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
                     .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))

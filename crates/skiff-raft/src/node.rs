@@ -145,6 +145,8 @@ pub struct MetadataRaft {
     kv_batcher: KvBatcher,
     /// Answers binary peer requests once the broker sets it; until then they are refused.
     peer_service: std::sync::RwLock<Option<Arc<dyn PeerService>>>,
+    /// The leader this node last accepted an append (or heartbeat) from, and when.
+    leader_contact: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
 }
 
 /// How far a stale read may be behind.
@@ -250,6 +252,7 @@ impl MetadataRaft {
             forward_next: std::sync::atomic::AtomicUsize::new(0),
             kv_batcher,
             peer_service: std::sync::RwLock::new(None),
+            leader_contact: std::sync::Mutex::new(None),
         });
         tokio::spawn(network::serve(
             tcp,
@@ -340,6 +343,16 @@ impl MetadataRaft {
 
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// The leader this node last accepted an append or heartbeat from, and when. On a new
+    /// leader this tells how long its predecessor has been silent: the new controller can
+    /// count that broker's session from its last heartbeat rather than from the election.
+    pub fn last_leader_contact(&self) -> Option<(u64, std::time::Instant)> {
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until the local state machine has applied `index`, up to `timeout`.
@@ -952,7 +965,16 @@ impl MetadataRaft {
         let refused = |e: &dyn std::fmt::Display| Reply::Refused(e.to_string());
         match envelope.rpc {
             Rpc::Append(rpc) => match self.raft.append_entries(rpc).await {
-                Ok(r) => Reply::Append(r),
+                Ok(r) => {
+                    if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+                        *self
+                            .leader_contact
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) =
+                            Some((envelope.from, std::time::Instant::now()));
+                    }
+                    Reply::Append(r)
+                }
                 Err(e) => refused(&e),
             },
             Rpc::Vote(rpc) => match self.raft.vote(rpc).await {

@@ -68,10 +68,15 @@ fn to_planner_member(
 
 /// The brokers whose session with this controller expired: no Raft heartbeat or append
 /// answered for `session_timeout`. A follower that never answered this leadership counts from
-/// when it began, so a new controller does not fence everyone before its first heartbeats.
+/// when it began, so a new controller does not fence everyone before its first heartbeats;
+/// except the previous controller, `predecessor`, which counts from its last heartbeat this
+/// node received: it has been silent since then (that silence is why this node was elected),
+/// so a controller that died with partition leaderships is fenced one session after it died,
+/// not one session after the election.
 fn expired_sessions(
     raft: &MetadataRaft,
     leading_for: Duration,
+    predecessor: Option<(u64, Instant)>,
     session_timeout: Duration,
 ) -> BTreeSet<i32> {
     let timeout_ms = session_timeout.as_millis() as u64;
@@ -80,7 +85,10 @@ fn expired_sessions(
         .iter()
         .filter(|f| match f.last_contact_ms {
             Some(ms) => ms > timeout_ms,
-            None => leading_for > session_timeout,
+            None => match predecessor {
+                Some((id, heard)) if id == f.node_id => heard.elapsed() > session_timeout,
+                _ => leading_for > session_timeout,
+            },
         })
         .filter_map(|f| i32::try_from(f.node_id).ok())
         .collect()
@@ -106,6 +114,8 @@ pub async fn drive(
     // The term and start of this node's leadership: a leadership lost and won again between
     // two ticks is a new one, whose followers' sessions start over.
     let mut leading_since: Option<(u64, Instant)> = None;
+    // The previous leader and when this node last heard from it, as this leadership began.
+    let mut predecessor: Option<(u64, Instant)> = None;
     let mut failed_since: HashMap<String, u64> = HashMap::new();
     let mut reported_conflicts: Vec<String> = Vec::new();
     let mut acted = false;
@@ -131,6 +141,12 @@ pub async fn drive(
         let term = raft.current_term();
         if leading_since.is_none_or(|(since_term, _)| since_term != term) {
             leading_since = Some((term, Instant::now()));
+            // Heard within a session before this leadership: it led until the election. Older
+            // contact is not a predecessor (this node may have led in between), and counting
+            // from it would fence a live broker before it answers a first heartbeat.
+            predecessor = raft
+                .last_leader_contact()
+                .filter(|(_, heard)| heard.elapsed() < session_timeout);
             refused = None;
             next_balance_check = leader_balance.map(|b| Instant::now() + b.check_interval);
         }
@@ -161,7 +177,7 @@ pub async fn drive(
             .into_iter()
             .filter_map(|m| to_planner_member(m, &mut failed_since, now))
             .collect();
-        let expired = expired_sessions(&raft, leading_for, session_timeout);
+        let expired = expired_sessions(&raft, leading_for, predecessor, session_timeout);
         let records = plan_brokers(&raft.image(), &members, &expired);
         if records.is_empty() {
             refused = None;

@@ -1,7 +1,9 @@
 //! A Jepsen-style test of partition replication: idempotent acks=all producers write unique
 //! values to a replicated topic while a nemesis kills, cuts off and pauses partition leaders,
 //! kills the controller, kills two of three brokers at once, when nothing may be
-//! acknowledged, and drops 10 % of all packets, when no broker may be declared failed (brokers in network namespaces, `common/netns.rs`, needs root). After healing, every
+//! acknowledged, drops 10 % of all packets, when no broker may be declared failed, and restarts
+//! every broker in turn with SIGTERM, each stop a controlled shutdown (brokers in network
+//! namespaces, `common/netns.rs`, needs root). After healing, every
 //! partition is read in full and a checker compares the read with what the brokers
 //! acknowledged: no acknowledged write lost or moved, nothing duplicated, no offset skipped or
 //! out of order.
@@ -1386,6 +1388,75 @@ fn lossy_network(
     })
 }
 
+/// A rolling restart under load: every broker in turn gets SIGTERM, is restarted, and the next
+/// goes only once every ISR is full again. SIGTERM is a controlled shutdown (the broker leaves
+/// gossip and stops only once the controller has moved its leaderships), so each stop should
+/// cost the writers a leader change, not a timeout: a broker that exits with an error, or whose
+/// log says it stopped while still holding leaderships another replica could take, is reported.
+fn rolling_restart(
+    cluster: &mut Cluster,
+    run: &mut Run,
+    record: &Mutex<Recorded>,
+) -> Option<String> {
+    let mut problems = Vec::new();
+    for victim in 0..cluster.nodes.len() {
+        let via = (victim + 1) % cluster.nodes.len();
+        let led: Vec<usize> = seen(cluster, via)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.leader == Some(id(victim)))
+            .map(|(partition, _)| partition)
+            .collect();
+        run.note(format!(
+            "SIGTERM broker {} (leads partitions {led:?}), controller {:?}, {} acknowledged so far",
+            id(victim),
+            controller(cluster, via),
+            acknowledged(record)
+        ));
+        // The log is appended to across restarts: only this stop's lines count.
+        let logged_before = cluster.nodes[victim].log().len();
+        let stopping = Instant::now();
+        let status = cluster.terminate(victim);
+        let stopped_in = stopping.elapsed();
+        let log = cluster.nodes[victim].log();
+        let this_stop = log.get(logged_before..).unwrap_or_default();
+        if !status.is_some_and(|s| s.success()) {
+            problems.push(format!(
+                "broker {} exited with {status:?} on SIGTERM",
+                id(victim)
+            ));
+        }
+        if !this_stop.contains("no leadership left that another replica could take") {
+            let gave_up = this_stop
+                .lines()
+                .filter(|line| line.contains("shutting down"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            problems.push(format!(
+                "broker {} stopped without a controlled shutdown completing:\n{gave_up}",
+                id(victim)
+            ));
+        }
+        run.note(format!(
+            "broker {} stopped after {:.1}s: {}",
+            id(victim),
+            stopped_in.as_secs_f64(),
+            show(seen(cluster, via))
+        ));
+        cluster.restart(victim);
+        let took = run.wait_for("the restarted broker back in every ISR", || {
+            out_of_sync(cluster)
+        });
+        run.note(format!(
+            "every ISR full after {:.1}s, {} acknowledged so far",
+            took.as_secs_f64(),
+            acknowledged(record)
+        ));
+    }
+    (!problems.is_empty()).then(|| format!("rolling restart: {}", problems.join("; ")))
+}
+
 #[test]
 fn acknowledged_writes_survive_kills_cuts_and_pauses() {
     let mut cluster = Cluster::start_joined(
@@ -1451,6 +1522,8 @@ fn acknowledged_writes_survive_kills_cuts_and_pauses() {
         two_down_and_back(&mut cluster, &mut run, &record, Duration::from_secs(10));
     // And a lossy network: no false failover, and a real one still works.
     let lossy = lossy_network(&mut cluster, &mut run, &record, Duration::from_secs(30));
+    // And the way operators upgrade: every broker stopped gracefully and restarted in turn.
+    let rolling = rolling_restart(&mut cluster, &mut run, &record);
 
     // Calm: everything healed and running, writes are acknowledged again, then stop.
     cluster.heal();
@@ -1565,6 +1638,9 @@ fn acknowledged_writes_survive_kills_cuts_and_pauses() {
     }
     if let Some(lossy) = lossy {
         panic!("{lossy}");
+    }
+    if let Some(rolling) = rolling {
+        panic!("{rolling}");
     }
     assert!(
         recorded.fatal.is_empty(),

@@ -233,12 +233,12 @@ impl Cluster {
         }
     }
 
-    /// SIGTERM and wait for the exit: a graceful stop (the broker leaves the cluster).
-    pub fn terminate(&mut self, i: usize) {
+    /// SIGTERM and wait for the exit: a graceful stop (the broker leaves the cluster). The exit
+    /// status, None if the node was not running.
+    pub fn terminate(&mut self, i: usize) -> Option<std::process::ExitStatus> {
         self.nodes[i].signal(libc::SIGTERM);
-        if let Some(mut child) = self.nodes[i].child.take() {
-            let _ = child.wait();
-        }
+        let mut child = self.nodes[i].child.take()?;
+        child.wait().ok()
     }
 
     /// The body of an HTTP request to node `i`'s admin port, if it answered 200.

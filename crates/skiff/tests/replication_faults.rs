@@ -10,7 +10,9 @@
 //! the metadata quorum live on a subset and two replicas down starve only some partitions.
 //!
 //! The checker is a set of plain functions over the recorded history (`checker`), with unit
-//! tests on synthetic histories showing that it catches each anomaly.
+//! tests on synthetic histories showing that it catches each anomaly, and one live run that
+//! plants a loss (DeleteRecords) and a duplicate (a plain producer writing an acknowledged
+//! value again) and requires the checker to report exactly those.
 
 mod common;
 
@@ -1876,4 +1878,163 @@ fn acknowledged_writes_survive_faults_on_five_brokers() {
     problems.extend(rolling_restart(cluster, run, record));
 
     workload.finish("replication faults on five brokers", problems);
+}
+
+/// Removes the records of `partition` below `offset` through the Kafka API (DeleteRecords, on
+/// the broker at `addr`, its leader): the error code and the new low watermark.
+fn delete_records(addr: &str, partition: i32, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(partition)
+                .with_offset(offset)])]);
+    let response: DeleteRecordsResponse =
+        common::wire::Client::connect(addr).call(ApiKey::DeleteRecords, 1, &request);
+    let result = &response.topics[0].partitions[0];
+    (result.error_code, result.low_watermark)
+}
+
+/// The checker trusted on a live cluster: a short clean run, then a loss and a duplicate
+/// planted through the Kafka API (as a broker bug or a non-idempotent retry would leave them),
+/// and the checker must report exactly those, with nothing missed and nothing else.
+#[test]
+fn the_checker_reports_a_loss_and_a_duplicate_planted_on_a_live_cluster() {
+    const LOSSY: usize = 1;
+    const DUPLICATED: usize = 0;
+    let mut workload = Workload::start(3, HARD_LIMIT);
+    let enough = |record: &Mutex<Recorded>| {
+        let record = record.lock().unwrap();
+        (0..PARTITIONS).all(|p| record.acks.iter().filter(|a| a.partition == p).count() >= 100)
+    };
+    workload
+        .run
+        .wait("100 acknowledged in every partition", || {
+            enough(&workload.record)
+        });
+    let mut recorded = workload.stop_writers();
+    let (ends, before) = workload.read_back(&[0; PARTITIONS as usize]);
+    // Clean before anything is planted, so all the checker finds below is planted.
+    let clean = History {
+        sent: recorded.sent.clone(),
+        acks: recorded.acks.clone(),
+        reads: before.clone(),
+    };
+    assert_eq!(checker::check(&clean), [], "the run before planting");
+
+    // The loss: the first half of one partition deleted. Every acknowledged value there is
+    // lost (the read starts at the new log start, so this is no gap).
+    let cut = ends[LOSSY] / 2;
+    let acknowledged: std::collections::HashSet<&str> =
+        recorded.acks.iter().map(|a| a.value.as_str()).collect();
+    let lost: Vec<Anomaly> = recorded
+        .acks
+        .iter()
+        .filter(|a| {
+            before[LOSSY]
+                .records
+                .iter()
+                .any(|(offset, value)| *offset < cut && value == &a.value)
+        })
+        .map(|a| Anomaly::Lost {
+            value: a.value.clone(),
+            partition: a.partition,
+            offset: a.offset,
+        })
+        .collect();
+    assert!(!lost.is_empty(), "nothing acknowledged below {cut}");
+    let leader = leader_of(&workload.cluster, 0, LOSSY);
+    let (error, low_watermark) = delete_records(
+        &workload.cluster.nodes[leader].kafka_addr(),
+        LOSSY as i32,
+        cut,
+    );
+    assert_eq!(
+        (error, low_watermark),
+        (0, cut),
+        "DeleteRecords up to {cut}"
+    );
+    workload.run.note(format!(
+        "deleted partition {LOSSY} below {cut}: {} acknowledged values",
+        lost.len()
+    ));
+
+    // The duplicate: an acknowledged value written again by a plain producer, as a retry
+    // without idempotence would.
+    let (first_at, value) = before[DUPLICATED]
+        .records
+        .iter()
+        .find(|(_, value)| acknowledged.contains(value.as_str()))
+        .cloned()
+        .expect("an acknowledged value");
+    let again = Arc::new(Mutex::new(Recorded::default()));
+    let producer: BaseProducer<Recorder> = ClientConfig::new()
+        .set("bootstrap.servers", &workload.bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .create_with_context(Recorder {
+            writer: WRITERS,
+            start: workload.run.start,
+            record: again.clone(),
+        })
+        .expect("a producer");
+    producer
+        .send(
+            BaseRecord::<(), str>::to(TOPIC)
+                .partition(DUPLICATED as i32)
+                .payload(&value),
+        )
+        .expect("queued");
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+    let again = std::mem::take(&mut *again.lock().unwrap());
+    assert_eq!(again.acks.len(), 1, "the duplicate: {:?}", again.failed);
+    let written_again = (again.acks[0].partition, again.acks[0].offset);
+    workload
+        .run
+        .note(format!("wrote {value} again, at {written_again:?}"));
+    let duplicated = Anomaly::Duplicated {
+        value: value.clone(),
+        found: vec![(DUPLICATED as i32, first_at), written_again],
+    };
+
+    // The same final read, from each partition's log start now.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &workload.bootstrap)
+        .create()
+        .unwrap();
+    let starts: Vec<i64> = (0..PARTITIONS)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .0
+        })
+        .collect();
+    let (ends, reads) = workload.read_back(&starts);
+    let history = History {
+        sent: std::mem::take(&mut recorded.sent),
+        acks: std::mem::take(&mut recorded.acks),
+        reads,
+    };
+    let anomalies = workload.report("planted anomalies", &history, &recorded, &ends);
+    let mut expected = lost;
+    expected.push(duplicated);
+    let missed: Vec<&Anomaly> = expected.iter().filter(|a| !anomalies.contains(a)).collect();
+    let unexpected: Vec<&Anomaly> = anomalies.iter().filter(|a| !expected.contains(a)).collect();
+    assert!(
+        missed.is_empty() && unexpected.is_empty() && anomalies.len() == expected.len(),
+        "the checker missed {} planted anomalies: {missed:?}\nand reported {} others: \
+         {unexpected:?}",
+        missed.len(),
+        unexpected.len()
+    );
+    assert!(recorded.fatal.is_empty(), "{:?}", recorded.fatal);
 }

@@ -13,6 +13,17 @@
 //! tests on synthetic histories showing that it catches each anomaly, and one live run that
 //! plants a loss (DeleteRecords) and a duplicate (a plain producer writing an acknowledged
 //! value again) and requires the checker to report exactly those.
+//!
+//! A soak, not part of the normal suite, runs random faults from the nemesis above for as long
+//! as asked, then the checker:
+//!
+//! ```text
+//! SKIFF_SOAK_SECS=600 cargo test -p skiff --test replication_faults soak -- --ignored --nocapture
+//! ```
+//!
+//! It prints its seed first; `SKIFF_SOAK_SEED=<seed>` repeats that sequence of faults, and
+//! `SKIFF_SOAK_BROKERS=5` runs it on five brokers. `REPLICATION_FAULTS_LOG_DIR=<dir>` keeps the
+//! brokers' logs of any of these runs.
 
 mod common;
 
@@ -2037,4 +2048,88 @@ fn the_checker_reports_a_loss_and_a_duplicate_planted_on_a_live_cluster() {
         unexpected.len()
     );
     assert!(recorded.fatal.is_empty(), "{:?}", recorded.fatal);
+}
+
+/// SplitMix64: the soak's fault choices, repeatable from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`, closely enough for choosing faults.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A number from the environment variable `name`, or `default` when it is not set.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |value| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number"))
+    })
+}
+
+/// A soak: random nemesis steps from the faults above for `SKIFF_SOAK_SECS` (default 600) on
+/// `SKIFF_SOAK_BROKERS` brokers (default 3), then the checker. The seed is printed first;
+/// `SKIFF_SOAK_SEED` repeats a run's sequence of faults (the victims follow the cluster's
+/// leaders then, which may differ). Run on demand, see the file's top comment.
+#[test]
+#[ignore = "a soak of many minutes: SKIFF_SOAK_SECS=600 cargo test -p skiff --test replication_faults soak -- --ignored --nocapture"]
+fn soak() {
+    let secs = env_number("SKIFF_SOAK_SECS", 600);
+    let brokers = env_number("SKIFF_SOAK_BROKERS", 3) as usize;
+    assert!(brokers >= 3, "three replicas need three brokers");
+    let seed = env_number(
+        "SKIFF_SOAK_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    eprintln!(
+        "soak: seed {seed} (SKIFF_SOAK_SEED={seed} repeats it), {secs}s on {brokers} brokers"
+    );
+    let mut rng = Rng(seed);
+    // Past the last fault's start, a step and the end of the run need their own time.
+    let mut workload = Workload::start(brokers, Duration::from_secs(secs) + HARD_LIMIT);
+    let Workload {
+        cluster,
+        run,
+        record,
+        ..
+    } = &mut workload;
+    let mut problems = Vec::new();
+    let mut steps = 0;
+    while run.at() < secs as f64 {
+        steps += 1;
+        let partition = rng.below(PARTITIONS as u64) as usize;
+        match rng.below(7) {
+            0 => kill_and_restart(cluster, run, record, partition, rng.below(2) == 0),
+            1 => isolate_and_heal(cluster, run, record, partition),
+            2 => {
+                let pause = Duration::from_secs(1 + rng.below(30));
+                pause_and_resume(cluster, run, record, partition, pause);
+            }
+            3 => kill_controller(cluster, run, record),
+            4 => {
+                let down = Duration::from_secs(5 + rng.below(11));
+                problems.extend(two_down_and_back(cluster, run, record, partition, down));
+            }
+            5 => {
+                let lossy = Duration::from_secs(10 + rng.below(21));
+                problems.extend(lossy_network(cluster, run, record, lossy));
+            }
+            _ => problems.extend(rolling_restart(cluster, run, record)),
+        }
+    }
+    run.note(format!("{steps} nemesis steps, seed {seed}"));
+    workload.finish(&format!("soak, seed {seed}"), problems);
 }

@@ -19,6 +19,10 @@ pub mod tag {
     pub const RACK: &str = "rack";
     pub const ROLE: &str = "role";
     pub const VERSION: &str = "version";
+    /// This run of the member's process (its start time in ms). Unlike the gossip identity's
+    /// generation, which a member renews when it rejoins after being declared failed, it
+    /// changes only when the process restarts.
+    pub const RUN: &str = "run";
 }
 
 /// Sizes and counts that bound what the core accepts and keeps.

@@ -50,9 +50,10 @@ pub struct GossipMember {
     pub kafka_addr: String,
     pub rack: Option<String>,
     pub health: MemberHealth,
-    /// The gossip identity's generation: new for every run of the process (its start time),
-    /// and for every rejoin after it was declared failed.
-    pub generation: u64,
+    /// The member's process run (its `run` tag: the start time): new when the process
+    /// restarts, unchanged when gossip declared it failed and it rejoined (which renews only
+    /// its gossip identity).
+    pub run: u64,
 }
 
 /// The committed Raft configuration: node ids and their Raft addresses.
@@ -141,9 +142,8 @@ pub fn plan_quorum(
 /// one step per call (register, then unfence; or fence, then register again with its new
 /// address), and the caller plans again after the records commit.
 ///
-/// Broker ids are the node ids that fit an `i32`. A broker is registered with its gossip
-/// generation as its incarnation; a broker seen with another generation restarted (or was
-/// declared failed and rejoined), so it is fenced, which takes it out of every ISR, and
+/// Broker ids are the node ids that fit an `i32`. A broker is registered with its process
+/// run as its incarnation; a broker seen with another run restarted, so it is fenced, which takes it out of every ISR, and
 /// registered again, as Kafka does with a new broker epoch (KIP-903): it returns to an ISR only
 /// after catching up in its new run, since a fast restart may have lost what its old run had
 /// (a replaced disk, an OS crash). A member without a Kafka address is treated like a departed
@@ -212,7 +212,7 @@ fn broker_step(
         }
     }
     let endpoints = vec![member.kafka_addr.clone()];
-    let incarnation = incarnation_of(member.generation);
+    let incarnation = incarnation_of(member.run);
     let register = || {
         vec![MetadataRecord::RegisterBroker {
             id: broker_id,
@@ -238,9 +238,9 @@ fn broker_step(
     }
 }
 
-/// A broker's incarnation as registered: its gossip generation.
-fn incarnation_of(generation: u64) -> Uuid {
-    Uuid::from_u128(u128::from(generation))
+/// A broker's incarnation as registered: its process run.
+fn incarnation_of(run: u64) -> Uuid {
+    Uuid::from_u128(u128::from(run))
 }
 
 /// The gossip members that take part in Raft, one per node id.
@@ -471,7 +471,7 @@ mod tests {
             rack: None,
             health,
             // The nil incarnation the `register` records below carry.
-            generation: 0,
+            run: 0,
         }
     }
 
@@ -907,9 +907,9 @@ mod tests {
         // Topic "t": one partition on brokers 1 and 2, both in sync.
         let mut image = brokers();
         let topic = Uuid::from_u128(7);
-        // Broker 2 restarted faster than any failure detection: only its generation tells.
+        // Broker 2 restarted faster than any failure detection: only its run tells.
         let mut members = alive(&[1, 2]);
-        members[1].generation = 1_700_000_000_000;
+        members[1].run = 1_700_000_000_000;
         let records = plan_brokers(&image, &members, &BTreeSet::new());
         assert_eq!(records, fence_broker_records(&image, 2));
         apply(&mut image, &records);

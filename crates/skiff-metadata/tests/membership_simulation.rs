@@ -76,7 +76,7 @@ fn genuine(id: u64, health: MemberHealth) -> GossipMember {
         kafka_addr: format!("node-{id}:9092"),
         rack: Some(format!("rack-{}", id % 3)),
         health,
-        generation: 0,
+        run: 0,
     }
 }
 
@@ -209,7 +209,7 @@ impl Sim {
                     name,
                     rack: None,
                     health: MemberHealth::Alive,
-                    generation: 0,
+                    run: 0,
                 });
             }
             Event::ImpostorGone => {

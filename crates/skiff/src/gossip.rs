@@ -115,6 +115,7 @@ pub async fn start(
     }
     tags.insert(tag::ROLE.into(), "broker".into());
     tags.insert(tag::VERSION.into(), env!("CARGO_PKG_VERSION").into());
+    tags.insert(tag::RUN.into(), crate::quorum::now_ms().to_string());
     if let Some(rack) = identity.rack {
         tags.insert(tag::RACK.into(), rack);
     }

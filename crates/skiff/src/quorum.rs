@@ -25,7 +25,7 @@ const TICK: Duration = Duration::from_millis(200);
 /// from the quorum (it still believes it leads) would otherwise retry, and log, every tick.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -62,7 +62,13 @@ fn to_planner_member(
             .unwrap_or_default(),
         rack: member.tags.get(tag::RACK).cloned(),
         health,
-        generation: member.generation,
+        // A member without the tag (it cannot happen with one binary) is told apart by its
+        // gossip generation, which changes at least with every restart.
+        run: member
+            .tags
+            .get(tag::RUN)
+            .and_then(|run| run.parse().ok())
+            .unwrap_or(member.generation),
     })
 }
 

@@ -20,8 +20,12 @@ import sys
 import time
 
 from compat_common import (
+    FAILOVER_MIN_ISR,
+    FAILOVER_PARTITIONS,
+    FAILOVER_REPLICAS,
     GROUP_PARTITIONS,
     CheckFailed,
+    Failover,
     STEPS,
     check,
     check_leader_spread,
@@ -29,6 +33,7 @@ from compat_common import (
     fail,
     log,
     main,
+    produce_through_failover,
     step,
     topic_name,
     verify_stored_codec,
@@ -714,6 +719,128 @@ def group_subscribe(bs):
     verify_committed(bs, t, g, n, "commit by the resumed consumer", want_ends=produced_ends(msgs + more, n))
     check(not errs2, "commit by the resumed consumer: %s" % errs2)
     delete_topic_quietly(a, t)
+
+
+# --- failover: the leader of partition 0 is SIGKILLed while producing ----------
+
+
+def partition_view(a, topic):
+    """(broker ids, {partition: (leader, replicas, isr)}) from Metadata."""
+    md = a.list_topics(topic=topic, timeout=10)
+    t = md.topics.get(topic)
+    check(t is not None and t.error is None, "metadata: %s missing (%s)" % (topic, None if t is None else t.error))
+    return set(md.brokers), {p.id: (p.leader, sorted(p.replicas), sorted(p.isrs)) for p in t.partitions.values()}
+
+
+def create_failover_topic(a, topic):
+    """FAILOVER_PARTITIONS partitions, replication factor 3, min.insync.replicas=2; waits until
+    every partition has a leader and all 3 replicas in its ISR."""
+    nt = NewTopic(topic, num_partitions=FAILOVER_PARTITIONS, replication_factor=FAILOVER_REPLICAS,
+                  config={"min.insync.replicas": str(FAILOVER_MIN_ISR)})
+    try:
+        a.create_topics([nt], operation_timeout=OP_TIMEOUT, request_timeout=OP_TIMEOUT)[topic].result(timeout=OP_TIMEOUT + 10)
+    except Exception as e:  # noqa: BLE001
+        fail("setup: create_topics(%s, %d partitions, replication factor %d): %s" % (topic, FAILOVER_PARTITIONS, FAILOVER_REPLICAS, e))
+
+    def ready():
+        brokers, parts = partition_view(a, topic)
+        ok = len(parts) == FAILOVER_PARTITIONS and all(
+            l >= 0 and len(r) == FAILOVER_REPLICAS and len(i) == FAILOVER_REPLICAS for l, r, i in parts.values())
+        return (brokers, parts) if ok else None
+
+    brokers, parts = wait_until(ready, 20, "%s: a leader and 3 in-sync replicas on every partition" % topic)
+    log("created %s (min.insync.replicas=%d): brokers %s; partition: (leader, replicas, isr) %s"
+        % (topic, FAILOVER_MIN_ISR, sorted(brokers), dict(sorted(parts.items()))))
+    return brokers, parts
+
+
+def wait_three_brokers(a, topic, what):
+    """After the restart: Metadata lists 3 brokers (this client's own view); logs the topic."""
+    def three():
+        brokers, parts = partition_view(a, topic)
+        return (brokers, parts) if len(brokers) == 3 else None
+
+    brokers, parts = wait_until(three, 30, "%s: Metadata to list 3 brokers" % what)
+    log("%s: Metadata lists brokers %s; partition: (leader, replicas, isr) %s" % (what, sorted(brokers), dict(sorted(parts.items()))))
+
+
+@step("confluent-failover", groups=True)
+def failover_step(bs):
+    a = admin(bs)
+    t = topic_name("confluent-failover")
+    create_failover_topic(a, t)
+    fo = Failover(t, idempotent=True, tag="confluent")
+    errors = []
+
+    def on_error(err):
+        errors.append(err)
+        log("producer error_cb: %s" % err)
+        if err.fatal():
+            fail("produce: fatal producer error: %s" % err)
+
+    p = Producer({
+        "bootstrap.servers": bs,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "message.timeout.ms": 90000,
+        "retry.backoff.ms": 100,
+        "error_cb": on_error,
+    })
+
+    def delivered(err, m):
+        v = m.value().decode()
+        if err is not None:
+            fo.on_error(v, err)
+        else:
+            fo.on_ack(v, m.partition(), m.offset())
+
+    def send(v, part):
+        p.produce(t, value=v.encode(), partition=part, on_delivery=delivered)
+        fo.on_sent(v, part)
+
+    def flush(timeout):
+        left = p.flush(timeout)
+        if left:
+            fail("produce: %d values still unacknowledged %ds after the last was sent" % (left, timeout))
+
+    produce_through_failover(fo, send, lambda s: p.poll(s), lambda: partition_view(a, t)[1][0][0], flush)
+    _, parts = partition_view(a, t)
+    log("after the kill: partition: (leader, replicas, isr) %s" % dict(sorted(parts.items())))
+    fo.restart()
+    wait_three_brokers(a, t, "after the restart")
+    # every partition from the beginning, to its end
+    got = consume_assigned_all(bs, t, FAILOVER_PARTITIONS, fo.n_acked())
+    fo.verify([(m.value().decode(), m.partition(), m.offset()) for m in got])
+    delete_topic_quietly(a, t)
+
+
+def consume_assigned_all(bs, topic, partitions, at_least, timeout=60):
+    """Every record of every partition (assign from the beginning until each partition is at
+    its end and at least `at_least` records were read)."""
+    c = consumer(bs)
+    tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+    got = []
+    try:
+        ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        c.assign(tps)
+        pos = {p: -1 for p in range(partitions)}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for m in c.consume(500, 0.5):
+                if m.error() is not None:
+                    if m.error().code() != KafkaError._PARTITION_EOF:
+                        log("consumer error: %s" % m.error())
+                    continue
+                got.append(m)
+                pos[m.partition()] = m.offset()
+            if len(got) >= at_least and all(pos[p] + 1 >= ends[p] for p in pos):
+                break
+    finally:
+        c.close()
+    check(len(got) >= at_least and all(pos[p] + 1 >= ends[p] for p in pos),
+          "consume: read %d records (positions %s, ends %s) in %ds, %d values were acknowledged" % (len(got), pos, ends, timeout, at_least))
+    return got
 
 
 # --- cross-client verification (used by run.sh for kafkajs producers) -------

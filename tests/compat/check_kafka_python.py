@@ -15,15 +15,20 @@ import sys
 import time
 
 from compat_common import (
+    FAILOVER_MIN_ISR,
+    FAILOVER_PARTITIONS,
+    FAILOVER_REPLICAS,
     FAILURE_CONTEXT,
     GROUP_PARTITIONS,
     CheckFailed,
+    Failover,
     check,
     check_leader_spread,
     compare_committed,
     fail,
     log,
     main,
+    produce_through_failover,
     step,
     topic_name,
     verify_stored_codec,
@@ -394,6 +399,104 @@ def group_step(bs):
         delete_topic_quietly(a, t)
     finally:
         a.close()
+
+
+# --- failover: the leader of partition 0 is SIGKILLed while producing ----------
+
+
+def partition_view(a, topic):
+    """(broker ids, {partition: (leader, replicas, isr)}) from KafkaAdminClient's Metadata."""
+    brokers = {b["broker_id"] for b in a.describe_cluster()["brokers"]}
+    (desc,) = a.describe_topics([topic])
+    return brokers, {
+        p["partition_index"]: (p["leader_id"], sorted(p["replica_nodes"]), sorted(p["isr_nodes"])) for p in desc["partitions"]
+    }
+
+
+@step("kafka-python-failover", groups=True)
+def failover_step(bs):
+    a = admin(bs)
+    try:
+        t = topic_name("kafka-python-failover")
+        try:
+            a.create_topics(
+                {t: {"num_partitions": FAILOVER_PARTITIONS, "replication_factor": FAILOVER_REPLICAS,
+                     "configs": {"min.insync.replicas": str(FAILOVER_MIN_ISR)}}},
+                timeout_ms=30000,
+            )
+        except Exception as e:  # noqa: BLE001
+            fail("setup: create_topics(%s, %d partitions, replication factor %d): %r" % (t, FAILOVER_PARTITIONS, FAILOVER_REPLICAS, e))
+
+        def ready():
+            brokers, parts = partition_view(a, t)
+            ok = len(parts) == FAILOVER_PARTITIONS and all(
+                l >= 0 and len(r) == FAILOVER_REPLICAS and len(i) == FAILOVER_REPLICAS for l, r, i in parts.values())
+            return (brokers, parts) if ok else None
+
+        brokers, parts = wait_until(ready, 20, "%s: a leader and 3 in-sync replicas on every partition" % t)
+        log("created %s (min.insync.replicas=%d): brokers %s; partition: (leader, replicas, isr) %s"
+            % (t, FAILOVER_MIN_ISR, sorted(brokers), dict(sorted(parts.items()))))
+
+        # kafka-python 3.x: idempotence on by default; acks=all
+        fo = Failover(t, idempotent=True, tag="kafka-python")
+        p = KafkaProducer(bootstrap_servers=bs, acks="all", enable_idempotence=True, linger_ms=5,
+                          delivery_timeout_ms=90000, request_timeout_ms=30000, retry_backoff_ms=100)
+        try:
+            def send(v, part):
+                f = p.send(t, value=v.encode(), partition=part)
+                fo.on_sent(v, part)
+                f.add_callback(lambda md, v=v: fo.on_ack(v, md.partition, md.offset))
+                f.add_errback(lambda e, v=v: fo.on_error(v, repr(e)))
+
+            def flush(timeout):
+                try:
+                    p.flush(timeout=timeout)
+                except Exception as e:  # noqa: BLE001
+                    fail("produce: flush(%ds): %r (%d of %d values acknowledged)" % (timeout, e, fo.n_acked(), len(fo.order)))
+
+            produce_through_failover(fo, send, time.sleep, lambda: partition_view(a, t)[1][0][0], flush)
+        finally:
+            p.close(timeout=10)
+        _, parts = partition_view(a, t)
+        log("after the kill: partition: (leader, replicas, isr) %s" % dict(sorted(parts.items())))
+        fo.restart()
+
+        def three():
+            brokers, parts = partition_view(a, t)
+            return (brokers, parts) if len(brokers) == 3 else None
+
+        brokers, parts = wait_until(three, 30, "after the restart: Metadata to list 3 brokers")
+        log("after the restart: Metadata lists brokers %s; partition: (leader, replicas, isr) %s" % (sorted(brokers), dict(sorted(parts.items()))))
+        got, ends = consume_all(bs, t, FAILOVER_PARTITIONS, fo.n_acked())
+        fo.verify([(r.value.decode(), r.partition, r.offset) for r in got])
+        delete_topic_quietly(a, t)
+    finally:
+        a.close()
+
+
+def consume_all(bs, topic, partitions, at_least, timeout=60):
+    """Every record of every partition: from the beginning until each position is at the
+    partition's end (end_offsets read first) and at least `at_least` records were read."""
+    c = KafkaConsumer(bootstrap_servers=bs, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    got = []
+    try:
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        ends = c.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, recs in c.poll(timeout_ms=500, max_records=2000).items():
+                got.extend(recs)
+            if len(got) >= at_least and all(c.position(tp) >= ends[tp] for tp in tps):
+                break
+        pos = {tp.partition: c.position(tp) for tp in tps}
+    finally:
+        c.close()
+    ends = {tp.partition: e for tp, e in ends.items()}
+    check(len(got) >= at_least and all(pos[p] >= ends[p] for p in ends),
+          "consume: read %d records (positions %s, ends %s) in %ds, %d values were acknowledged" % (len(got), pos, ends, timeout, at_least))
+    return got, ends
 
 
 if __name__ == "__main__":

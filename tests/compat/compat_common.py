@@ -224,6 +224,268 @@ def verify_stored_codec(topic, partitions, codec):
     )
 
 
+# --- failover: run.sh kills and restarts brokers on request --------------------
+
+# The *-failover checks create a topic with FAILOVER_PARTITIONS partitions, replication factor
+# 3 and min.insync.replicas=FAILOVER_MIN_ISR, and have run.sh SIGKILL the leader of partition 0
+# while they produce.
+FAILOVER_PARTITIONS = 3
+FAILOVER_REPLICAS = 3
+FAILOVER_MIN_ISR = 2
+
+
+def broker_ctl(action, broker_id, timeout):
+    """Asks run.sh to "kill" (SIGKILL) or "restart" (same flags and data dir; waits until it
+    is healthy and every broker's Metadata lists all brokers) broker broker_id.
+
+    Protocol: the check writes "<action> <id>" to $SKIFF_COMPAT_CTL/<n>.req (n = 1, 2, ...,
+    renamed into place); run.sh, which polls that directory while the check runs, answers in
+    <n>.resp: "ok <id> <pid> <epoch seconds>" (kill: when the signal was sent; restart: when
+    the broker was back) or "error <reason>". Returns the answer's words after "ok"."""
+    ctl = os.environ.get("SKIFF_COMPAT_CTL", "")
+    check(
+        ctl and os.path.isdir(ctl),
+        "setup: SKIFF_COMPAT_CTL is not a directory: only run.sh can kill and restart its brokers (run this check through run.sh)",
+    )
+    seq = len(glob.glob(os.path.join(ctl, "*.req"))) + 1
+    tmp = os.path.join(ctl, "%d.tmp" % seq)
+    with open(tmp, "w") as fh:
+        fh.write("%s %d\n" % (action, broker_id))
+    os.rename(tmp, os.path.join(ctl, "%d.req" % seq))
+    resp = os.path.join(ctl, "%d.resp" % seq)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(resp):
+        if time.monotonic() >= deadline:
+            fail("%s broker %d: run.sh did not answer within %ss" % (action, broker_id, timeout))
+        time.sleep(0.05)
+    words = open(resp).read().split()
+    check(words and words[0] == "ok", "%s broker %d: run.sh: %s" % (action, broker_id, " ".join(words) or "empty answer"))
+    return words[1:]
+
+
+class Failover:
+    """Bookkeeping of one *-failover check: what was sent, acknowledged (when, where), the
+    kill, and the verification of what a consumer read back.
+
+    Values are "<tag>-NNNNNN", unique, in send order. A client whose acknowledgements name the
+    record (confluent-kafka, kafka-python) reports on_ack(value, partition, offset); kcat's
+    delivery reports only name partition and offset (on_ack(None, partition, offset)): its
+    values are matched through the position the consumer read them at."""
+
+    def __init__(self, topic, idempotent, tag="fo"):
+        self.topic = topic
+        self.idempotent = idempotent
+        self.tag = tag
+        self.order = []  # values, in send order
+        self.sent_at = {}  # value -> wall-clock time it was handed to the client
+        self.partition_of = {}  # value -> partition asked for (None: the client's partitioner)
+        self.acks = {}  # value -> (partition, offset, time)
+        self.anon_acks = []  # (partition, offset, time): acknowledgements that do not name the value
+        self.errors = {}  # value (or a number) -> error text
+        self.kill_time = None  # wall-clock time run.sh sent SIGKILL
+        self.victim = None
+        self.recovered_at = None  # first acknowledgement on partition 0 of a record sent after the kill
+
+    def value(self, i):
+        return "%s-%06d" % (self.tag, i)
+
+    def index(self, value):
+        return int(value.rsplit("-", 1)[1])
+
+    def on_sent(self, value, partition=None):
+        self.order.append(value)
+        self.sent_at[value] = time.time()
+        self.partition_of[value] = partition
+
+    def n_acked(self):
+        return len(self.acks) + len(self.anon_acks)
+
+    def on_ack(self, value, partition, offset, t=None):
+        t = time.time() if t is None else t
+        if value is None:
+            self.anon_acks.append((partition, offset, t))
+            after = self.kill_time is not None and t > self.kill_time + 0.5
+        else:
+            self.acks[value] = (partition, offset, t)
+            after = self.kill_time is not None and self.sent_at.get(value, 0) > self.kill_time
+        if after and partition == 0 and self.recovered_at is None:
+            self.recovered_at = t
+
+    def on_error(self, value, err):
+        self.errors[value if value is not None else len(self.errors)] = str(err)
+
+    def kill(self, leader):
+        """run.sh SIGKILLs broker `leader` (partition 0's leader)."""
+        words = broker_ctl("kill", leader, 15)
+        self.victim = leader
+        self.kill_time = float(words[2])
+        log(
+            "run.sh SIGKILLed broker %d (pid %s), the leader of %s partition 0, after %d of %d values were acknowledged"
+            % (leader, words[1], self.topic, self.n_acked(), len(self.order))
+        )
+
+    def restart(self):
+        """run.sh restarts the killed broker and waits until it is healthy and every broker's
+        Metadata lists all three."""
+        t0 = time.monotonic()
+        words = broker_ctl("restart", self.victim, 75)
+        log("run.sh restarted broker %d (pid %s) in %.1fs; it is healthy and in every broker's Metadata" % (self.victim, words[1], time.monotonic() - t0))
+
+    def stop_sending(self, now=None):
+        """True once a record sent after the kill was acknowledged on partition 0 (the new
+        leader takes writes) and 1 s more has passed."""
+        now = time.time() if now is None else now
+        return self.recovered_at is not None and now >= self.recovered_at + 1.0
+
+    def timings(self):
+        """The first acknowledgements after the kill (information only), as one line."""
+        k = self.kill_time
+        acks = [(p, t, self.sent_at.get(v, 0)) for v, (p, _, t) in self.acks.items()]
+        acks += [(p, t, None) for p, _, t in self.anon_acks]
+
+        def first(pred):
+            ts = [t for p, t, s in acks if t > k and pred(p, s)]
+            return "+%.2fs" % (min(ts) - k) if ts else "none"
+
+        parts = ["first ack after the kill %s" % first(lambda p, s: True)]
+        if self.acks:
+            parts.append("of a record sent after it %s" % first(lambda p, s: s is not None and s > k))
+            parts.append("on partition 0 (sent after it) %s" % first(lambda p, s: p == 0 and s is not None and s > k))
+        else:
+            parts.append("on partition 0 %s" % first(lambda p, s: p == 0))
+        before = sum(1 for p, t, s in acks if t <= k)
+        return "killed broker %d (leader of partition 0); %s; %d of %d acks came before the kill" % (
+            self.victim, ", ".join(parts), before, len(acks))
+
+    def report_timings(self):
+        line = self.timings()
+        log(line)
+        # run.sh appends the last "INFO: " line to the check's PASS/FAIL line
+        print("INFO: " + line, flush=True)
+
+    def check_all_acknowledged(self):
+        if self.errors:
+            some = sorted(self.errors.items(), key=lambda kv: str(kv[0]))[:3]
+            fail("produce: %d of %d values not acknowledged (delivery failed), e.g. %s" % (len(self.errors), len(self.order), some))
+        n = self.n_acked()
+        check(n == len(self.order), "produce: %d of %d values acknowledged, the rest neither acknowledged nor failed" % (n, len(self.order)))
+        log("all %d values acknowledged (%s)" % (n, "idempotent producer" if self.idempotent else "producer without idempotence"))
+
+    def positions(self, consumed):
+        """Per partition: the offsets acknowledged and the offsets read (for failure messages)."""
+        acked = {}
+        for p, o, _ in list(self.acks.values()) + self.anon_acks:
+            acked.setdefault(p, []).append(o)
+        read = {}
+        for _, p, o in consumed:
+            read.setdefault(p, []).append(o)
+        rng = lambda os_: "%d..%d (%d)" % (min(os_), max(os_), len(os_)) if os_ else "none"  # noqa: E731
+        return "; ".join(
+            "partition %d: acknowledged offsets %s, read %s" % (p, rng(acked.get(p, [])), rng(read.get(p, [])))
+            for p in sorted(set(acked) | set(read))
+        )
+
+    def verify(self, consumed):
+        """consumed: [(value, partition, offset)] read from the beginning of every partition.
+        Every acknowledged value must be there at the position its acknowledgement named, and
+        nothing else than what was sent; with idempotence each exactly once (without it,
+        duplicates from retries are reported, not failed)."""
+        sent = set(self.order)
+        where = {}
+        for v, p, o in consumed:
+            where.setdefault(v, []).append((p, o))
+        foreign = [v for v in where if v not in sent]
+        check(not foreign, "consume: %d values that were never sent, e.g. %s" % (len(foreign), foreign[:3]))
+        at = {(p, o): v for v, p, o in consumed}
+        check(len(at) == len(consumed), "consume: some (partition, offset) read twice")
+        # kcat: acknowledgements name positions; the value is the one read there
+        acked = dict((v, a[:2]) for v, a in self.acks.items())
+        lost = []
+        for p, o, _ in self.anon_acks:
+            v = at.get((p, o))
+            if v is None:
+                lost.append("partition %d offset %d" % (p, o))
+            else:
+                acked[v] = (p, o)
+        check(not lost, "consume: %d acknowledged positions hold no record: %s (%s)" % (len(lost), lost[:5], self.positions(consumed)))
+        if self.anon_acks:
+            # every value was acknowledged (check_all_acknowledged): each must have been read
+            unread = [v for v in self.order if v not in where]
+            check(not unread, "consume: %d of %d acknowledged values missing, e.g. %s" % (len(unread), len(self.order), unread[:5]))
+        missing = []
+        moved = []
+        for v, (p, o) in acked.items():
+            if v not in where:
+                missing.append("%s (acknowledged at partition %d offset %d, %s the kill)" % (v, p, o, "after" if self.acks.get(v, (0, 0, 0))[2] > (self.kill_time or 0) else "before"))
+            elif (p, o) not in where[v]:
+                moved.append("%s acknowledged at partition %d offset %d, read at %s" % (v, p, o, where[v]))
+        check(not missing, "consume: %d of %d acknowledged values missing: %s (%s)" % (len(missing), len(acked), missing[:5], self.positions(consumed)))
+        check(not moved, "consume: %d acknowledged values not at the acknowledged offset: %s" % (len(moved), moved[:5]))
+        dups = {v: ps for v, ps in where.items() if len(ps) > 1}
+        if dups:
+            some = sorted(dups.items())[:5]
+            if self.idempotent:
+                fail("consume: %d values stored more than once despite the idempotent producer: %s" % (len(dups), some))
+            log("NOTE: %d values stored more than once (retries of a producer without idempotence; allowed): %s" % (len(dups), some))
+        # order within each partition (information: a single producer's records, in send order)
+        inversions = 0
+        last = {}
+        for v, p, o in sorted(consumed, key=lambda x: (x[1], x[2])):
+            i = self.index(v)
+            if p in last and i < last[p]:
+                inversions += 1
+            last[p] = i
+        per_part = {}
+        for v, p, o in consumed:
+            per_part[p] = per_part.get(p, 0) + 1
+        log(
+            "consumed %d records (per partition %s): every acknowledged value once%s, at its acknowledged offset; %s"
+            % (len(consumed), dict(sorted(per_part.items())), "" if not dups else " or more",
+               "in send order within each partition" if not inversions else "NOTE: %d out of send order within a partition" % inversions)
+        )
+
+
+def produce_through_failover(fo, send, pump, leader_of_p0, flush, batch=10, tick=0.05, acks_before_kill=100):
+    """Produces fo's values until the kill of partition 0's leader is behind the client:
+
+    send(value, partition) hands one value to the client (explicit partitions i % 3);
+    pump(seconds) lets it deliver acknowledgements (callbacks call fo.on_ack / fo.on_error);
+    leader_of_p0() reads partition 0's leader from Metadata; flush(seconds) waits for the rest.
+    About batch / tick values per second; once acks_before_kill values are acknowledged,
+    run.sh SIGKILLs the leader of partition 0; sending goes on until a record sent after the
+    kill is acknowledged on partition 0 (its new leader), plus 1 s (at most 60 s)."""
+    t0 = time.time()
+    i = 0
+    while True:
+        for _ in range(batch):
+            send(fo.value(i), i % FAILOVER_PARTITIONS)
+            i += 1
+        until = time.monotonic() + tick
+        while True:  # pump() may return early (confluent-kafka's poll() does once it served a callback)
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            pump(left)
+        now = time.time()
+        if fo.kill_time is None:
+            if fo.n_acked() >= acks_before_kill:
+                fo.kill(leader_of_p0())
+            elif now - t0 > 20:
+                fail("produce: only %d of %d values acknowledged in 20 s, before any broker was killed%s"
+                     % (fo.n_acked(), len(fo.order), "; errors %s" % list(fo.errors.items())[:3] if fo.errors else ""))
+        elif fo.stop_sending(now):
+            break
+        elif now - fo.kill_time > 60:
+            log("no record sent after the kill acknowledged on partition 0 within 60 s: stop sending")
+            break
+    sent_after = sum(1 for v in fo.order if fo.sent_at[v] > fo.kill_time)
+    log("sent %d values (%d after the kill) in %.1fs; waiting for the remaining acknowledgements"
+        % (len(fo.order), sent_after, time.time() - t0))
+    flush(60)
+    fo.report_timings()
+    fo.check_all_acknowledged()
+
+
 # --- main ---------------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@
 #   bash kcat_check.sh metadata                  # kcat -L
 #   bash kcat_check.sh group                     # -G balanced consumer, 6 partitions (needs consumer groups);
 #                                                # every partition's committed offset must be its end
+#   bash kcat_check.sh failover                  # kcat_failover.py: kcat -P through the SIGKILL of a
+#                                                # partition leader (3-broker cluster, run by run.sh)
 #
 # Env: SKIFF_BOOTSTRAP, SKIFF_COMPAT_RUN_ID, SKIFF_COMPAT_WORK (scratch dir),
 #      SKIFF_COMPAT_PY (python with the venv), SKIFF_DATA_DIR (broker data dir).
@@ -222,8 +224,11 @@ group)
         failed "group resume: the restarted consumer did not read exactly the 50 new messages (committed offsets not resumed?)"
     committed_at_end "$group" "$topic" "$parts" "$((N + 50))" "commit by the restarted kcat -G"
     ;;
+failover)
+    cd "$HERE" && exec "$PY" kcat_failover.py
+    ;;
 *)
-    echo "usage: $0 produce-consume CODEC | produce-consume-3p CODEC | idempotent | metadata | group" >&2
+    echo "usage: $0 produce-consume CODEC | produce-consume-3p CODEC | idempotent | metadata | group | failover" >&2
     exit 2
     ;;
 esac

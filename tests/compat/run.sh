@@ -11,8 +11,17 @@
 # group's committed offset on EVERY partition is that partition's end, whichever broker leads it
 # (OffsetCommit goes to the group coordinator, which leads only some of them). Last on the
 # cluster, kafka-tools-reassign-partitions moves a topic's replicas to other brokers with
-# kafka-reassign-partitions. With these 3-broker checks skipped or filtered out, the two extra
-# brokers are not started.
+# kafka-reassign-partitions, then the *-failover checks produce with acks=all to a replication
+# factor 3 topic while run.sh SIGKILLs (at the check's request) the leader of its partition 0,
+# restart that broker and read everything back. With these 3-broker checks skipped or filtered
+# out, the two extra brokers are not started.
+#
+# A check asks run.sh to kill or restart a broker through the directory $SKIFF_COMPAT_CTL (one
+# per check; run.sh polls it while the check runs): it writes "kill N" or "restart N" to
+# <seq>.req, run.sh answers in <seq>.resp ("ok N PID EPOCH" or "error REASON"); see
+# compat_common.broker_ctl. A restart uses the broker's flags and data dir and waits until it is
+# healthy and every broker's Metadata lists all three; a broker a check leaves killed is
+# restarted after it (and the check fails).
 #
 # Env:
 #   SKIFF_COMPAT_GROUPS=0     skip the 3-broker checks (consumer groups, reassignment) and the cluster
@@ -48,11 +57,12 @@ GOSSIP_ADDRS=("${SKIFF_COMPAT_GOSSIP_ADDR:-127.0.0.1:19946}" "${SKIFF_COMPAT_GOS
 CHECK_TIMEOUT="${SKIFF_COMPAT_TIMEOUT:-120}"
 CLUSTER_TIMEOUT="${SKIFF_COMPAT_CLUSTER_TIMEOUT:-60}"
 PY="$HERE/.venv/bin/python"
-# the checks that need the 3-broker cluster (the consumer-group checks and the partition
-# reassignment); they run last
+# the checks that need the 3-broker cluster (the consumer-group checks, the partition
+# reassignment and the failovers); they run last
 GROUP_CHECKS=(kcat-group-consume confluent-group-subscribe kafka-python-group-consume kafkajs-group-consume
     java-group-consume java-group-admin kafka-tools-consumer-groups kafka-tools-verifiable-consumer
-    franz-go-group-consume sarama-group-consume kafka-tools-reassign-partitions kafka-tools-leader-election)
+    franz-go-group-consume sarama-group-consume kafka-tools-reassign-partitions kafka-tools-leader-election
+    kcat-failover confluent-failover kafka-python-failover kafkajs-failover)
 
 # Known broker gaps: checks that fail because Skiff lacks what they test. Each still runs; a
 # failure prints "SKIP name: known broker gap: <reason> (<its failure>)" and counts as skipped,
@@ -151,18 +161,25 @@ if [ "$in_use" = 1 ]; then
     exit 1
 fi
 
-# start_broker INDEX: broker INDEX+1 in the background; broker 1 bootstraps, the others join
-# broker 1's gossip address
+# start_broker INDEX [restart]: broker INDEX+1 in the background; broker 1 bootstraps, the
+# others join broker 1's gossip address. A restart (same flags and data dir) appends to its log.
 start_broker() {
     local i=$1 id=$(($1 + 1))
     local args=(serve --node-id "$id" --node-name "compat-$id" --data-dir "$DATA/node-$id"
         --kafka-addr "${KAFKA_ADDRS[$i]}" --http-addr "${HTTP_ADDRS[$i]}"
         --raft-addr "${RAFT_ADDRS[$i]}" --gossip-addr "${GOSSIP_ADDRS[$i]}")
     if [ "$i" != 0 ]; then args+=(--join "${GOSSIP_ADDRS[0]}"); fi
-    echo "starting broker $id: $SKIFF ${args[*]}"
     # without the checks' SKIFF_BOOTSTRAP / SKIFF_DATA_DIR: skiff serve reads them as --bootstrap / --data-dir
-    env -u SKIFF_BOOTSTRAP -u SKIFF_DATA_DIR RUST_LOG="${RUST_LOG:-info}" "$SKIFF" "${args[@]}" \
-        >"${BROKER_LOGS[$i]}" 2>&1 </dev/null &
+    # (and without SKIFF_COMPAT_CTL, set while a check runs)
+    if [ "${2:-}" = restart ]; then
+        echo "---- run.sh: restarting broker $id: $SKIFF ${args[*]}" >>"${BROKER_LOGS[$i]}"
+        env -u SKIFF_BOOTSTRAP -u SKIFF_DATA_DIR -u SKIFF_COMPAT_CTL RUST_LOG="${RUST_LOG:-info}" "$SKIFF" "${args[@]}" \
+            >>"${BROKER_LOGS[$i]}" 2>&1 </dev/null &
+    else
+        echo "starting broker $id: $SKIFF ${args[*]}"
+        env -u SKIFF_BOOTSTRAP -u SKIFF_DATA_DIR RUST_LOG="${RUST_LOG:-info}" "$SKIFF" "${args[@]}" \
+            >"${BROKER_LOGS[$i]}" 2>&1 </dev/null &
+    fi
     BROKER_PIDS[$i]=$!
 }
 
@@ -171,6 +188,7 @@ broker_alive() { kill -0 "${BROKER_PIDS[$1]}" 2>/dev/null; }
 # note_dead: DEAD="broker N (exit status S), ..." for every started broker that is not running
 # (not in a $(...) subshell: only this shell can wait for its brokers)
 EXIT_STATUS=()
+KILLED_BY=() # index -> the check at whose request run.sh SIGKILLed it (until it is restarted)
 DEAD=""
 note_dead() {
     local i rc out=()
@@ -224,6 +242,17 @@ if ! wait_healthy 0 20; then
 fi
 echo "broker 1 up (pid ${BROKER_PIDS[0]}): health $(curl -s --max-time 2 "http://${HTTP_ADDRS[0]}/health" | head -c 200)"
 
+# cluster_view SECONDS [cluster_ready.py options]: "ok" once broker 1's /raft/stats shows voters
+# 1, 2, 3 and every broker's Metadata lists brokers 1, 2, 3 (cluster_ready.py), else what is
+# missing after SECONDS
+cluster_view() {
+    local secs=$1
+    shift
+    (cd "$HERE" && timeout -k 5 $((secs + 15)) "$PY" cluster_ready.py --kafka "$(IFS=,; echo "${KAFKA_ADDRS[*]}")" \
+        --http "${HTTP_ADDRS[0]}" --timeout "$secs" --pid "${BROKER_PIDS[0]}" --pid "${BROKER_PIDS[1]}" \
+        --pid "${BROKER_PIDS[2]}" "$@" 2>&1 | tail -n 1) || true
+}
+
 # start_cluster: brokers 2 and 3 join broker 1; returns non-zero (after a FAIL line) if they
 # are not all healthy and registered within CLUSTER_TIMEOUT
 start_cluster() {
@@ -245,9 +274,7 @@ start_cluster() {
     # voters 1, 2, 3 in broker 1's /raft/stats and brokers 1, 2, 3 in every broker's Metadata
     local left=$((deadline - SECONDS))
     [ "$left" -gt 5 ] || left=5
-    view="$(cd "$HERE" && timeout -k 5 $((left + 15)) "$PY" cluster_ready.py --kafka "$(IFS=,; echo "${KAFKA_ADDRS[*]}")" \
-        --http "${HTTP_ADDRS[0]}" --timeout "$left" --pid "${BROKER_PIDS[0]}" --pid "${BROKER_PIDS[1]}" \
-        --pid "${BROKER_PIDS[2]}" 2>&1 | tail -n 1)" || true
+    view="$(cluster_view "$left")"
     if [ "$view" != ok ]; then
         note_dead
         fail_start cluster-start "the 3-broker cluster did not form within ${CLUSTER_TIMEOUT} s: ${view:-no answer}${DEAD:+ (dead: $DEAD)}"
@@ -258,6 +285,88 @@ start_cluster() {
         return 1
     fi
     echo "3-broker cluster up in $((SECONDS - t0))s (pids ${BROKER_PIDS[*]}): raft voters 1, 2, 3; every broker's Metadata lists brokers 1, 2, 3"
+}
+
+# restart_broker INDEX WHY: restarts a broker run.sh killed (same flags and data dir) and waits
+# until it is healthy, the 3-broker cluster has formed again and every broker's Metadata gives
+# every partition the same leader and ISR (the restarted broker has caught up); on failure
+# returns non-zero with RESTART_ERROR set. RESTART_NOTE: a leadership the restarted broker (or
+# another) claimed meanwhile that another broker's Metadata gave to another broker.
+RESTART_ERROR=""
+RESTART_NOTE=""
+restart_broker() {
+    local i=$1 id=$(($1 + 1)) view claims="$WORK/stale-claims.txt"
+    echo "---- run.sh: $2" >>"${BROKER_LOGS[$i]}"
+    start_broker "$i" restart
+    unset "EXIT_STATUS[$i]" "KILLED_BY[$i]"
+    if ! wait_healthy "$i" 30; then
+        RESTART_ERROR="broker $id (restarted, pid ${BROKER_PIDS[$i]}) did not become healthy within 30 s"
+        broker_alive "$i" || RESTART_ERROR="broker $id exited after its restart"
+        return 1
+    fi
+    rm -f "$claims"
+    view="$(cluster_view 30 --agree --restarted "$id" --stale-claims "$claims")"
+    RESTART_NOTE="$(cat "$claims" 2>/dev/null || true)"
+    if [ "$view" != ok ]; then
+        RESTART_ERROR="after restarting broker $id, the 3-broker cluster did not form again (every broker's Metadata the same) within 30 s: ${view:-no answer}"
+        return 1
+    fi
+}
+
+# ctl_answer DIR SEQ TEXT
+ctl_answer() { printf '%s\n' "$3" >"$1/$2.resp.tmp" && mv "$1/$2.resp.tmp" "$1/$2.resp"; }
+
+# serve_ctl DIR NAME: answers the requests check NAME wrote to DIR ($SKIFF_COMPAT_CTL):
+# "kill N" SIGKILLs broker N ("ok N PID EPOCH", EPOCH when the signal was sent), "restart N"
+# restarts broker N after run.sh killed it ("ok N PID EPOCH" once it is back)
+CTL_LOG=() # what serve_ctl did during the current check, for its PASS/FAIL line
+ctl_log() { local IFS=$'\n'; echo "${CTL_LOG[*]}" | paste -sd '\t' | sed 's/\t/, /g'; }
+serve_ctl() {
+    local dir=$1 name=$2 req seq action id i pid t rc t0
+    for req in "$dir"/*.req; do
+        [ -e "$req" ] || continue
+        seq="$(basename "$req" .req)"
+        [ -e "$dir/$seq.resp" ] && continue
+        action="" id=""
+        read -r action id <"$req" || true
+        if ! [[ "$id" =~ ^[1-3]$ ]] || [ -z "${BROKER_PIDS[$((id - 1))]:-}" ]; then
+            ctl_answer "$dir" "$seq" "error no broker '$id' was started"
+            continue
+        fi
+        i=$((id - 1))
+        case "$action" in
+        kill)
+            if ! broker_alive "$i"; then
+                ctl_answer "$dir" "$seq" "error broker $id is not running"
+                continue
+            fi
+            pid=${BROKER_PIDS[$i]}
+            kill -KILL "$pid"
+            t="$(date +%s.%N)"
+            wait "$pid" 2>/dev/null && rc=0 || rc=$?
+            EXIT_STATUS[$i]=$rc
+            KILLED_BY[$i]=$name
+            echo "---- run.sh: SIGKILLed broker $id (pid $pid) at $(date -u -d "@$t" +%H:%M:%S.%3N) for $name" >>"${BROKER_LOGS[$i]}"
+            CTL_LOG+=("killed broker $id")
+            ctl_answer "$dir" "$seq" "ok $id $pid $t"
+            ;;
+        restart)
+            if [ "${KILLED_BY[$i]:-}" != "$name" ]; then
+                ctl_answer "$dir" "$seq" "error broker $id was not killed for $name"
+                continue
+            fi
+            t0=$SECONDS
+            if restart_broker "$i" "restart requested by $name"; then
+                CTL_LOG+=("restarted it ($((SECONDS - t0))s)${RESTART_NOTE:+ (NOTE, while the Metadata of the brokers still differed: $RESTART_NOTE)}")
+                ctl_answer "$dir" "$seq" "ok $id ${BROKER_PIDS[$i]} $(date +%s.%N)"
+            else
+                CTL_LOG+=("restart failed: $RESTART_ERROR")
+                ctl_answer "$dir" "$seq" "error $RESTART_ERROR"
+            fi
+            ;;
+        *) ctl_answer "$dir" "$seq" "error unknown request '$action'" ;;
+        esac
+    done
 }
 
 # ---- checks ------------------------------------------------------------------
@@ -315,11 +424,40 @@ run_check() {
         failed=$((failed + 1)) failed_names+=("$name")
         return 0
     fi
-    local out="$WORK/$name.out" rc=0 t0=$SECONDS i log_from=()
+    local out="$WORK/$name.out" rc=0 t0=$SECONDS i log_from=() ctl="$WORK/ctl-$name"
     for i in "${!BROKER_PIDS[@]}"; do
         log_from[$i]=$(($(stat -c %s "${BROKER_LOGS[$i]}") + 1))
     done
-    (cd "$HERE" && timeout -k 5 "$CHECK_TIMEOUT" "$@") >"$out" 2>&1 </dev/null || rc=$?
+    mkdir -p "$ctl"
+    CTL_LOG=()
+    # in the background, so that this shell can kill and restart brokers while it runs
+    (cd "$HERE" && SKIFF_COMPAT_CTL="$ctl" exec timeout -k 5 "$CHECK_TIMEOUT" "$@") >"$out" 2>&1 </dev/null &
+    local cpid=$!
+    while kill -0 "$cpid" 2>/dev/null; do
+        serve_ctl "$ctl" "$name"
+        sleep 0.1
+    done
+    wait "$cpid" || rc=$?
+    # a broker the check had killed and did not restart: restart it for the checks after it
+    local left_killed=""
+    for i in "${!KILLED_BY[@]}"; do
+        left_killed="$left_killed${left_killed:+, }broker $((i + 1))"
+        if restart_broker "$i" "$name left it killed: restarted for the checks after it"; then
+            CTL_LOG+=("run.sh restarted broker $((i + 1)) after the check")
+        else
+            CTL_LOG+=("run.sh could not restart broker $((i + 1)) after the check: $RESTART_ERROR")
+        fi
+    done
+    if [ -n "$left_killed" ] && [ "$rc" = 0 ]; then
+        echo "FAIL $name: passed, but left $left_killed killed ($(ctl_log)) ($((SECONDS - t0))s)"
+        failed=$((failed + 1)) failed_names+=("$name")
+        return 0
+    fi
+    # the check's "INFO: ..." line and what run.sh did for it, shown on its PASS / FAIL line
+    local info
+    info="$(grep '^INFO: ' "$out" | tail -n 1 | cut -c 7- || true)"
+    if [ "${#CTL_LOG[@]}" -gt 0 ]; then info="${info:+$info; }run.sh: $(ctl_log)"; fi
+    info="${info:+ [$info]}"
     local known="${KNOWN_FAILURES[$name]:-}"
     if [ "$rc" = 0 ] && [ -n "$known" ]; then
         echo "FAIL $name: passed, but run.sh lists it in KNOWN_FAILURES ($known): remove that entry ($((SECONDS - t0))s)"
@@ -327,7 +465,7 @@ run_check() {
         return 0
     fi
     if [ "$rc" = 0 ]; then
-        echo "PASS $name ($((SECONDS - t0))s)"
+        echo "PASS $name ($((SECONDS - t0))s)$info"
         passed=$((passed + 1))
         return 0
     fi
@@ -345,7 +483,7 @@ run_check() {
         skipped=$((skipped + 1))
         return 0
     fi
-    echo "FAIL $name: $reason ($((SECONDS - t0))s)"
+    echo "FAIL $name: $reason ($((SECONDS - t0))s)$info"
     echo "  ---- $name: client output (last 60 lines; client=$client) ----"
     tail -n 60 "$out" | sed 's/^/  | /'
     for i in "${!BROKER_PIDS[@]}"; do
@@ -441,6 +579,12 @@ run_check sarama-group-consume groups go "$GO" --step sarama-group-consume
 run_check kafka-tools-reassign-partitions groups tools "$PY" "$KT" --step kafka-tools-reassign-partitions
 # kafka-leader-election moves a reordered partition's leadership to its new preferred replica
 run_check kafka-tools-leader-election groups tools "$PY" "$KT" --step kafka-tools-leader-election
+# failover: each check has run.sh SIGKILL the leader of partition 0 of its replication factor 3
+# topic while it produces (acks=all), has it restart that broker, and reads everything back
+run_check kcat-failover groups kcat bash "$K" failover
+run_check confluent-failover groups py "$PY" "$CF" --step confluent-failover
+run_check kafka-python-failover groups py "$PY" "$KP" --step kafka-python-failover
+run_check kafkajs-failover groups node node "$KJ" --step kafkajs-failover
 if [ "$cluster_state" = up ]; then
     echo "group checks took $((SECONDS - groups_t0))s on the 3-broker cluster"
 fi

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Broker;
+use common::{wait_until, Broker};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -48,7 +48,17 @@ fn read_everything(broker: &Broker, topic: &str, partitions: i32) -> HashMap<(i3
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        ends.insert(p, consumer.fetch_watermarks(topic, p, TIMEOUT).unwrap().1);
+        // A restarted broker is fenced and registered again with its new run before it leads
+        // its partitions (KIP-903); until then they have no leader, which clients retry.
+        let mut end = None;
+        wait_until("the partition has a leader", TIMEOUT, || {
+            end = consumer
+                .fetch_watermarks(topic, p, TIMEOUT)
+                .ok()
+                .map(|w| w.1);
+            end.is_some()
+        });
+        ends.insert(p, end.unwrap());
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }

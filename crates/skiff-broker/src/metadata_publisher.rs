@@ -52,6 +52,9 @@ impl Pending {
 
 struct Shared {
     broker_id: i32,
+    /// This run's incarnation: the broker leads only partitions the image gives it while it is
+    /// registered with it.
+    incarnation: Uuid,
     replicas: Arc<ReplicaManager>,
     groups: Arc<GroupService>,
     pending: Mutex<Pending>,
@@ -69,11 +72,13 @@ impl MetadataPublisher {
     /// Starts the publisher's thread.
     pub fn new(
         broker_id: i32,
+        incarnation: Uuid,
         replicas: Arc<ReplicaManager>,
         groups: Arc<GroupService>,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             broker_id,
+            incarnation,
             replicas,
             groups,
             pending: Mutex::new(Pending::default()),
@@ -141,9 +146,13 @@ fn assigned(broker_id: i32, image: &MetadataImage) -> BTreeMap<(Uuid, i32), Stri
 }
 
 /// What `image` says about partition `index` of topic `topic_id` on `broker_id`, when it is
-/// assigned there.
+/// assigned there. The broker leads it only once registered with its `incarnation`: until the
+/// controller has fenced and registered a restarted broker again, the image still gives it the
+/// leaderships of its previous run, whose high watermark and producer state it no longer
+/// knows; serving them would show consumers an empty partition.
 fn partition_state(
     broker_id: i32,
+    incarnation: Uuid,
     image: &MetadataImage,
     topic_id: Uuid,
     index: i32,
@@ -159,7 +168,10 @@ fn partition_state(
         .clone();
     Some(PartitionState {
         topic_id,
-        leading: reg.leader == Some(broker_id),
+        leading: reg.leader == Some(broker_id)
+            && image
+                .broker(broker_id)
+                .is_some_and(|b| b.incarnation == incarnation),
         leader: reg.leader,
         leader_epoch: reg.leader_epoch,
         partition_epoch: reg.partition_epoch,
@@ -229,8 +241,14 @@ impl Shared {
                     continue;
                 }
             }
-            let Some(state) = partition_state(self.broker_id, image, topic_id, index, &mut configs)
-            else {
+            let Some(state) = partition_state(
+                self.broker_id,
+                self.incarnation,
+                image,
+                topic_id,
+                index,
+                &mut configs,
+            ) else {
                 continue;
             };
             let partition = match self.replicas.open_log(&name, index, state) {
@@ -244,6 +262,7 @@ impl Shared {
             let newest = pending.image.as_deref().and_then(|newest| {
                 let state = partition_state(
                     self.broker_id,
+                    self.incarnation,
                     newest,
                     topic_id,
                     index,
@@ -294,9 +313,14 @@ impl MetadataListener for MetadataPublisher {
         }
         let mut configs = BTreeMap::new();
         for ((topic_id, index), name) in &now_assigned {
-            if let Some(state) =
-                partition_state(shared.broker_id, image, *topic_id, *index, &mut configs)
-            {
+            if let Some(state) = partition_state(
+                shared.broker_id,
+                shared.incarnation,
+                image,
+                *topic_id,
+                *index,
+                &mut configs,
+            ) {
                 shared.replicas.update_hosted(name, *index, &state);
             }
         }
@@ -332,7 +356,8 @@ mod tests {
             crate::replication::standalone(1),
         ));
         let groups = Arc::new(GroupService::new(GroupConfig::default()));
-        let publisher = MetadataPublisher::new(1, replicas.clone(), groups).unwrap();
+        let incarnation = Uuid::new_v4();
+        let publisher = MetadataPublisher::new(1, incarnation, replicas.clone(), groups).unwrap();
         let topic_id = Uuid::new_v4();
         let created = apply(
             &MetadataImage::new(),
@@ -342,7 +367,7 @@ mod tests {
                     id: 1,
                     endpoints: vec!["127.0.0.1:9092".into()],
                     rack: None,
-                    incarnation: Uuid::new_v4(),
+                    incarnation,
                 },
                 MetadataRecord::UnfenceBroker { id: 1 },
                 MetadataRecord::CreateTopic {
@@ -396,6 +421,71 @@ mod tests {
         assert!(replicas.get("t", 0).is_none());
         publisher.wait_idle();
         assert!(!dir.path().join("t-0").exists());
+        publisher.stop();
+    }
+
+    #[test]
+    fn a_restarted_broker_leads_only_once_registered_with_its_new_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = Arc::new(ReplicaManager::new(
+            dir.path(),
+            crate::replication::standalone(1),
+        ));
+        let groups = Arc::new(GroupService::new(GroupConfig::default()));
+        let this_run = Uuid::new_v4();
+        let publisher = MetadataPublisher::new(1, this_run, replicas.clone(), groups).unwrap();
+        let topic_id = Uuid::new_v4();
+        let register = |incarnation| MetadataRecord::RegisterBroker {
+            id: 1,
+            endpoints: vec!["127.0.0.1:9092".into()],
+            rack: None,
+            incarnation,
+        };
+        // The image as the previous run left it: broker 1 leads, registered with that run.
+        let previous_run = apply(
+            &MetadataImage::new(),
+            1,
+            vec![
+                register(Uuid::new_v4()),
+                MetadataRecord::UnfenceBroker { id: 1 },
+                MetadataRecord::CreateTopic {
+                    name: "t".into(),
+                    topic_id,
+                    configs: BTreeMap::new(),
+                },
+                MetadataRecord::CreatePartition {
+                    topic_id,
+                    partition: 0,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    leader: Some(1),
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
+                },
+            ],
+        );
+        publisher.image_changed(&previous_run);
+        publisher.wait_idle();
+        let partition = replicas.get("t", 0).expect("its log is open");
+        assert_eq!(partition.leader_epoch_if_leading(), None);
+
+        // Fenced, registered with this run, unfenced and elected again by the controller.
+        let fenced = apply(
+            &previous_run,
+            2,
+            vec![MetadataRecord::FenceBroker { id: 1 }],
+        );
+        let registered = apply(
+            &fenced,
+            3,
+            vec![register(this_run), MetadataRecord::UnfenceBroker { id: 1 }],
+        );
+        publisher.image_changed(&registered);
+        publisher.wait_idle();
+        let leader_epoch = registered.partition(topic_id, 0).unwrap().leader_epoch;
+        assert_eq!(partition.leader_epoch_if_leading(), Some(leader_epoch));
         publisher.stop();
     }
 }

@@ -194,7 +194,9 @@ async fn start(dir: &std::path::Path) -> Broker {
     config.node_id = 1;
     config.offsets_topic_partitions = 1;
     let groups = Arc::new(GroupService::new(config.group_config()));
-    let publisher = Arc::new(MetadataPublisher::new(1, replicas.clone(), groups.clone()).unwrap());
+    let incarnation = Uuid::new_v4();
+    let publisher =
+        Arc::new(MetadataPublisher::new(1, incarnation, replicas.clone(), groups.clone()).unwrap());
     let settings = RaftSettings::new(1, free_addr(), dir.join("metadata"));
     let raft = MetadataRaft::start(settings, publisher.clone())
         .await
@@ -208,7 +210,7 @@ async fn start(dir: &std::path::Path) -> Broker {
             id: 1,
             endpoints: vec![config.kafka_addr.to_string()],
             rack: None,
-            incarnation: Uuid::new_v4(),
+            incarnation,
         },
         MetadataRecord::UnfenceBroker { id: 1 },
     ];

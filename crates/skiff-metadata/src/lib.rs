@@ -24,8 +24,8 @@ pub use image::{
     BatchError, BrokerRegistration, ImageError, MetadataImage, PartitionRegistration, TopicImage,
 };
 pub use quorum::{
-    plan_brokers, plan_quorum, GossipMember, MemberHealth, QuorumAction, QuorumPlan,
-    QuorumSettings, RaftMembership,
+    incarnation_of, plan_brokers, plan_quorum, GossipMember, MemberHealth, QuorumAction,
+    QuorumPlan, QuorumSettings, RaftMembership,
 };
 pub use reassignment::OFFSETS_TOPIC_REPLICATION_FACTOR;
 pub use record::{LeaderChange, MetadataRecord};

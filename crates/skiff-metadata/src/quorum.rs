@@ -239,7 +239,7 @@ fn broker_step(
 }
 
 /// A broker's incarnation as registered: its process run.
-fn incarnation_of(run: u64) -> Uuid {
+pub fn incarnation_of(run: u64) -> Uuid {
     Uuid::from_u128(u128::from(run))
 }
 

@@ -87,6 +87,8 @@ pub struct Identity {
     pub cluster_id: Option<String>,
     pub http_addr: SocketAddr,
     pub rack: Option<String>,
+    /// This run of the process (`tag::RUN`).
+    pub run: u64,
 }
 
 pub async fn start(
@@ -115,7 +117,7 @@ pub async fn start(
     }
     tags.insert(tag::ROLE.into(), "broker".into());
     tags.insert(tag::VERSION.into(), env!("CARGO_PKG_VERSION").into());
-    tags.insert(tag::RUN.into(), crate::quorum::now_ms().to_string());
+    tags.insert(tag::RUN.into(), identity.run.to_string());
     if let Some(rack) = identity.rack {
         tags.insert(tag::RACK.into(), rack);
     }

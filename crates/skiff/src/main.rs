@@ -19,7 +19,7 @@ use skiff_broker::replica_fetch::{self, LeaderService};
 use skiff_broker::replica_manager::ReplicaManager;
 use skiff_broker::replication::ReplicationContext;
 use skiff_broker::{serve, KafkaApis, Listener};
-use skiff_metadata::{MetadataImage, QuorumSettings};
+use skiff_metadata::{incarnation_of, MetadataImage, QuorumSettings};
 use skiff_raft::{MetadataRaft, RaftSettings};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -249,9 +249,16 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
     raft_settings.advertised_addr = settings.advertised_raft_addr.clone();
     raft_settings.snapshot_entries = settings.raft_snapshot_entries;
     raft_settings.cluster_secret = settings.cluster_secret.clone();
+    // Told to the controller through gossip; registered as this broker's incarnation.
+    let run = quorum::now_ms();
     let publisher = Arc::new(
-        MetadataPublisher::new(broker.node_id, replicas.clone(), groups.clone())
-            .context("cannot start the metadata publisher")?,
+        MetadataPublisher::new(
+            broker.node_id,
+            incarnation_of(run),
+            replicas.clone(),
+            groups.clone(),
+        )
+        .context("cannot start the metadata publisher")?,
     );
     let raft = MetadataRaft::start(raft_settings, publisher.clone())
         .await
@@ -295,6 +302,7 @@ async fn run(settings: settings::Settings, started: Instant) -> anyhow::Result<(
             }),
             gossip_addr: settings.gossip_addr,
             node_id: broker.node_id,
+            run,
             kafka_addr: format!(
                 "{}:{}",
                 broker.advertised_kafka_addr.0, broker.advertised_kafka_addr.1

@@ -555,9 +555,18 @@ fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<
     for p in 0..partitions {
         wanted.add_partition(topic, p);
     }
-    let found = consumer
-        .committed_offsets(wanted, Duration::from_secs(30))
-        .unwrap();
+    // librdkafka hands NOT_COORDINATOR to the application when the coordinator moved between
+    // its FindCoordinator and its OffsetFetch (a leadership change); applications ask again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        match consumer.committed_offsets(wanted.clone(), Duration::from_secs(30)) {
+            Err(rdkafka::error::KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::NotCoordinator
+                | rdkafka::types::RDKafkaErrorCode::CoordinatorLoadInProgress,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            found => break found.unwrap(),
+        }
+    };
     (0..partitions)
         .map(|p| match found.find_partition(topic, p).unwrap().offset() {
             rdkafka::Offset::Offset(o) => o,

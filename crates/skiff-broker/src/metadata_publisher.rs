@@ -348,6 +348,36 @@ mod tests {
         Arc::new(next)
     }
 
+    /// Broker 1, registered with `incarnation` and unfenced, and topic "t" with one partition it
+    /// alone replicates and leads.
+    fn led_partition(incarnation: Uuid, topic_id: Uuid) -> Vec<MetadataRecord> {
+        vec![
+            MetadataRecord::RegisterBroker {
+                id: 1,
+                endpoints: vec!["127.0.0.1:9092".into()],
+                rack: None,
+                incarnation,
+            },
+            MetadataRecord::UnfenceBroker { id: 1 },
+            MetadataRecord::CreateTopic {
+                name: "t".into(),
+                topic_id,
+                configs: BTreeMap::new(),
+            },
+            MetadataRecord::CreatePartition {
+                topic_id,
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: Some(1),
+                leader_epoch: 0,
+                partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
+            },
+        ]
+    }
+
     #[test]
     fn the_apply_changes_memory_only_and_the_thread_does_the_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -362,31 +392,7 @@ mod tests {
         let created = apply(
             &MetadataImage::new(),
             1,
-            vec![
-                MetadataRecord::RegisterBroker {
-                    id: 1,
-                    endpoints: vec!["127.0.0.1:9092".into()],
-                    rack: None,
-                    incarnation,
-                },
-                MetadataRecord::UnfenceBroker { id: 1 },
-                MetadataRecord::CreateTopic {
-                    name: "t".into(),
-                    topic_id,
-                    configs: BTreeMap::new(),
-                },
-                MetadataRecord::CreatePartition {
-                    topic_id,
-                    partition: 0,
-                    replicas: vec![1],
-                    isr: vec![1],
-                    leader: Some(1),
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                    adding_replicas: Vec::new(),
-                    removing_replicas: Vec::new(),
-                },
-            ],
+            led_partition(incarnation, topic_id),
         );
         publisher.image_changed(&created);
         publisher.wait_idle();
@@ -435,36 +441,11 @@ mod tests {
         let this_run = Uuid::new_v4();
         let publisher = MetadataPublisher::new(1, this_run, replicas.clone(), groups).unwrap();
         let topic_id = Uuid::new_v4();
-        let register = |incarnation| MetadataRecord::RegisterBroker {
-            id: 1,
-            endpoints: vec!["127.0.0.1:9092".into()],
-            rack: None,
-            incarnation,
-        };
         // The image as the previous run left it: broker 1 leads, registered with that run.
         let previous_run = apply(
             &MetadataImage::new(),
             1,
-            vec![
-                register(Uuid::new_v4()),
-                MetadataRecord::UnfenceBroker { id: 1 },
-                MetadataRecord::CreateTopic {
-                    name: "t".into(),
-                    topic_id,
-                    configs: BTreeMap::new(),
-                },
-                MetadataRecord::CreatePartition {
-                    topic_id,
-                    partition: 0,
-                    replicas: vec![1],
-                    isr: vec![1],
-                    leader: Some(1),
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                    adding_replicas: Vec::new(),
-                    removing_replicas: Vec::new(),
-                },
-            ],
+            led_partition(Uuid::new_v4(), topic_id),
         );
         publisher.image_changed(&previous_run);
         publisher.wait_idle();
@@ -480,7 +461,8 @@ mod tests {
         let registered = apply(
             &fenced,
             3,
-            vec![register(this_run), MetadataRecord::UnfenceBroker { id: 1 }],
+            // The registration and unfencing only.
+            led_partition(this_run, topic_id)[..2].to_vec(),
         );
         publisher.image_changed(&registered);
         publisher.wait_idle();

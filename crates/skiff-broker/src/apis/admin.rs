@@ -116,6 +116,9 @@ pub(super) fn submit_failure(error: SubmitError) -> Failure {
 /// at the controller.
 pub(super) const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
 
+/// The pause before a per-partition decision is sent again after the controller moved.
+const NOT_CONTROLLER_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Per-partition decisions of one request sent to the controller at once.
 const CONCURRENT_DECISIONS: usize = 16;
 
@@ -128,8 +131,8 @@ pub(super) type PartitionOutcomes = Vec<(TopicName, Vec<(i32, Result<(), Failure
 impl KafkaApis {
     /// Sends one controller request per partition, a few at a time, and waits for them all,
     /// up to the request's `timeout_ms` (at most the broker's request timeout). Partitions not
-    /// decided by then, or left when the controller could not be reached or moved, are
-    /// answered with that error without being sent.
+    /// decided by then, or left once the controller could not be reached, are answered
+    /// REQUEST_TIMED_OUT without being sent.
     pub(super) async fn submit_per_partition(
         &self,
         requests: Vec<PartitionRequest>,
@@ -183,20 +186,28 @@ impl KafkaApis {
                 }),
             );
         }
-        let outcome =
-            match tokio::time::timeout_at(deadline, self.submit(request.clone(), false)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(fail(
-                    ResponseError::RequestTimedOut,
-                    "the request timed out before this partition was decided",
-                )),
-            };
+        // A controller that moved is found again by the next submit, as Kafka's forwarding
+        // retries NOT_CONTROLLER until the request's deadline.
+        let submitted = async {
+            loop {
+                match self.submit(request.clone(), false).await {
+                    Err(f) if f.error_code == code(ResponseError::NotController) => {
+                        tokio::time::sleep(NOT_CONTROLLER_BACKOFF).await
+                    }
+                    outcome => break outcome,
+                }
+            }
+        };
+        let outcome = match tokio::time::timeout_at(deadline, submitted).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(fail(
+                ResponseError::RequestTimedOut,
+                "the request timed out before this partition was decided",
+            )),
+        };
         match &outcome {
             Ok(()) => debug!(topic = topic.as_str(), partition, ?request, "decided"),
-            Err(f)
-                if f.error_code == code(ResponseError::RequestTimedOut)
-                    || f.error_code == code(ResponseError::NotController) =>
-            {
+            Err(f) if f.error_code == code(ResponseError::RequestTimedOut) => {
                 *gave_up.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((f.error_code, f.message.clone()));
             }

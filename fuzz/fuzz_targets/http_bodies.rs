@@ -33,8 +33,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(changes) = serde_json::from_slice::<TagChanges>(data) {
         let mut member = member(now);
-        let tags = merge_tags(member.local_member().tags, changes);
-        let _ = member.update_tags(tags, now);
+        if let Ok(tags) = merge_tags(member.local_member().tags, changes) {
+            let _ = member.update_tags(tags, now);
+        }
     }
     if let Ok(request) = serde_json::from_slice::<RaftNodeRequest>(data) {
         let node_id = request.node_id;

@@ -340,7 +340,10 @@ async fn update_tags(State(state): State<AppState>, Json(changes): Json<TagChang
             tags = me.tags;
         }
     }
-    let tags = merge_tags(tags, changes);
+    let tags = match merge_tags(tags, changes) {
+        Ok(tags) => tags,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     match state.gossip.update_tags(tags.clone()).await {
         Ok(()) => (StatusCode::OK, Json(json!({ "tags": tags }))),
         Err(e) => error(StatusCode::BAD_REQUEST, e),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde::Deserialize;
-use skiff_gossip::{QueryFilter, QueryOptions, Tags};
+use skiff_gossip::{tag, QueryFilter, QueryOptions, Tags};
 use skiff_raft::kv::MAX_KEY_BYTES;
 
 /// Longest a `/v1/query` may collect answers.
@@ -73,8 +73,27 @@ impl QueryRequest {
 /// `PUT /v1/tags`: tags to set over the current ones; an empty value removes a tag.
 pub type TagChanges = BTreeMap<String, String>;
 
-/// `current` with `changes` applied.
-pub fn merge_tags(mut current: Tags, changes: TagChanges) -> Tags {
+/// Tags the broker sets itself, from which the cluster knows who it is: changing them at
+/// runtime would make the controller take it for another broker or a restarted one.
+const RESERVED_TAGS: [&str; 8] = [
+    tag::NODE_ID,
+    tag::KAFKA_ADDR,
+    tag::RAFT_ADDR,
+    tag::CLUSTER_ID,
+    tag::HTTP_ADDR,
+    tag::ROLE,
+    tag::VERSION,
+    tag::RUN,
+];
+
+/// `current` with `changes` applied, or why they are refused.
+pub fn merge_tags(mut current: Tags, changes: TagChanges) -> Result<Tags, String> {
+    if let Some(key) = changes.keys().find(|k| RESERVED_TAGS.contains(&k.as_str())) {
+        return Err(format!(
+            "tag '{key}' is set by the broker itself; reserved: {}",
+            RESERVED_TAGS.join(", ")
+        ));
+    }
     for (key, value) in changes {
         if value.is_empty() {
             current.remove(&key);
@@ -82,7 +101,7 @@ pub fn merge_tags(mut current: Tags, changes: TagChanges) -> Tags {
             current.insert(key, value);
         }
     }
-    current
+    Ok(current)
 }
 
 /// `POST /raft/join` and `POST /raft/remove`.
@@ -140,4 +159,19 @@ pub fn check_key(key: &str) -> Result<(), Refusal> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_the_broker_sets_cannot_be_changed_at_runtime() {
+        let current: Tags = [("run".to_string(), "1".to_string())].into();
+        let merged = merge_tags(current.clone(), [("rack".into(), "r2".into())].into()).unwrap();
+        assert_eq!(merged.get("rack").map(String::as_str), Some("r2"));
+        for key in ["run", "id", "kafka"] {
+            assert!(merge_tags(current.clone(), [(key.into(), String::new())].into()).is_err());
+        }
+    }
 }

@@ -180,6 +180,14 @@ fn brokers_join_through_a_seed_and_tell_leave_from_failure() {
         Some(r#"{"rack":"r9"}"#),
     )
     .expect("tags updated");
+    // Tags the broker derives its identity from are refused.
+    assert!(common::http_request(
+        ("127.0.0.1", left.http_port),
+        "PUT",
+        "/v1/tags",
+        Some(r#"{"run":""}"#),
+    )
+    .is_none());
     let deadline = Instant::now() + TIMEOUT;
     while !members(&seed)
         .iter()

@@ -38,6 +38,7 @@ impl KafkaApis {
             .min(self.config.request_timeout / 2);
         let deadline = Instant::now() + max_wait;
         let min_bytes = request.min_bytes.max(0) as usize;
+        let requested: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
         loop {
             let watched = self.requested_partitions(&request, version);
             let changes = LongPollWait::of(&watched);
@@ -47,7 +48,9 @@ impl KafkaApis {
                 return response;
             }
             // A partition whose log opened during the read is not watched yet: watch it too.
-            if self.requested_partitions(&request, version).len() != watched.len() {
+            if watched.len() < requested
+                && self.requested_partitions(&request, version).len() != watched.len()
+            {
                 continue;
             }
             if tokio::time::timeout_at(deadline, changes.wait())

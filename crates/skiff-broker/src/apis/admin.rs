@@ -1,7 +1,7 @@
 //! CreateTopics, DeleteTopics and CreatePartitions, and the per-partition controller requests
 //! reassignments and elections share.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
@@ -140,9 +140,9 @@ impl KafkaApis {
     ) -> PartitionOutcomes {
         let wait = Duration::from_millis(timeout_ms.max(0) as u64).min(self.config.request_timeout);
         let deadline = Instant::now() + wait;
-        let gave_up: Mutex<Option<(i16, String)>> = Mutex::new(None);
+        let unreachable = AtomicBool::new(false);
         let outcomes: Vec<((TopicName, i32), Result<(), Failure>)> = stream::iter(requests)
-            .map(|(key, request)| self.submit_partition(key, request, deadline, &gave_up))
+            .map(|(key, request)| self.submit_partition(key, request, deadline, &unreachable))
             .buffered(CONCURRENT_DECISIONS)
             .collect()
             .await;
@@ -169,21 +169,19 @@ impl KafkaApis {
         (topic, partition): (TopicName, i32),
         request: Result<ControllerRequest, Failure>,
         deadline: Instant,
-        gave_up: &Mutex<Option<(i16, String)>>,
+        unreachable: &AtomicBool,
     ) -> ((TopicName, i32), Result<(), Failure>) {
         let request = match request {
             Ok(request) => request,
             Err(failure) => return ((topic, partition), Err(failure)),
         };
-        if let Some((error_code, message)) =
-            gave_up.lock().unwrap_or_else(|p| p.into_inner()).clone()
-        {
+        if unreachable.load(Ordering::Relaxed) || Instant::now() >= deadline {
             return (
                 (topic, partition),
-                Err(Failure {
-                    error_code,
-                    message,
-                }),
+                Err(fail(
+                    ResponseError::RequestTimedOut,
+                    "not sent: the request timed out or the controller could not be reached",
+                )),
             );
         }
         // A controller that moved is found again by the next submit, as Kafka's forwarding
@@ -208,8 +206,7 @@ impl KafkaApis {
         match &outcome {
             Ok(()) => debug!(topic = topic.as_str(), partition, ?request, "decided"),
             Err(f) if f.error_code == code(ResponseError::RequestTimedOut) => {
-                *gave_up.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((f.error_code, f.message.clone()));
+                unreachable.store(true, Ordering::Relaxed)
             }
             Err(_) => {}
         }
